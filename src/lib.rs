@@ -1,0 +1,1 @@
+//! Rewind: back up the accounts of a multi-tenant Kubernetes platform and restore their projects.
