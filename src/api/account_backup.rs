@@ -1,0 +1,257 @@
+//! `AccountBackup`: a point-in-time copy of every project of one account.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ActivityEntry, ByteSize, ItemOutcome, Progress};
+
+/// Take a backup of an account now: every project's manifests, volume
+/// snapshots and database dumps, stored in the operator's repository.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rewind.dev",
+    version = "v1alpha1",
+    kind = "AccountBackup",
+    plural = "accountbackups",
+    shortname = "ab",
+    category = "rewind",
+    status = "AccountBackupStatus",
+    doc = "A point-in-time backup of every project (namespace) of one account.",
+    printcolumn(name = "Account", type_ = "string", json_path = ".spec.account"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Size", type_ = "string", json_path = ".status.size.human"),
+    printcolumn(
+        name = "Restorable-Until",
+        type_ = "date",
+        json_path = ".status.restorableUntil"
+    ),
+    printcolumn(name = "Notes", type_ = "string", json_path = ".spec.notes"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("an AccountBackup's spec is immutable: create a new backup instead"))]
+pub struct AccountBackupSpec {
+    /// The account to back up: every namespace labelled `rewind.dev/account=<account>` is one of its projects.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
+    pub account: String,
+    /// A name for people, shown by `kubectl rewind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Free text: why this backup was taken. Shown everywhere the backup is listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// How long the backup stays restorable after it completes, as a Go duration (`168h`, `90m`). Then it expires and is garbage-collected.
+    #[serde(default = "default_ttl")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("ttl must be a duration such as 168h, 36h30m or 90m"))]
+    pub ttl: String,
+    /// The VolumeSnapshotClass for every PVC; when empty, the default class of each PVC's CSI driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Database dumps over pod exec.
+    #[serde(default)]
+    pub databases: DatabasesSpec,
+    /// Selects the Secrets that are resource tokens, in addition to those labelled `rewind.dev/token=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_selector: Option<LabelSelector>,
+}
+
+/// Seven days: the default `ttl` of a backup.
+pub fn default_ttl() -> String {
+    "168h".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Whether and how databases are dumped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabasesSpec {
+    /// Dump every pod annotated `rewind.dev/database`. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for DatabasesSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Where a backup stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum BackupPhase {
+    /// Waiting for another operation of the same account, or for a busy project.
+    Queued,
+    /// Copying data into the repository.
+    Running,
+    /// Every item was backed up.
+    Completed,
+    /// The backup is restorable, but some items failed; `status.failed` says which and why.
+    PartiallyFailed,
+    /// Nothing restorable was produced; the Ready condition says why.
+    Failed,
+    /// Past `restorableUntil`; its data is being or has been released.
+    Expired,
+}
+
+impl BackupPhase {
+    /// A backup in this phase will not change phase again on its own (except by expiring).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::PartiallyFailed | Self::Failed | Self::Expired
+        )
+    }
+
+    /// A backup in this phase can be restored from.
+    pub fn is_restorable(self) -> bool {
+        matches!(self, Self::Completed | Self::PartiallyFailed)
+    }
+}
+
+/// What one project contributed to a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSummary {
+    /// The project (namespace) name.
+    pub name: String,
+    /// Manifests stored.
+    pub resources: u64,
+    /// Volumes snapshotted.
+    pub volumes: u64,
+    /// Databases dumped.
+    pub databases: u64,
+    /// Logical bytes of this project's manifests and dumps.
+    pub bytes: u64,
+    /// Items of this project that failed.
+    pub failed: u64,
+    /// The repository stream holding this project's manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+/// A physical volume snapshot the backup owns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotRecord {
+    /// The project the PVC belongs to.
+    pub project: String,
+    /// The PVC's name.
+    pub pvc: String,
+    /// The CSI driver that holds the snapshot.
+    pub driver: String,
+    /// The driver's handle of the physical snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_handle: Option<String>,
+    /// Bytes a volume restored from it needs at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<String>,
+    /// The PVC's requested size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_size: Option<String>,
+    /// The PVC's StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The PVC's access modes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// The VolumeSnapshotClass used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class: Option<String>,
+    /// The snapshot was readyToUse and is now independent of the namespace.
+    pub ready: bool,
+}
+
+/// A database dump stored in the repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseDumpRecord {
+    /// The project the pod belongs to.
+    pub project: String,
+    /// The database pod.
+    pub pod: String,
+    /// The container the dump ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// postgres, mysql or custom.
+    pub engine: String,
+    /// The repository stream holding the dump.
+    pub stream: String,
+    /// Bytes of the dump.
+    pub bytes: u64,
+    /// SHA-256 of the dump, hex.
+    pub sha256: String,
+}
+
+/// Status of an AccountBackup, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountBackupStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Queued, Running, Completed, PartiallyFailed, Failed or Expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupPhase>,
+    /// While Queued: what the backup waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_behind: Option<String>,
+    /// When the backup started copying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the backup finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Until when the backup can be restored (completion + ttl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restorable_until: Option<Time>,
+    /// Who asked for the backup (user or BackupSchedule), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Items and bytes done so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Bytes this backup added to the repository (after deduplication, compression and encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+    /// Bytes of the backed-up data before deduplication and compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_size: Option<ByteSize>,
+    /// The repository snapshot holding this backup's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_snapshot: Option<String>,
+    /// Per-project summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<ProjectSummary>,
+    /// The physical volume snapshots this backup owns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_snapshots: Vec<VolumeSnapshotRecord>,
+    /// The database dumps this backup holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database_dumps: Vec<DatabaseDumpRecord>,
+    /// Items left out on purpose (e.g. PVCs labelled `rewind.dev/exclude=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<ItemOutcome>,
+    /// Items that failed, each with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<ItemOutcome>,
+    /// Free-form labels recorded with the repository snapshot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Standard conditions; `Ready` is True once the backup is restorable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The activity log, newest last, bounded in length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity: Vec<ActivityEntry>,
+}

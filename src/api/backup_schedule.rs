@@ -1,0 +1,152 @@
+//! `BackupSchedule`: creates AccountBackups on a cron schedule and prunes old ones.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DatabasesSpec, default_ttl};
+
+/// Back up an account on a schedule (daily by default) and keep the last few backups.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rewind.dev",
+    version = "v1alpha1",
+    kind = "BackupSchedule",
+    plural = "backupschedules",
+    shortname = "bs",
+    category = "rewind",
+    status = "BackupScheduleStatus",
+    doc = "Creates AccountBackups of one account on a cron schedule and deletes the oldest beyond the retention.",
+    printcolumn(name = "Account", type_ = "string", json_path = ".spec.account"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Last-Backup",
+        type_ = "date",
+        json_path = ".status.lastScheduleTime"
+    ),
+    printcolumn(
+        name = "Last-Success",
+        type_ = "string",
+        json_path = ".status.lastSuccessfulBackup"
+    ),
+    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// The account to back up (namespaces labelled `rewind.dev/account=<account>`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
+    pub account: String,
+    /// When to take a backup, in cron syntax (5 fields, or @daily, @hourly, @weekly, @monthly). Default `0 3 * * *`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Stop creating backups; existing ones are kept and still pruned.
+    #[serde(default)]
+    pub suspend: bool,
+    /// A slot missed by more than this many seconds (operator down) is skipped rather than run late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Which backups to keep.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+    /// The spec of each AccountBackup created, except `account`.
+    #[serde(default)]
+    pub template: AccountBackupTemplate,
+}
+
+/// `0 3 * * *`: every day at 03:00.
+pub fn default_schedule() -> String {
+    "0 3 * * *".to_string()
+}
+
+fn default_keep_last() -> u32 {
+    7
+}
+
+/// Which backups a schedule keeps; the newest successful backup is always kept.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Keep this many of the newest backups. Default 7.
+    #[serde(default = "default_keep_last")]
+    #[schemars(range(min = 1))]
+    pub keep_last: u32,
+    /// Delete backups older than this Go duration (e.g. `720h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        Self {
+            keep_last: default_keep_last(),
+            max_age: None,
+        }
+    }
+}
+
+/// The AccountBackup spec without `account`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountBackupTemplate {
+    /// A name for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Free text shown with every backup created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// How long each backup stays restorable. Default `168h`.
+    #[serde(default = "default_ttl")]
+    pub ttl: String,
+    /// The VolumeSnapshotClass for every PVC; default: the driver's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Database dumps over pod exec.
+    #[serde(default)]
+    pub databases: DatabasesSpec,
+    /// Selects additional resource-token Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_selector: Option<LabelSelector>,
+}
+
+impl Default for AccountBackupTemplate {
+    fn default() -> Self {
+        Self {
+            display_name: None,
+            notes: None,
+            ttl: default_ttl(),
+            volume_snapshot_class_name: None,
+            databases: DatabasesSpec::default(),
+            token_selector: None,
+        }
+    }
+}
+
+/// Status of a BackupSchedule, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The slot of the most recent backup created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The next slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The newest backup of this schedule that Completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+    /// Backups of this schedule still Queued or Running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<String>,
+    /// Standard conditions; `Ready` is False when the schedule cannot run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

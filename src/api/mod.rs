@@ -1,0 +1,45 @@
+//! The three custom resources of `rewind.dev/v1alpha1`: types only, no I/O.
+//!
+//! The CRD YAML in `crds/` is generated from these types (`rewind crd`), so
+//! every doc comment here becomes the `kubectl explain` text a user reads.
+
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy reads that as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+mod account_backup;
+mod backup_schedule;
+mod common;
+mod project_restore;
+
+pub use account_backup::*;
+pub use backup_schedule::*;
+pub use common::*;
+pub use project_restore::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::core::crd::merge_crds;
+
+/// The API group every Rewind kind belongs to.
+pub const GROUP: &str = "rewind.dev";
+
+/// Label that makes a namespace a project of an account.
+pub const ACCOUNT_LABEL: &str = "rewind.dev/account";
+/// Label that marks a Secret as a resource token (regenerated on restore).
+pub const TOKEN_LABEL: &str = "rewind.dev/token";
+/// Label that keeps a PVC out of volume snapshots.
+pub const EXCLUDE_LABEL: &str = "rewind.dev/exclude";
+/// Annotation on a project namespace that holds the account's operations in `Queued`.
+pub const BUSY_ANNOTATION: &str = "rewind.dev/busy";
+/// Label on a restored namespace naming the backup it came from.
+pub const RESTORED_FROM_LABEL: &str = "rewind.dev/restored-from";
+
+/// Every CRD Rewind serves, in a stable order (the file names in `crds/`).
+pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    let _ = merge_crds; // single version today; merge_crds is where v1beta1 joins.
+    vec![
+        ("accountbackups.rewind.dev.yaml", AccountBackup::crd()),
+        ("backupschedules.rewind.dev.yaml", BackupSchedule::crd()),
+        ("projectrestores.rewind.dev.yaml", ProjectRestore::crd()),
+    ]
+}

@@ -1,0 +1,158 @@
+//! `ProjectRestore`: brings projects of a backup back as new, isolated namespaces.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ActivityEntry, ItemOutcome, Progress};
+
+fn default_true() -> bool {
+    true
+}
+
+/// Restore projects of an AccountBackup into new namespaces. Never overwrites anything.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rewind.dev",
+    version = "v1alpha1",
+    kind = "ProjectRestore",
+    plural = "projectrestores",
+    shortname = "pr",
+    category = "rewind",
+    status = "ProjectRestoreStatus",
+    doc = "Restores projects of an AccountBackup into new, isolated namespaces; the original projects are left untouched.",
+    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backup"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Progress",
+        type_ = "string",
+        json_path = ".status.progressSummary"
+    ),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("a ProjectRestore's spec is immutable: create a new restore instead"))]
+pub struct ProjectRestoreSpec {
+    /// The AccountBackup to restore from.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("backup must name an AccountBackup"))]
+    pub backup: String,
+    /// Which projects of the backup to restore. Default: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// New namespace per project (project → namespace). Default `<project>-restore-<short id>`. Each must not exist yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_namespaces: BTreeMap<String, String>,
+    /// Delete the restored namespaces this long after the restore completes (Go duration, e.g. `24h`): a look-around copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("expireAfter must be a duration such as 24h or 90m"))]
+    pub expire_after: Option<String>,
+    /// Stream database dumps into the restored database pods. Default true.
+    #[serde(default = "default_true")]
+    pub restore_databases: bool,
+    /// Restore PVC contents from the backup's snapshots. Default true.
+    #[serde(default = "default_true")]
+    pub restore_volumes: bool,
+}
+
+/// Where a restore stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RestorePhase {
+    /// Waiting for another operation of the same account.
+    Queued,
+    /// Creating namespaces, objects, volumes and databases.
+    Running,
+    /// Every item was restored.
+    Completed,
+    /// The namespaces exist but some items failed; `status.failed` says which and why.
+    PartiallyFailed,
+    /// Nothing was restored; the Ready condition says why.
+    Failed,
+}
+
+/// Counts of what a restore recreated.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredCounts {
+    /// Manifests created.
+    pub resources: u64,
+    /// PVCs restored from snapshots.
+    pub volumes: u64,
+    /// Databases loaded.
+    pub databases: u64,
+    /// Token Secrets regenerated.
+    pub tokens: u64,
+}
+
+/// A token Secret whose values were regenerated; never its values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegeneratedToken {
+    /// The restored namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The keys that got new values.
+    pub keys: Vec<String>,
+}
+
+/// Status of a ProjectRestore, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRestoreStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Queued, Running, Completed, PartiallyFailed or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RestorePhase>,
+    /// While Queued: what the restore waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_behind: Option<String>,
+    /// When the restore started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the restore finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// When the restored namespaces will be deleted (from `expireAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Project → the namespace it is restored into.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_namespaces: BTreeMap<String, String>,
+    /// Items done / total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// `done/total` for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_summary: Option<String>,
+    /// What was recreated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoredCounts>,
+    /// Items not restored on purpose, with why (e.g. an Ingress that would take the original's host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<ItemOutcome>,
+    /// Items that failed, each with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<ItemOutcome>,
+    /// Token Secrets and keys that have new values (never the values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regenerated_tokens: Vec<RegeneratedToken>,
+    /// Things to know about the restored project (e.g. excluded PVCs created empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Standard conditions; `Ready` is True once the restore completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The activity log, newest last, bounded in length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity: Vec<ActivityEntry>,
+}

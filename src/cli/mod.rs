@@ -1,0 +1,3 @@
+//! Command-line surface of the `rewind` binary: one module per subcommand.
+
+pub mod crd;
