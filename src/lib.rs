@@ -2,3 +2,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod duration;
+pub mod manifest;
+pub mod metrics;
+pub mod operator;
+pub mod status;

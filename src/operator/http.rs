@@ -1,0 +1,123 @@
+//! The probe and metrics endpoint: `/healthz`, `/readyz`, `/metrics` over plain HTTP/1.1.
+//!
+//! Deliberately tiny: three GET routes need no web framework.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::metrics::Metrics;
+
+/// Readiness shared between the runtime and the probe endpoint.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the operator ready (CRDs found, controllers started or standing by).
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the operator is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The response to one request line (pure, so the routes are unit-tested).
+pub fn respond(
+    request_line: &str,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) -> (u16, &'static str, String) {
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    match path {
+        "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
+        "/readyz" if readiness.is_ready() => (200, "text/plain", "ready\n".into()),
+        "/readyz" => (
+            503,
+            "text/plain",
+            "not ready: waiting for the CRDs\n".into(),
+        ),
+        "/metrics" => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /healthz, /readyz or /metrics\n".into(),
+        ),
+    }
+}
+
+/// Serves the endpoint until the task is dropped.
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    metrics: Metrics,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    loop {
+        let (mut stream, peer) = listener.accept().await?;
+        let readiness = readiness.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            let read = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut buffer),
+            )
+            .await
+            {
+                Ok(Ok(read)) => read,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buffer[..read]);
+            let request_line = head.lines().next().unwrap_or_default();
+            let (code, content_type, body) = respond(request_line, &readiness, &metrics);
+            let reason = match code {
+                200 => "OK",
+                404 => "Not Found",
+                _ => "Service Unavailable",
+            };
+            let response = format!(
+                "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(err) = stream.write_all(response.as_bytes()).await {
+                debug!(%peer, error = %err, "probe client went away");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_fails_until_the_operator_is_ready() {
+        let readiness = Readiness::default();
+        let metrics = Metrics::default();
+        assert_eq!(respond("GET /readyz HTTP/1.1", &readiness, &metrics).0, 503);
+        readiness.set_ready(true);
+        assert_eq!(respond("GET /readyz HTTP/1.1", &readiness, &metrics).0, 200);
+    }
+
+    #[test]
+    fn healthz_answers_and_unknown_paths_are_404() {
+        let readiness = Readiness::default();
+        let metrics = Metrics::default();
+        assert_eq!(
+            respond("GET /healthz HTTP/1.1", &readiness, &metrics).0,
+            200
+        );
+        assert_eq!(respond("GET /nope HTTP/1.1", &readiness, &metrics).0, 404);
+    }
+}

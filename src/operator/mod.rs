@@ -1,0 +1,4 @@
+//! Runtime wiring of `rewind run`: configuration, leader election, probes and controllers.
+
+pub mod http;
+pub mod leader;

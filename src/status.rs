@@ -1,0 +1,152 @@
+//! Status writing shared by every controller: conditions, the activity log and server-side apply.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ActivityEntry, ActivityLevel};
+
+/// The one field manager every status write of the operator uses.
+pub const FIELD_MANAGER: &str = "rewind-operator";
+
+/// How many entries the activity log keeps (the oldest are dropped first).
+pub const ACTIVITY_LIMIT: usize = 60;
+
+/// Condition type every kind carries; kstatus reads it.
+pub const READY: &str = "Ready";
+
+/// Sets a condition, changing `lastTransitionTime` only when the status flips.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status_text = if status { "True" } else { "False" }.to_string();
+    let message = message.into();
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if existing.status != status_text {
+            existing.last_transition_time = Time(now);
+        }
+        existing.status = status_text;
+        existing.reason = reason.to_string();
+        existing.message = message;
+        existing.observed_generation = generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status_text,
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        });
+    }
+}
+
+/// Appends to an activity log, keeping at most [`ACTIVITY_LIMIT`] entries.
+pub fn push_activity(
+    log: &mut Vec<ActivityEntry>,
+    level: ActivityLevel,
+    message: impl Into<String>,
+    now: Timestamp,
+) {
+    log.push(ActivityEntry {
+        time: Time(now),
+        level,
+        message: message.into(),
+    });
+    if log.len() > ACTIVITY_LIMIT {
+        let excess = log.len() - ACTIVITY_LIMIT;
+        log.drain(..excess);
+    }
+}
+
+/// Writes `status` of a cluster-scoped object by server-side apply with [`FIELD_MANAGER`].
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("valid time")
+    }
+
+    #[test]
+    fn condition_transition_time_changes_only_when_status_flips() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            READY,
+            false,
+            "Running",
+            "copying",
+            Some(1),
+            at(10),
+        );
+        set_condition(
+            &mut conditions,
+            READY,
+            false,
+            "Running",
+            "still copying",
+            Some(1),
+            at(20),
+        );
+        assert_eq!(conditions[0].last_transition_time, Time(at(10)));
+        assert_eq!(conditions[0].message, "still copying");
+        set_condition(
+            &mut conditions,
+            READY,
+            true,
+            "Completed",
+            "done",
+            Some(1),
+            at(30),
+        );
+        assert_eq!(conditions[0].last_transition_time, Time(at(30)));
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn activity_log_keeps_only_the_newest_entries() {
+        let mut log = Vec::new();
+        for i in 0..(ACTIVITY_LIMIT + 5) {
+            push_activity(
+                &mut log,
+                ActivityLevel::Info,
+                format!("step {i}"),
+                at(i as i64),
+            );
+        }
+        assert_eq!(log.len(), ACTIVITY_LIMIT);
+        assert_eq!(log[0].message, "step 5");
+        assert_eq!(
+            log.last().map(|e| e.message.as_str()),
+            Some(format!("step {}", ACTIVITY_LIMIT + 4).as_str())
+        );
+    }
+}
