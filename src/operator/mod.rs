@@ -1,4 +1,113 @@
 //! Runtime wiring of `rewind run`: configuration, leader election, probes and controllers.
 
+pub mod config;
 pub mod http;
 pub mod leader;
+pub mod logging;
+pub mod shutdown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::api::ListParams;
+use kube::runtime::events::Recorder;
+use kube::{Api, Client};
+use tracing::{error, info, warn};
+
+use crate::account_lock::AccountLocks;
+use crate::api::AccountBackup;
+use crate::backup::store::SnapshotStore;
+use crate::context::Context;
+use crate::duration::parse_duration;
+use crate::metrics::Metrics;
+use config::RunArgs;
+use http::Readiness;
+
+/// The leader Lease's name in the operator namespace.
+pub const LEADER_LEASE: &str = "rewind-operator-leader";
+
+/// Runs the operator until SIGTERM, or until it loses the leader lease (then it exits non-zero).
+pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result<()> {
+    let operation_timeout =
+        parse_duration(&args.operation_timeout).context("--operation-timeout")?;
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes connection: set KUBECONFIG or run inside a cluster")?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("rewind-{}", std::process::id()));
+    let metrics = Metrics::default();
+    let readiness = Readiness::default();
+    let shutdown = shutdown::on_signal();
+    let probe_addr = args.probe_addr;
+    let probes = tokio::spawn(http::serve(probe_addr, readiness.clone(), metrics.clone()));
+    info!(%probe_addr, identity, "serving /healthz, /readyz and /metrics");
+
+    tokio::select! {
+        _ = wait_for_crds(&client) => {}
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    readiness.set_ready(true);
+
+    let timing = leader::LeaseTiming::default();
+    if !args.no_leader_election {
+        tokio::select! {
+            _ = leader::acquire(client.clone(), &args.namespace, LEADER_LEASE, &identity, &timing) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        locks: AccountLocks::new(client.clone(), &args.namespace),
+        metrics,
+        recorder: Recorder::new(client.clone(), Context::reporter(&identity)),
+        operation_timeout,
+        store,
+    });
+    let controllers = crate::backup::run(ctx, args.max_concurrent_backups, shutdown.clone());
+    let lost_lease = async {
+        if args.no_leader_election {
+            std::future::pending::<()>().await
+        } else {
+            leader::hold(
+                client.clone(),
+                &args.namespace,
+                LEADER_LEASE,
+                &identity,
+                &timing,
+            )
+            .await
+        }
+    };
+    tokio::select! {
+        _ = controllers => info!("controllers stopped"),
+        _ = lost_lease => {
+            error!("lost the leader lease: stopping so another replica can lead");
+            probes.abort();
+            anyhow::bail!("lost the leader lease");
+        }
+    }
+    probes.abort();
+    Ok(())
+}
+
+/// Waits until the AccountBackup CRD is served, logging every 30 s instead of crashing.
+async fn wait_for_crds(client: &Client) {
+    let api: Api<AccountBackup> = Api::all(client.clone());
+    let mut attempts = 0u32;
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(err) => {
+                if attempts.is_multiple_of(15) {
+                    warn!(error = %err, "the rewind.dev CRDs are not served yet: install them (helm install, or kubectl apply -f crds/); waiting");
+                }
+            }
+        }
+        attempts += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

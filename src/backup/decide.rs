@@ -1,0 +1,463 @@
+//! What an AccountBackup should do next, and the status that says so (pure: no client, time injected).
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase, ByteSize, ItemOutcome,
+    Progress, ProjectSummary,
+};
+use crate::duration::parse_duration;
+use crate::status::{READY, push_activity, set_condition};
+
+/// A project namespace as the decision needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedProject {
+    /// Namespace name.
+    pub name: String,
+    /// The `rewind.dev/busy` annotation, when set.
+    pub busy: Option<String>,
+    /// The namespace is being deleted.
+    pub terminating: bool,
+}
+
+/// What a backup that has not started yet should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartDecision {
+    /// It can never run: fail with a reason and a message saying what to do.
+    Fail {
+        reason: &'static str,
+        message: String,
+    },
+    /// A project is busy: wait, showing why.
+    Queue { behind: String },
+    /// Try to take the account's lock and start.
+    TryStart,
+}
+
+/// Decides whether a Queued (or new) backup can start.
+pub fn decide_start(backup: &AccountBackup, projects: &[ObservedProject]) -> StartDecision {
+    if let Err(err) = parse_duration(&backup.spec.ttl) {
+        return StartDecision::Fail {
+            reason: "InvalidTTL",
+            message: err.to_string(),
+        };
+    }
+    let live: Vec<&ObservedProject> = projects.iter().filter(|p| !p.terminating).collect();
+    if live.is_empty() {
+        return StartDecision::Fail {
+            reason: "NoProjects",
+            message: format!(
+                "no namespace is labelled rewind.dev/account={account}: label the account's project namespaces \
+                 (kubectl label namespace <project> rewind.dev/account={account}) and create a new AccountBackup",
+                account = backup.spec.account
+            ),
+        };
+    }
+    if let Some(busy) = live
+        .iter()
+        .find_map(|p| p.busy.as_ref().map(|reason| (p, reason)))
+    {
+        return StartDecision::Queue {
+            behind: format!("project {} is busy: {}", busy.0.name, busy.1),
+        };
+    }
+    StartDecision::TryStart
+}
+
+/// What a finished backup should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinishedDecision {
+    /// Past `restorableUntil`: mark Expired and release its data.
+    Expire,
+    /// Still restorable: look again at this time.
+    RecheckAt(Timestamp),
+    /// Nothing will change on its own.
+    Nothing,
+}
+
+/// Decides for a backup in a finished phase.
+pub fn decide_finished(status: &AccountBackupStatus, now: Timestamp) -> FinishedDecision {
+    match (status.phase, &status.restorable_until) {
+        (Some(BackupPhase::Completed | BackupPhase::PartiallyFailed), Some(Time(until)))
+            if *until <= now =>
+        {
+            FinishedDecision::Expire
+        }
+        (Some(BackupPhase::Completed | BackupPhase::PartiallyFailed), Some(Time(until))) => {
+            FinishedDecision::RecheckAt(*until)
+        }
+        _ => FinishedDecision::Nothing,
+    }
+}
+
+/// A Running backup that has run longer than this is failed rather than left Running for ever.
+pub fn running_too_long(status: &AccountBackupStatus, now: Timestamp, limit: Duration) -> bool {
+    let Some(Time(started)) = status.started_at else {
+        return false;
+    };
+    let limit = SignedDuration::try_from(limit).unwrap_or(SignedDuration::MAX);
+    now.duration_since(started) > limit
+}
+
+fn base(backup: &AccountBackup) -> AccountBackupStatus {
+    let mut status = backup.status.clone().unwrap_or_default();
+    status.observed_generation = backup.metadata.generation;
+    status
+}
+
+/// Status of a backup waiting for its turn. Logs only when what it waits for changes.
+pub fn queued_status(backup: &AccountBackup, behind: &str, now: Timestamp) -> AccountBackupStatus {
+    let mut status = base(backup);
+    let changed = status.queued_behind.as_deref() != Some(behind)
+        || status.phase != Some(BackupPhase::Queued);
+    status.phase = Some(BackupPhase::Queued);
+    status.queued_behind = Some(behind.to_string());
+    if changed {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Info,
+            format!("queued behind {behind}"),
+            now,
+        );
+    }
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "Queued",
+        format!("waiting for {behind}; starts on its own when that ends"),
+        backup.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Status of a backup that has just taken its account's lock.
+pub fn started_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupStatus {
+    let mut status = base(backup);
+    if status.activity.is_empty() {
+        push_activity(&mut status.activity, ActivityLevel::Info, "requested", now);
+    }
+    status.phase = Some(BackupPhase::Running);
+    status.queued_behind = None;
+    status.started_at = Some(Time(now));
+    status.progress = Some(Progress::default());
+    push_activity(
+        &mut status.activity,
+        ActivityLevel::Info,
+        format!("started backing up account {}", backup.spec.account),
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "Running",
+        "copying the account's projects",
+        backup.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Status of a backup that cannot produce anything restorable.
+pub fn failed_status(
+    backup: &AccountBackup,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> AccountBackupStatus {
+    let mut status = base(backup);
+    status.phase = Some(BackupPhase::Failed);
+    status.queued_behind = None;
+    status.completed_at = Some(Time(now));
+    push_activity(&mut status.activity, ActivityLevel::Error, message, now);
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        backup.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Status of a backup whose data was released after `restorableUntil`.
+pub fn expired_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupStatus {
+    let mut status = base(backup);
+    status.phase = Some(BackupPhase::Expired);
+    push_activity(
+        &mut status.activity,
+        ActivityLevel::Info,
+        "expired: past restorableUntil, data released",
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "Expired",
+        "the backup is past restorableUntil and can no longer be restored",
+        backup.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// What the copy step produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupOutcome {
+    /// The repository snapshot written.
+    pub snapshot_id: String,
+    /// Per project.
+    pub projects: Vec<ProjectSummary>,
+    /// Items that failed, with reasons.
+    pub failed: Vec<ItemOutcome>,
+    /// Bytes read from the cluster.
+    pub logical_bytes: u64,
+    /// Bytes added to the repository.
+    pub stored_bytes: u64,
+    /// Items handled (stored or failed).
+    pub items: u64,
+}
+
+/// Status of a backup whose copy step finished: Completed, or PartiallyFailed listing each failed item.
+pub fn finished_status(
+    backup: &AccountBackup,
+    outcome: &BackupOutcome,
+    now: Timestamp,
+) -> AccountBackupStatus {
+    let mut status = base(backup);
+    let ttl = parse_duration(&backup.spec.ttl).unwrap_or(Duration::from_secs(168 * 3600));
+    let restorable_until = SignedDuration::try_from(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add(ttl).ok())
+        .unwrap_or(Timestamp::MAX);
+    status.completed_at = Some(Time(now));
+    status.restorable_until = Some(Time(restorable_until));
+    status.repository_snapshot = Some(outcome.snapshot_id.clone());
+    status.projects = outcome.projects.clone();
+    status.failed = outcome.failed.clone();
+    status.size = Some(ByteSize::new(outcome.stored_bytes));
+    status.logical_size = Some(ByteSize::new(outcome.logical_bytes));
+    status.progress = Some(Progress {
+        items_done: outcome.items,
+        items_total: outcome.items,
+        bytes_done: outcome.logical_bytes,
+    });
+    for failure in &outcome.failed {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Error,
+            format!(
+                "{} {}/{} failed: {}",
+                failure.kind, failure.project, failure.name, failure.reason
+            ),
+            now,
+        );
+    }
+    let resources: u64 = outcome.projects.iter().map(|p| p.resources).sum();
+    let summary = format!(
+        "{} resources of {} projects, {} logical, {} stored",
+        resources,
+        outcome.projects.len(),
+        crate::api::human_bytes(outcome.logical_bytes),
+        crate::api::human_bytes(outcome.stored_bytes)
+    );
+    if outcome.failed.is_empty() {
+        status.phase = Some(BackupPhase::Completed);
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Info,
+            format!("completed: {summary}"),
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            "Completed",
+            summary,
+            backup.metadata.generation,
+            now,
+        );
+    } else {
+        status.phase = Some(BackupPhase::PartiallyFailed);
+        let message = format!(
+            "{} items failed (see status.failed); restorable: {summary}",
+            outcome.failed.len()
+        );
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Warning,
+            message.clone(),
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            "PartiallyFailed",
+            message,
+            backup.metadata.generation,
+            now,
+        );
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AccountBackupSpec;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("valid time")
+    }
+
+    fn backup(ttl: &str) -> AccountBackup {
+        let mut backup = AccountBackup::new(
+            "nightly",
+            AccountBackupSpec {
+                account: "acme".into(),
+                display_name: None,
+                notes: None,
+                ttl: ttl.into(),
+                volume_snapshot_class_name: None,
+                databases: Default::default(),
+                token_selector: None,
+            },
+        );
+        backup.metadata.generation = Some(1);
+        backup
+    }
+
+    fn project(name: &str) -> ObservedProject {
+        ObservedProject {
+            name: name.into(),
+            busy: None,
+            terminating: false,
+        }
+    }
+
+    #[test]
+    fn backup_of_an_account_without_projects_fails_naming_the_label() {
+        match decide_start(&backup("168h"), &[]) {
+            StartDecision::Fail { reason, message } => {
+                assert_eq!(reason, "NoProjects");
+                assert!(message.contains("rewind.dev/account=acme"), "{message}");
+            }
+            other => panic!("expected Fail, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn busy_project_queues_the_backup_with_its_reason() {
+        let mut busy = project("shop");
+        busy.busy = Some("import running".into());
+        assert_eq!(
+            decide_start(&backup("168h"), &[project("blog"), busy]),
+            StartDecision::Queue {
+                behind: "project shop is busy: import running".into()
+            }
+        );
+    }
+
+    #[test]
+    fn terminating_namespaces_are_not_projects() {
+        let mut gone = project("old");
+        gone.terminating = true;
+        assert!(matches!(
+            decide_start(&backup("168h"), &[gone]),
+            StartDecision::Fail { .. }
+        ));
+        assert_eq!(
+            decide_start(&backup("168h"), &[project("blog")]),
+            StartDecision::TryStart
+        );
+    }
+
+    #[test]
+    fn unparseable_ttl_fails_with_an_example() {
+        assert!(matches!(
+            decide_start(&backup("7d"), &[project("a")]),
+            StartDecision::Fail {
+                reason: "InvalidTTL",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn completed_backup_is_restorable_for_its_ttl_then_expires() {
+        let b = backup("2h");
+        let status = finished_status(
+            &b,
+            &BackupOutcome {
+                snapshot_id: "s1".into(),
+                ..Default::default()
+            },
+            at(1000),
+        );
+        assert_eq!(status.phase, Some(BackupPhase::Completed));
+        assert_eq!(status.restorable_until, Some(Time(at(1000 + 7200))));
+        assert_eq!(
+            decide_finished(&status, at(2000)),
+            FinishedDecision::RecheckAt(at(8200))
+        );
+        assert_eq!(decide_finished(&status, at(8200)), FinishedDecision::Expire);
+    }
+
+    #[test]
+    fn failed_items_make_the_backup_partially_failed_and_each_is_logged() {
+        let outcome = BackupOutcome {
+            snapshot_id: "s1".into(),
+            failed: vec![ItemOutcome {
+                project: "shop".into(),
+                kind: "Widget".into(),
+                name: "*".into(),
+                reason: "forbidden".into(),
+            }],
+            ..Default::default()
+        };
+        let status = finished_status(&backup("1h"), &outcome, at(10));
+        assert_eq!(status.phase, Some(BackupPhase::PartiallyFailed));
+        assert_eq!(status.failed.len(), 1);
+        assert!(
+            status
+                .activity
+                .iter()
+                .any(|e| e.level == ActivityLevel::Error && e.message.contains("forbidden"))
+        );
+    }
+
+    #[test]
+    fn queued_status_logs_only_when_the_reason_changes() {
+        let mut b = backup("1h");
+        b.status = Some(queued_status(&b, "AccountBackup/other", at(1)));
+        b.status = Some(queued_status(&b, "AccountBackup/other", at(2)));
+        assert_eq!(b.status.as_ref().map(|s| s.activity.len()), Some(1));
+    }
+
+    #[test]
+    fn running_backup_past_the_limit_is_detected() {
+        let mut b = backup("1h");
+        b.status = Some(started_status(&b, at(0)));
+        let status = b.status.clone().unwrap_or_default();
+        assert!(!running_too_long(
+            &status,
+            at(100),
+            Duration::from_secs(3600)
+        ));
+        assert!(running_too_long(
+            &status,
+            at(3601),
+            Duration::from_secs(3600)
+        ));
+    }
+}

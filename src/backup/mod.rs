@@ -1,0 +1,386 @@
+//! The AccountBackup controller: observe → decide (pure) → apply → report.
+//!
+//! A backup's phase lives in its status, so every step re-runs safely after a
+//! restart: a Running backup found by a new leader is copied again (data
+//! already in the repository is deduplicated), never left Running for ever.
+
+pub mod decide;
+pub mod error;
+pub mod execute;
+pub mod observe;
+pub mod progress;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::DeleteParams;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use self::decide::{FinishedDecision, StartDecision};
+use self::error::BackupError;
+use crate::account_lock::{Holder, LockOutcome};
+use crate::api::{AccountBackup, AccountBackupStatus, BackupPhase};
+use crate::context::Context;
+use crate::metrics::{AccountLabels, OperationLabels, ReconcileLabels};
+use crate::status::apply_status;
+
+/// The finalizer that releases a backup's data before the object goes.
+pub const FINALIZER: &str = "rewind.dev/release-backup-data";
+
+/// How often a Queued backup looks again whether it may start.
+const QUEUED_RECHECK: Duration = Duration::from_secs(5);
+
+/// Runs the controller until `shutdown` is cancelled (in-flight reconciles finish first).
+pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: CancellationToken) {
+    let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn holder(backup: &AccountBackup) -> Holder {
+    Holder {
+        kind: "AccountBackup",
+        name: backup.name_any(),
+        uid: backup.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+#[instrument(skip_all, fields(backup = %backup.name_any(), account = %backup.spec.account))]
+async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Action, BackupError> {
+    let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, backup, |event| async {
+        match event {
+            FinalizerEvent::Apply(backup) => apply(backup, &ctx).await,
+            FinalizerEvent::Cleanup(backup) => cleanup(backup, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err)
+        | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => BackupError::Finalizer(other.to_string()),
+    });
+    let (outcome, category) = match &result {
+        Ok(_) => ("ok", "none"),
+        Err(err) => ("error", err.category()),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: "accountbackup",
+            result: outcome,
+            category,
+        })
+        .inc();
+    result
+}
+
+fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, _ctx: Arc<Context>) -> Action {
+    warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn publish(
+    ctx: &Context,
+    backup: &AccountBackup,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Backup".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &backup.object_ref(&())).await {
+        warn!(error = %err, "publishing an event failed");
+    }
+}
+
+async fn write(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    status: &AccountBackupStatus,
+) -> Result<(), BackupError> {
+    apply_status(api, &backup.name_any(), status).await?;
+    Ok(())
+}
+
+async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
+    let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+    let now = Timestamp::now();
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    match phase {
+        None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
+        Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,
+        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed) => {
+            match decide::decide_finished(
+                backup
+                    .status
+                    .as_ref()
+                    .unwrap_or(&AccountBackupStatus::default()),
+                now,
+            ) {
+                FinishedDecision::Expire => {
+                    release_data(&backup, ctx).await?;
+                    write(&api, &backup, &decide::expired_status(&backup, now)).await?;
+                    publish(
+                        ctx,
+                        &backup,
+                        EventType::Normal,
+                        "Expired",
+                        "past restorableUntil: data released".into(),
+                    )
+                    .await;
+                    Ok(Action::await_change())
+                }
+                FinishedDecision::RecheckAt(at) => {
+                    let wait = at
+                        .duration_since(now)
+                        .unsigned_abs()
+                        .max(Duration::from_secs(1));
+                    Ok(Action::requeue(wait.min(Duration::from_secs(3600))))
+                }
+                FinishedDecision::Nothing => Ok(Action::await_change()),
+            }
+        }
+        Some(BackupPhase::Expired) => {
+            // Garbage-collect the expired object; the finalizer has nothing left to release.
+            api.delete(&backup.name_any(), &DeleteParams::default())
+                .await?;
+            Ok(Action::await_change())
+        }
+        Some(BackupPhase::Failed) => Ok(Action::await_change()),
+    }
+}
+
+async fn try_start(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, BackupError> {
+    let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
+    match decide::decide_start(backup, &projects) {
+        StartDecision::Fail { reason, message } => {
+            write(
+                api,
+                backup,
+                &decide::failed_status(backup, reason, &message, now),
+            )
+            .await?;
+            publish(ctx, backup, EventType::Warning, reason, message).await;
+            Ok(Action::await_change())
+        }
+        StartDecision::Queue { behind } => {
+            write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
+            Ok(Action::requeue(QUEUED_RECHECK))
+        }
+        StartDecision::TryStart => {
+            let client = ctx.client.clone();
+            let lock = ctx
+                .locks
+                .try_acquire(&backup.spec.account, &holder(backup), |identity| {
+                    observe::holder_is_active(client, identity)
+                })
+                .await?;
+            match lock {
+                LockOutcome::Busy { behind } => {
+                    write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
+                    Ok(Action::requeue(QUEUED_RECHECK))
+                }
+                LockOutcome::Held => {
+                    write(api, backup, &decide::started_status(backup, now)).await?;
+                    publish(
+                        ctx,
+                        backup,
+                        EventType::Normal,
+                        "Started",
+                        format!("backing up {} projects", projects.len()),
+                    )
+                    .await;
+                    // The status write wakes the controller again, now in Running.
+                    Ok(Action::await_change())
+                }
+            }
+        }
+    }
+}
+
+async fn run_copy(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    ctx: &Context,
+) -> Result<Action, BackupError> {
+    let started = std::time::Instant::now();
+    let status = backup.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    if decide::running_too_long(&status, now, ctx.operation_timeout) {
+        return fail(api, backup, ctx, "DeadlineExceeded", &format!(
+            "the backup ran longer than the operation timeout ({:?}); check the activity log for the slow step and take a new backup",
+            ctx.operation_timeout
+        ))
+        .await;
+    }
+    let client = ctx.client.clone();
+    // Re-take the account lock: ours already if this is a resumed backup.
+    if let LockOutcome::Busy { behind } = ctx
+        .locks
+        .try_acquire(&backup.spec.account, &holder(backup), |identity| {
+            observe::holder_is_active(client, identity)
+        })
+        .await?
+    {
+        write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
+        return Ok(Action::requeue(QUEUED_RECHECK));
+    }
+    let resumed =
+        status.progress.as_ref().is_some_and(|p| p.items_done > 0) || !status.projects.is_empty();
+    let mut running = status.clone();
+    running.projects.clear();
+    if resumed {
+        crate::status::push_activity(
+            &mut running.activity,
+            crate::api::ActivityLevel::Warning,
+            "resumed after an operator restart: copying again (data already stored is deduplicated)",
+            now,
+        );
+    }
+    let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
+    let types = crate::manifest::backed_up_types(ctx.client.clone()).await?;
+    if let Some(progress) = running.progress.as_mut() {
+        progress.items_done = 0;
+    }
+    let mut reporter = progress::ProgressReporter::new(api.clone(), backup.name_any(), running);
+    let copied = execute::copy_manifests(
+        &ctx.client,
+        ctx.store.as_ref(),
+        backup,
+        &projects,
+        &types,
+        &mut reporter,
+    )
+    .await;
+    let mut latest = backup.clone();
+    latest.status = Some(reporter.into_status());
+    match copied {
+        Ok(outcome) => {
+            let status = decide::finished_status(&latest, &outcome, Timestamp::now());
+            write(api, &latest, &status).await?;
+            ctx.locks
+                .release(&backup.spec.account, &holder(backup))
+                .await?;
+            let phase = status.phase.unwrap_or(BackupPhase::Completed);
+            ctx.metrics
+                .backup_logical_bytes
+                .inc_by(outcome.logical_bytes);
+            ctx.metrics.backup_stored_bytes.inc_by(outcome.stored_bytes);
+            ctx.metrics
+                .operation_duration
+                .get_or_create(&OperationLabels {
+                    operation: "backup",
+                    phase: phase_label(phase),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            if phase == BackupPhase::Completed {
+                ctx.metrics
+                    .last_successful_backup
+                    .get_or_create(&AccountLabels {
+                        account: backup.spec.account.clone(),
+                    })
+                    .set(Timestamp::now().as_second() as f64);
+            }
+            let message = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::status::READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let type_ = if phase == BackupPhase::Completed {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            publish(ctx, backup, type_, phase_label(phase), message).await;
+            info!(
+                phase = phase_label(phase),
+                items = outcome.items,
+                "backup finished"
+            );
+            Ok(Action::await_change())
+        }
+        Err(err) if err.is_permanent() => {
+            fail(api, &latest, ctx, err.category(), &err.to_string()).await
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn fail(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<Action, BackupError> {
+    write(
+        api,
+        backup,
+        &decide::failed_status(backup, reason, message, Timestamp::now()),
+    )
+    .await?;
+    ctx.locks
+        .release(&backup.spec.account, &holder(backup))
+        .await?;
+    publish(ctx, backup, EventType::Warning, reason, message.to_string()).await;
+    Ok(Action::await_change())
+}
+
+fn phase_label(phase: BackupPhase) -> &'static str {
+    match phase {
+        BackupPhase::Queued => "Queued",
+        BackupPhase::Running => "Running",
+        BackupPhase::Completed => "Completed",
+        BackupPhase::PartiallyFailed => "PartiallyFailed",
+        BackupPhase::Failed => "Failed",
+        BackupPhase::Expired => "Expired",
+    }
+}
+
+async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
+    if let Some(snapshot) = backup
+        .status
+        .as_ref()
+        .and_then(|s| s.repository_snapshot.as_deref())
+    {
+        ctx.store
+            .release(snapshot)
+            .await
+            .map_err(|err| BackupError::Repository(err.message))?;
+    }
+    Ok(())
+}
+
+async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
+    release_data(&backup, ctx).await?;
+    ctx.locks
+        .release(&backup.spec.account, &holder(&backup))
+        .await?;
+    info!("backup deleted: data released");
+    Ok(Action::await_change())
+}

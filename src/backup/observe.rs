@@ -1,0 +1,52 @@
+//! What the backup controller reads from the cluster (client required).
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use super::decide::ObservedProject;
+use crate::api::{ACCOUNT_LABEL, AccountBackup, BUSY_ANNOTATION, BackupPhase};
+
+/// The account's project namespaces, sorted by name.
+pub async fn projects(client: &Client, account: &str) -> Result<Vec<ObservedProject>, kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let list = namespaces
+        .list(&ListParams::default().labels(&format!("{ACCOUNT_LABEL}={account}")))
+        .await?;
+    let mut projects: Vec<ObservedProject> = list
+        .items
+        .iter()
+        .map(|ns| ObservedProject {
+            name: ns.name_any(),
+            busy: ns.annotations().get(BUSY_ANNOTATION).cloned(),
+            terminating: ns.metadata.deletion_timestamp.is_some(),
+        })
+        .collect();
+    projects.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(projects)
+}
+
+/// Whether the operation named by a lock holder identity still runs.
+pub async fn holder_is_active(client: Client, identity: String) -> Result<bool, kube::Error> {
+    let Some((kind, name, uid)) = crate::account_lock::Holder::parse(&identity) else {
+        return Ok(false);
+    };
+    match kind.as_str() {
+        "AccountBackup" => {
+            let api: Api<AccountBackup> = Api::all(client);
+            Ok(api.get_opt(&name).await?.is_some_and(|b| {
+                b.metadata.uid.as_deref() == Some(uid.as_str())
+                    && b.metadata.deletion_timestamp.is_none()
+                    && b.status.and_then(|s| s.phase) == Some(BackupPhase::Running)
+            }))
+        }
+        "ProjectRestore" => {
+            let api: Api<crate::api::ProjectRestore> = Api::all(client);
+            Ok(api.get_opt(&name).await?.is_some_and(|r| {
+                r.metadata.uid.as_deref() == Some(uid.as_str())
+                    && r.status.and_then(|s| s.phase) == Some(crate::api::RestorePhase::Running)
+            }))
+        }
+        _ => Ok(false),
+    }
+}

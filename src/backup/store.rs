@@ -1,0 +1,52 @@
+//! The seam between the backup controller and the repository: what a backup writes and releases.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Totals of one finished stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamTotals {
+    /// Bytes written into the stream.
+    pub logical_bytes: u64,
+    /// Bytes the repository had to add for it (after dedup, compression, encryption).
+    pub stored_bytes: u64,
+    /// SHA-256 of the stream's bytes, hex.
+    pub sha256: String,
+}
+
+/// Why the repository could not take or release data.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// What went wrong, for people.
+    pub message: String,
+    /// Retrying cannot help (e.g. wrong key, unknown format).
+    pub permanent: bool,
+}
+
+/// A snapshot being written; nothing is visible until [`SnapshotSink::commit`].
+#[async_trait]
+pub trait SnapshotSink: Send {
+    /// Starts a named stream; the previous stream must be finished first.
+    async fn start_stream(&mut self, name: &str) -> Result<(), StoreError>;
+    /// Appends bytes to the current stream.
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError>;
+    /// Ends the current stream.
+    async fn finish_stream(&mut self) -> Result<StreamTotals, StoreError>;
+    /// Writes the snapshot's manifest; returns the snapshot id.
+    async fn commit(self: Box<Self>) -> Result<String, StoreError>;
+}
+
+/// The repository as the controllers use it.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Begins a snapshot carrying `metadata` (account, backup name, notes, times).
+    async fn begin(
+        &self,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Box<dyn SnapshotSink>, StoreError>;
+    /// Releases a snapshot (data shared with other snapshots stays). Idempotent.
+    async fn release(&self, snapshot_id: &str) -> Result<(), StoreError>;
+}
