@@ -1,0 +1,10 @@
+{{- define "rewind.labels" -}}
+app.kubernetes.io/name: rewind
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+{{- define "rewind.selector" -}}
+app.kubernetes.io/name: rewind
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
