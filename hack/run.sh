@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: the operator on a sample account, against $KUBECONFIG or the local test bed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${KUBECONFIG:-}" ]] && ! kubectl cluster-info >/dev/null 2>&1; then
+  echo "run: no cluster configured: bringing up the local test bed (make cluster-up)"
+  make --no-print-directory cluster-up
+fi
+if [[ -f .testbed/env && -z "${KUBECONFIG:-}" ]]; then
+  set -a; source .testbed/env; set +a
+fi
+KUBECTL=${KUBECTL:-kubectl}
+state=.testbed/run
+mkdir -p "$state/repository"
+export REWIND_REPOSITORY="file://$PWD/$state/repository"
+if [[ ! -f "$state/repository.key" ]]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/repository.key"
+fi
+export REWIND_REPOSITORY_KEY_FILE="$PWD/$state/repository.key"
+
+cargo build --release --locked --quiet
+bin=${CARGO_TARGET_DIR:-target}/release/rewind
+[[ -d "$state/repository/config" || -f "$state/repository/config" ]] || "$bin" repo init >/dev/null 2>&1 || true
+
+"$KUBECTL" apply -f crds/ >/dev/null
+"$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+"$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" apply -f hack/sample-account.yaml >/dev/null
+
+"$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
+operator=$!
+trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
+echo "run: operator started (pid $operator, log $state/operator.log)"
+
+name="demo-$(date -u +%Y%m%d%H%M%S)"
+"$KUBECTL" create -f - <<YAML
+apiVersion: rewind.dev/v1alpha1
+kind: AccountBackup
+metadata: {name: $name}
+spec: {account: demo, notes: "make run: the sample account"}
+YAML
+for _ in $(seq 1 120); do
+  phase=$("$KUBECTL" get ab "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  case "$phase" in Completed|PartiallyFailed|Failed) break ;; esac
+  sleep 1
+done
+"$KUBECTL" get ab "$name"
+echo
+echo "activity log:"
+"$KUBECTL" get ab "$name" -o jsonpath='{range .status.activity[*]}{.time}  {.level}  {.message}{"\n"}{end}'
+echo
+echo "repository:"
+"$bin" repo ls
+[[ "$phase" == Completed ]] || { echo "run: the backup ended $phase; see $state/operator.log"; exit 1; }
