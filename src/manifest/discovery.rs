@@ -34,6 +34,40 @@ const DENIED_TYPES: &[(&str, &str)] = &[
 const CONTROLLER_OWNED_KINDS: &[(&str, &str)] =
     &[("", "Pod"), ("apps", "ReplicaSet"), ("batch", "Job")];
 
+/// Namespaced kinds in the order a restore must create them: what others
+/// depend on first. Kinds not listed (custom resources among them) come after.
+const RESTORE_ORDER: &[(&str, &str)] = &[
+    ("", "ResourceQuota"),
+    ("", "LimitRange"),
+    ("", "ServiceAccount"),
+    ("", "Secret"),
+    ("", "ConfigMap"),
+    ("", "PersistentVolumeClaim"),
+    ("rbac.authorization.k8s.io", "Role"),
+    ("rbac.authorization.k8s.io", "RoleBinding"),
+    ("networking.k8s.io", "NetworkPolicy"),
+    ("", "Service"),
+    ("policy", "PodDisruptionBudget"),
+    ("apps", "StatefulSet"),
+    ("apps", "Deployment"),
+    ("apps", "DaemonSet"),
+    ("apps", "ReplicaSet"),
+    ("", "ReplicationController"),
+    ("batch", "CronJob"),
+    ("batch", "Job"),
+    ("", "Pod"),
+    ("autoscaling", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io", "Ingress"),
+];
+
+/// Where a type goes in the restore order: its index in [`RESTORE_ORDER`], unknown kinds last (pure).
+pub fn restore_rank(group: &str, kind: &str) -> usize {
+    RESTORE_ORDER
+        .iter()
+        .position(|(g, k)| *g == group && *k == kind)
+        .unwrap_or(RESTORE_ORDER.len())
+}
+
 /// Whether objects of this type are backed up (pure).
 pub fn is_backed_up_type(resource: &ApiResource, capabilities: &ApiCapabilities) -> bool {
     capabilities.scope == Scope::Namespaced
@@ -73,7 +107,8 @@ pub fn object_skip_reason(group: &str, kind: &str, object: &Value) -> Option<&'s
     None
 }
 
-/// Discovers every namespaced type to back up, in a stable order (group, kind).
+/// Discovers every namespaced type to back up, in restore order (then group, kind),
+/// so a restore can create a project's objects in one pass over its stream.
 pub async fn backed_up_types(client: Client) -> Result<Vec<BackedUpType>, kube::Error> {
     let discovery = Discovery::new(client).run().await?;
     let mut types: Vec<BackedUpType> = discovery
@@ -152,6 +187,18 @@ mod tests {
         assert!(object_skip_reason("", "Pod", &bare).is_none());
         // An owned PVC (StatefulSet retention policy) holds data: keep it.
         assert!(object_skip_reason("", "PersistentVolumeClaim", &owned).is_none());
+    }
+
+    #[test]
+    fn dependencies_come_before_the_objects_that_use_them() {
+        assert!(restore_rank("", "ServiceAccount") < restore_rank("apps", "Deployment"));
+        assert!(restore_rank("", "Secret") < restore_rank("", "Pod"));
+        assert!(restore_rank("", "PersistentVolumeClaim") < restore_rank("apps", "StatefulSet"));
+        assert!(
+            restore_rank("rbac.authorization.k8s.io", "Role")
+                < restore_rank("rbac.authorization.k8s.io", "RoleBinding")
+        );
+        assert!(restore_rank("apps", "Deployment") < restore_rank("example.com", "Widget"));
     }
 
     #[test]
