@@ -5,6 +5,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod context;
+pub mod database;
 pub mod duration;
 pub mod exec;
 pub mod manifest;
