@@ -11,4 +11,5 @@ pub mod exec;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
+pub mod snapshot;
 pub mod status;

@@ -1,0 +1,107 @@
+//! Snapshot decisions without a client: class choice and deterministic names.
+
+use sha2::{Digest, Sha256};
+
+/// A VolumeSnapshotClass as the choice needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassInfo {
+    /// The class name.
+    pub name: String,
+    /// Its CSI driver.
+    pub driver: String,
+    /// Annotated as the driver's default.
+    pub is_default: bool,
+}
+
+/// The class for a PVC of `driver`: the backup's explicit class, else the driver's default class.
+pub fn choose_class(explicit: Option<&str>, driver: &str, classes: &[ClassInfo]) -> Option<String> {
+    if let Some(explicit) = explicit {
+        return Some(explicit.to_string());
+    }
+    let of_driver: Vec<&ClassInfo> = classes.iter().filter(|c| c.driver == driver).collect();
+    of_driver
+        .iter()
+        .find(|c| c.is_default)
+        .or(if of_driver.len() == 1 {
+            of_driver.first()
+        } else {
+            None
+        })
+        .map(|c| c.name.clone())
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// The VolumeSnapshot name for one PVC of one backup: stable across retries, unique per backup.
+pub fn snapshot_name(backup_uid: &str, pvc: &str) -> String {
+    format!("rewind-{}", short_hash(&[backup_uid, pvc]))
+}
+
+/// The temporary VolumeSnapshotContent that deletes a physical snapshot.
+pub fn deletion_content_name(driver: &str, handle: &str) -> String {
+    format!("rewind-delete-{}", short_hash(&[driver, handle]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(name: &str, driver: &str, is_default: bool) -> ClassInfo {
+        ClassInfo {
+            name: name.into(),
+            driver: driver.into(),
+            is_default,
+        }
+    }
+
+    #[test]
+    fn explicit_class_wins() {
+        assert_eq!(choose_class(Some("fast"), "d", &[]), Some("fast".into()));
+    }
+
+    #[test]
+    fn default_class_of_the_driver_is_chosen() {
+        let classes = [
+            class("a", "other", true),
+            class("b", "hostpath", false),
+            class("c", "hostpath", true),
+        ];
+        assert_eq!(choose_class(None, "hostpath", &classes), Some("c".into()));
+    }
+
+    #[test]
+    fn a_sole_class_of_the_driver_is_used_even_without_the_default_annotation() {
+        assert_eq!(
+            choose_class(None, "hostpath", &[class("only", "hostpath", false)]),
+            Some("only".into())
+        );
+    }
+
+    #[test]
+    fn no_class_for_the_driver_means_none() {
+        assert_eq!(
+            choose_class(None, "nfs", &[class("c", "hostpath", true)]),
+            None
+        );
+    }
+
+    #[test]
+    fn snapshot_names_are_deterministic_and_distinct_per_backup() {
+        assert_eq!(
+            snapshot_name("uid-1", "data"),
+            snapshot_name("uid-1", "data")
+        );
+        assert_ne!(
+            snapshot_name("uid-1", "data"),
+            snapshot_name("uid-2", "data")
+        );
+        assert!(snapshot_name("uid-1", "data").len() <= 63);
+    }
+}

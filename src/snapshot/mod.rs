@@ -1,0 +1,266 @@
+//! CSI volume snapshots that outlive their namespace, and their deletion.
+//!
+//! Taking: a VolumeSnapshot of the PVC, wait for readyToUse, set its
+//! VolumeSnapshotContent's deletionPolicy to Retain, then remove both objects.
+//! The physical snapshot stays, known to the backup by its driver and handle.
+//! Deleting: a temporary VolumeSnapshotContent with deletionPolicy Delete that
+//! points at the handle, then deleting it makes the CSI sidecar delete the snapshot.
+
+pub mod decide;
+
+use std::time::Duration;
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tracing::debug;
+
+pub use decide::{ClassInfo, choose_class, snapshot_name};
+
+/// Why a volume could not be snapshotted or its snapshot deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No VolumeSnapshotClass for the PVC's driver.
+    #[error(
+        "no VolumeSnapshotClass for CSI driver {driver}: create one annotated snapshot.storage.kubernetes.io/is-default-class=true, or set spec.volumeSnapshotClassName"
+    )]
+    NoClass {
+        /// The driver.
+        driver: String,
+    },
+    /// The PVC is not bound to a CSI volume.
+    #[error("PVC {pvc} is not bound to a CSI volume, so it cannot be snapshotted: {why}")]
+    NotCsi {
+        /// The PVC.
+        pvc: String,
+        /// Why.
+        why: String,
+    },
+    /// The snapshot controller or driver reported an error.
+    #[error("the CSI driver failed to snapshot PVC {pvc}: {message}")]
+    Driver {
+        /// The PVC.
+        pvc: String,
+        /// The driver's message.
+        message: String,
+    },
+    /// readyToUse did not come in time.
+    #[error(
+        "the snapshot of PVC {pvc} was not ready within {after:?}; check the CSI snapshotter's logs, or raise --snapshot-timeout"
+    )]
+    Timeout {
+        /// The PVC.
+        pvc: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// An API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl SnapshotError {
+    /// A static label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::NoClass { .. } => "no-snapshot-class",
+            Self::NotCsi { .. } => "not-csi",
+            Self::Driver { .. } => "snapshot-driver",
+            Self::Timeout { .. } => "snapshot-timeout",
+            Self::Kube(_) => "kubernetes",
+        }
+    }
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", kind),
+        plural,
+    )
+}
+
+/// snapshot.storage.k8s.io/v1 VolumeSnapshot.
+pub fn volume_snapshots() -> ApiResource {
+    resource("VolumeSnapshot", "volumesnapshots")
+}
+
+/// snapshot.storage.k8s.io/v1 VolumeSnapshotContent.
+pub fn volume_snapshot_contents() -> ApiResource {
+    resource("VolumeSnapshotContent", "volumesnapshotcontents")
+}
+
+/// snapshot.storage.k8s.io/v1 VolumeSnapshotClass.
+pub fn volume_snapshot_classes() -> ApiResource {
+    resource("VolumeSnapshotClass", "volumesnapshotclasses")
+}
+
+/// Every VolumeSnapshotClass, as the class decision needs it.
+pub async fn list_classes(client: &Client) -> Result<Vec<ClassInfo>, kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_classes());
+    let list = api.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|class| ClassInfo {
+            name: class.metadata.name.clone().unwrap_or_default(),
+            driver: class.data["driver"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            is_default: class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("snapshot.storage.kubernetes.io/is-default-class"))
+                .is_some_and(|v| v == "true"),
+        })
+        .collect())
+}
+
+/// What a finished snapshot is known by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TakenSnapshot {
+    /// The CSI driver.
+    pub driver: String,
+    /// The driver's snapshot handle.
+    pub handle: String,
+    /// Bytes a restored volume needs, as reported.
+    pub restore_size: Option<String>,
+}
+
+async fn create_if_absent(
+    api: &Api<DynamicObject>,
+    object: &DynamicObject,
+) -> Result<(), kube::Error> {
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+async fn delete_if_present(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Takes a snapshot of `pvc` and detaches it from the namespace (idempotent under its deterministic name).
+pub async fn take_detached(
+    client: &Client,
+    namespace: &str,
+    pvc: &str,
+    name: &str,
+    class: &str,
+    labels: Value,
+    timeout: Duration,
+) -> Result<TakenSnapshot, SnapshotError> {
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
+    let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
+    let mut object = DynamicObject::new(name, &volume_snapshots())
+        .within(namespace)
+        .data(json!({
+            "spec": {"volumeSnapshotClassName": class, "source": {"persistentVolumeClaimName": pvc}}
+        }));
+    object.metadata.labels = serde_json::from_value(labels).ok();
+    create_if_absent(&snapshots, &object).await?;
+
+    let deadline = tokio::time::Instant::now() + timeout;
+    let content_name = loop {
+        let current = snapshots.get(name).await?;
+        let status = &current.data["status"];
+        if let Some(message) = status["error"]["message"].as_str() {
+            return Err(SnapshotError::Driver {
+                pvc: pvc.into(),
+                message: message.into(),
+            });
+        }
+        if status["readyToUse"].as_bool() == Some(true)
+            && let Some(content) = status["boundVolumeSnapshotContentName"].as_str()
+        {
+            break content.to_string();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SnapshotError::Timeout {
+                pvc: pvc.into(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let retain = json!({"spec": {"deletionPolicy": "Retain"}});
+    let content = contents
+        .patch(
+            &content_name,
+            &PatchParams::default(),
+            &Patch::Merge(&retain),
+        )
+        .await?;
+    let taken = TakenSnapshot {
+        driver: content.data["spec"]["driver"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        handle: content.data["status"]["snapshotHandle"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        restore_size: content.data["status"]["restoreSize"]
+            .as_i64()
+            .map(|b| b.to_string()),
+    };
+    if taken.handle.is_empty() {
+        return Err(SnapshotError::Driver {
+            pvc: pvc.into(),
+            message: "the VolumeSnapshotContent has no snapshotHandle".into(),
+        });
+    }
+    delete_if_present(&snapshots, name).await?;
+    wait_gone(&snapshots, name, timeout).await?;
+    delete_if_present(&contents, &content_name).await?;
+    debug!(pvc, handle = %taken.handle, "snapshot detached from its namespace");
+    Ok(taken)
+}
+
+async fn wait_gone(
+    api: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), kube::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while api.get_opt(name).await?.is_some() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// Deletes a physical snapshot through a temporary VolumeSnapshotContent with deletionPolicy Delete.
+/// Idempotent: the content's name derives from the handle.
+pub async fn delete_physical(
+    client: &Client,
+    driver: &str,
+    handle: &str,
+    operator_namespace: &str,
+    timeout: Duration,
+) -> Result<(), SnapshotError> {
+    let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
+    let name = decide::deletion_content_name(driver, handle);
+    let object = DynamicObject::new(&name, &volume_snapshot_contents()).data(json!({
+        "spec": {
+            "deletionPolicy": "Delete",
+            "driver": driver,
+            "source": {"snapshotHandle": handle},
+            // Required by the API; no such VolumeSnapshot exists, which is the point.
+            "volumeSnapshotRef": {"name": name, "namespace": operator_namespace},
+        }
+    }));
+    create_if_absent(&contents, &object).await?;
+    delete_if_present(&contents, &name).await?;
+    wait_gone(&contents, &name, timeout).await?;
+    Ok(())
+}
