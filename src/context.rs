@@ -9,6 +9,27 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::account_lock::AccountLocks;
 use crate::metrics::Metrics;
 
+/// How long single steps of a backup may take before they count as failed.
+#[derive(Clone, Copy, Debug)]
+pub struct StepTimeouts {
+    /// A volume snapshot becoming readyToUse.
+    pub snapshot: Duration,
+    /// One database dump.
+    pub dump: Duration,
+    /// One pre- or post-backup hook (a pod may shorten it with rewind.dev/hook-timeout).
+    pub hook: Duration,
+}
+
+impl Default for StepTimeouts {
+    fn default() -> Self {
+        Self {
+            snapshot: Duration::from_secs(600),
+            dump: Duration::from_secs(3600),
+            hook: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Shared, read-only state of the running operator.
 pub struct Context {
     /// The Kubernetes client.
@@ -21,6 +42,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// A Running operation older than this fails.
     pub operation_timeout: Duration,
+    /// Limits of the single steps of a backup.
+    pub step_timeouts: StepTimeouts,
+    /// The operator's namespace (leases, temporary snapshot references).
+    pub namespace: String,
     /// Where backup data lives.
     pub store: Arc<dyn crate::backup::store::SnapshotStore>,
 }

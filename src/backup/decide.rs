@@ -224,6 +224,14 @@ pub struct BackupOutcome {
     pub stored_bytes: u64,
     /// Items handled (stored or failed).
     pub items: u64,
+    /// Physical volume snapshots now owned by the backup.
+    pub volume_snapshots: Vec<crate::api::VolumeSnapshotRecord>,
+    /// Database dumps stored.
+    pub database_dumps: Vec<crate::api::DatabaseDumpRecord>,
+    /// Items left out on purpose.
+    pub excluded: Vec<ItemOutcome>,
+    /// Things that went wrong but did not fail an item (hooks with on-error continue).
+    pub warnings: Vec<String>,
 }
 
 /// Status of a backup whose copy step finished: Completed, or PartiallyFailed listing each failed item.
@@ -243,6 +251,17 @@ pub fn finished_status(
     status.repository_snapshot = Some(outcome.snapshot_id.clone());
     status.projects = outcome.projects.clone();
     status.failed = outcome.failed.clone();
+    status.volume_snapshots = outcome.volume_snapshots.clone();
+    status.database_dumps = outcome.database_dumps.clone();
+    status.excluded = outcome.excluded.clone();
+    for warning in &outcome.warnings {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Warning,
+            warning.clone(),
+            now,
+        );
+    }
     status.size = Some(ByteSize::new(outcome.stored_bytes));
     status.logical_size = Some(ByteSize::new(outcome.logical_bytes));
     status.progress = Some(Progress {
@@ -263,8 +282,10 @@ pub fn finished_status(
     }
     let resources: u64 = outcome.projects.iter().map(|p| p.resources).sum();
     let summary = format!(
-        "{} resources of {} projects, {} logical, {} stored",
+        "{} resources, {} volumes, {} databases of {} projects, {} logical, {} stored",
         resources,
+        outcome.volume_snapshots.len(),
+        outcome.database_dumps.len(),
         outcome.projects.len(),
         crate::api::human_bytes(outcome.logical_bytes),
         crate::api::human_bytes(outcome.stored_bytes)

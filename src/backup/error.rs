@@ -9,6 +9,9 @@ pub enum BackupError {
     /// The repository could not store or release data.
     #[error("repository: {0}")]
     Repository(String),
+    /// A physical volume snapshot could not be deleted.
+    #[error("volume snapshot: {0}")]
+    Snapshot(String),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -23,6 +26,7 @@ impl BackupError {
         match self {
             Self::Kube(_) => "kubernetes",
             Self::Repository(_) => "repository",
+            Self::Snapshot(_) => "snapshot",
             Self::Finalizer(_) => "finalizer",
             Self::Encode(_) => "encode",
         }
@@ -32,7 +36,7 @@ impl BackupError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Kube(kube::Error::Api(status)) => matches!(status.code, 400 | 403 | 422),
-            Self::Kube(_) | Self::Repository(_) | Self::Finalizer(_) => false,
+            Self::Kube(_) | Self::Repository(_) | Self::Snapshot(_) | Self::Finalizer(_) => false,
             Self::Encode(_) => true,
         }
     }

@@ -1,4 +1,5 @@
-//! The copy step of a backup: every project's manifests, listed page by page into the repository.
+//! The copy step of a backup: manifests listed page by page into the repository, then
+//! consistency hooks around volume snapshots and database dumps.
 //!
 //! Each project becomes one stream `projects/<namespace>/manifests.jsonl`: one
 //! sanitized object per line. Lists are paginated, so memory does not grow
@@ -15,8 +16,10 @@ use tracing::{info, warn};
 
 use super::decide::{BackupOutcome, ObservedProject};
 use super::error::BackupError;
+use super::hooks::{self, HookStage};
 use super::progress::ProgressReporter;
-use super::store::{SnapshotStore, StoreError};
+use super::store::{SnapshotSink, SnapshotStore, StoreError};
+use super::{databases, volumes};
 use crate::api::{AccountBackup, ItemOutcome, ProjectSummary};
 use crate::manifest::{BackedUpType, object_skip_reason, sanitize_for_backup};
 
@@ -59,13 +62,24 @@ fn store_error(err: StoreError) -> BackupError {
     BackupError::Repository(err.message)
 }
 
-/// Copies every project's manifests into one new repository snapshot.
-pub async fn copy_manifests(
+/// Limits and switches of the copy step.
+pub struct CopySettings<'a> {
+    /// Namespaced types to list.
+    pub types: &'a [BackedUpType],
+    /// VolumeSnapshotClasses of the cluster.
+    pub classes: &'a [crate::snapshot::ClassInfo],
+    /// Step time limits.
+    pub timeouts: crate::context::StepTimeouts,
+}
+
+/// Copies every project — manifests, then hooks around volume snapshots and database dumps —
+/// into one new repository snapshot.
+pub async fn copy_account(
     client: &Client,
     store: &dyn SnapshotStore,
     backup: &AccountBackup,
     projects: &[ObservedProject],
-    types: &[BackedUpType],
+    settings: &CopySettings<'_>,
     progress: &mut ProgressReporter,
 ) -> Result<BackupOutcome, BackupError> {
     let mut sink = store
@@ -74,84 +88,165 @@ pub async fn copy_manifests(
         .map_err(store_error)?;
     let mut outcome = BackupOutcome::default();
     for project in projects.iter().filter(|p| !p.terminating) {
-        let stream = manifest_stream(&project.name);
-        sink.start_stream(&stream).await.map_err(store_error)?;
-        let mut summary = ProjectSummary {
-            name: project.name.clone(),
-            stream: Some(stream),
-            ..ProjectSummary::default()
-        };
-        let mut buffer = Vec::with_capacity(WRITE_BUFFER);
-        for backed_up in types {
-            let resource = &backed_up.resource;
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &project.name, resource);
-            let mut continue_token: Option<String> = None;
-            loop {
-                let mut params = ListParams::default().limit(PAGE_SIZE);
-                if let Some(token) = &continue_token {
-                    params = params.continue_token(token);
-                }
-                let page = match api.list(&params).await {
-                    Ok(page) => page,
-                    Err(err) => {
-                        warn!(project = %project.name, kind = %resource.kind, error = %err, "listing failed");
-                        summary.failed += 1;
-                        outcome.failed.push(ItemOutcome {
-                            project: project.name.clone(),
-                            kind: resource.kind.clone(),
-                            name: "*".into(),
-                            reason: format!(
-                                "listing {} failed: {err}; check the operator's RBAC and the API service, then take a new backup",
-                                resource.plural
-                            ),
-                        });
-                        break;
-                    }
-                };
-                for item in page.items {
-                    let mut object = serde_json::to_value(&item)?;
-                    if object_skip_reason(&resource.group, &resource.kind, &object).is_some() {
-                        continue;
-                    }
-                    sanitize_for_backup(&resource.group, &resource.kind, &mut object);
-                    if let Some(map) = object.as_object_mut() {
-                        map.insert(
-                            "apiVersion".into(),
-                            Value::String(resource.api_version.clone()),
-                        );
-                        map.insert("kind".into(), Value::String(resource.kind.clone()));
-                    }
-                    serde_json::to_writer(&mut buffer, &object)?;
-                    buffer.push(b'\n');
-                    summary.resources += 1;
-                    if buffer.len() >= WRITE_BUFFER {
-                        summary.bytes += buffer.len() as u64;
-                        let full = std::mem::replace(&mut buffer, Vec::with_capacity(WRITE_BUFFER));
-                        sink.write(Bytes::from(full)).await.map_err(store_error)?;
-                    }
-                }
-                progress
-                    .add_items(summary.resources, summary.bytes + buffer.len() as u64)
-                    .await;
-                continue_token = page.metadata.continue_.filter(|t| !t.is_empty());
-                if continue_token.is_none() {
-                    break;
-                }
+        let mut summary = copy_manifests(
+            client,
+            sink.as_mut(),
+            &project.name,
+            settings.types,
+            &mut outcome,
+            progress,
+        )
+        .await?;
+        let pre = hooks::run_hooks(
+            client,
+            &project.name,
+            HookStage::Pre,
+            settings.timeouts.hook,
+        )
+        .await?;
+        summary.failed += pre.failed.len() as u64;
+        outcome.warnings.extend(pre.warnings.iter().cloned());
+        if pre.blocks_snapshots() {
+            outcome.failed.extend(pre.failed.iter().cloned());
+            outcome.failed.push(ItemOutcome {
+                project: project.name.clone(),
+                kind: "Project".into(),
+                name: project.name.clone(),
+                reason: "volumes and databases not backed up: a pre-backup hook failed (see the Hook item)".into(),
+            });
+        } else {
+            let volumes = volumes::snapshot_project(
+                client,
+                backup,
+                &project.name,
+                settings.classes,
+                settings.timeouts.snapshot,
+            )
+            .await?;
+            summary.volumes = volumes.records.len() as u64;
+            summary.failed += volumes.failed.len() as u64;
+            outcome.items += (volumes.records.len() + volumes.failed.len()) as u64;
+            outcome.volume_snapshots.extend(volumes.records);
+            outcome.failed.extend(volumes.failed);
+            outcome.excluded.extend(volumes.excluded);
+            if backup.spec.databases.enabled {
+                let databases = databases::dump_project(
+                    client,
+                    sink.as_mut(),
+                    &project.name,
+                    settings.timeouts.dump,
+                )
+                .await?;
+                summary.databases = databases.records.len() as u64;
+                summary.failed += databases.failed.len() as u64;
+                summary.bytes += databases.logical_bytes;
+                outcome.items += (databases.records.len() + databases.failed.len()) as u64;
+                outcome.logical_bytes += databases.logical_bytes;
+                outcome.stored_bytes += databases.stored_bytes;
+                outcome.database_dumps.extend(databases.records);
+                outcome.failed.extend(databases.failed);
             }
         }
-        if !buffer.is_empty() {
-            summary.bytes += buffer.len() as u64;
-            sink.write(Bytes::from(buffer)).await.map_err(store_error)?;
-        }
-        let totals = sink.finish_stream().await.map_err(store_error)?;
-        outcome.logical_bytes += totals.logical_bytes;
-        outcome.stored_bytes += totals.stored_bytes;
-        outcome.items += summary.resources + summary.failed;
+        // Post hooks run even when the snapshot step failed.
+        let post = hooks::run_hooks(
+            client,
+            &project.name,
+            HookStage::Post,
+            settings.timeouts.hook,
+        )
+        .await?;
+        summary.failed += post.failed.len() as u64;
+        outcome.failed.extend(post.failed);
+        outcome.warnings.extend(post.warnings);
         progress.project_done(&summary).await;
-        info!(project = %summary.name, resources = summary.resources, bytes = summary.bytes, "project backed up");
+        info!(project = %summary.name, resources = summary.resources, volumes = summary.volumes, databases = summary.databases, "project backed up");
         outcome.projects.push(summary);
     }
     outcome.snapshot_id = sink.commit().await.map_err(store_error)?;
     Ok(outcome)
+}
+
+/// Streams one project's manifests into `projects/<project>/manifests.jsonl`.
+async fn copy_manifests(
+    client: &Client,
+    sink: &mut dyn SnapshotSink,
+    project: &str,
+    types: &[BackedUpType],
+    outcome: &mut BackupOutcome,
+    progress: &mut ProgressReporter,
+) -> Result<ProjectSummary, BackupError> {
+    let stream = manifest_stream(project);
+    sink.start_stream(&stream).await.map_err(store_error)?;
+    let mut summary = ProjectSummary {
+        name: project.to_string(),
+        stream: Some(stream),
+        ..ProjectSummary::default()
+    };
+    let mut buffer = Vec::with_capacity(WRITE_BUFFER);
+    for backed_up in types {
+        let resource = &backed_up.resource;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), project, resource);
+        let mut continue_token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(PAGE_SIZE);
+            if let Some(token) = &continue_token {
+                params = params.continue_token(token);
+            }
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(err) => {
+                    warn!(project, kind = %resource.kind, error = %err, "listing failed");
+                    summary.failed += 1;
+                    outcome.failed.push(ItemOutcome {
+                        project: project.to_string(),
+                        kind: resource.kind.clone(),
+                        name: "*".into(),
+                        reason: format!(
+                            "listing {} failed: {err}; check the operator's RBAC and the API service, then take a new backup",
+                            resource.plural
+                        ),
+                    });
+                    break;
+                }
+            };
+            for item in page.items {
+                let mut object = serde_json::to_value(&item)?;
+                if object_skip_reason(&resource.group, &resource.kind, &object).is_some() {
+                    continue;
+                }
+                sanitize_for_backup(&resource.group, &resource.kind, &mut object);
+                if let Some(map) = object.as_object_mut() {
+                    map.insert(
+                        "apiVersion".into(),
+                        Value::String(resource.api_version.clone()),
+                    );
+                    map.insert("kind".into(), Value::String(resource.kind.clone()));
+                }
+                serde_json::to_writer(&mut buffer, &object)?;
+                buffer.push(b'\n');
+                summary.resources += 1;
+                if buffer.len() >= WRITE_BUFFER {
+                    summary.bytes += buffer.len() as u64;
+                    let full = std::mem::replace(&mut buffer, Vec::with_capacity(WRITE_BUFFER));
+                    sink.write(Bytes::from(full)).await.map_err(store_error)?;
+                }
+            }
+            progress
+                .add_items(summary.resources, summary.bytes + buffer.len() as u64)
+                .await;
+            continue_token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if continue_token.is_none() {
+                break;
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        summary.bytes += buffer.len() as u64;
+        sink.write(Bytes::from(buffer)).await.map_err(store_error)?;
+    }
+    let totals = sink.finish_stream().await.map_err(store_error)?;
+    outcome.logical_bytes += totals.logical_bytes;
+    outcome.stored_bytes += totals.stored_bytes;
+    outcome.items += summary.resources + summary.failed;
+    Ok(summary)
 }

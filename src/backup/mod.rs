@@ -4,12 +4,15 @@
 //! restart: a Running backup found by a new leader is copied again (data
 //! already in the repository is deduplicated), never left Running for ever.
 
+pub mod databases;
 pub mod decide;
 pub mod error;
 pub mod execute;
+pub mod hooks;
 pub mod observe;
 pub mod progress;
 pub mod store;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,16 +266,24 @@ async fn run_copy(
     }
     let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
     let types = crate::manifest::backed_up_types(ctx.client.clone()).await?;
+    let classes = crate::snapshot::list_classes(&ctx.client)
+        .await
+        .unwrap_or_default();
+    let settings = execute::CopySettings {
+        types: &types,
+        classes: &classes,
+        timeouts: ctx.step_timeouts,
+    };
     if let Some(progress) = running.progress.as_mut() {
         progress.items_done = 0;
     }
     let mut reporter = progress::ProgressReporter::new(api.clone(), backup.name_any(), running);
-    let copied = execute::copy_manifests(
+    let copied = execute::copy_account(
         &ctx.client,
         ctx.store.as_ref(),
         backup,
         &projects,
-        &types,
+        &settings,
         &mut reporter,
     )
     .await;
@@ -363,6 +374,19 @@ fn phase_label(phase: BackupPhase) -> &'static str {
 }
 
 async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
+    for volume in backup.status.iter().flat_map(|s| s.volume_snapshots.iter()) {
+        if let Some(handle) = &volume.snapshot_handle {
+            crate::snapshot::delete_physical(
+                &ctx.client,
+                &volume.driver,
+                handle,
+                &ctx.namespace,
+                ctx.step_timeouts.snapshot,
+            )
+            .await
+            .map_err(|err| BackupError::Snapshot(err.to_string()))?;
+        }
+    }
     if let Some(snapshot) = backup
         .status
         .as_ref()

@@ -35,6 +35,8 @@ pub trait SnapshotSink: Send {
     async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError>;
     /// Ends the current stream.
     async fn finish_stream(&mut self) -> Result<StreamTotals, StoreError>;
+    /// Drops the current stream: it will not be part of the snapshot (a failed dump).
+    async fn abort_stream(&mut self) -> Result<(), StoreError>;
     /// Writes the snapshot's manifest; returns the snapshot id.
     async fn commit(self: Box<Self>) -> Result<String, StoreError>;
 }

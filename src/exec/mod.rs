@@ -100,21 +100,18 @@ pub fn append_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Runs `command` in a pod's container, feeding `stdin` and handing stdout to `on_stdout`
-/// chunk by chunk. Succeeds only when the command reports exit code 0.
-pub async fn run<F, Fut>(
+/// Runs `command` in a pod's container, feeding `stdin` and sending stdout chunk by chunk
+/// to `stdout_to` (a bounded channel: a slow consumer slows the command, memory stays flat).
+/// Succeeds only when the command reports exit code 0.
+pub async fn run(
     pods: &Api<Pod>,
     pod: &str,
     container: Option<&str>,
     command: &[String],
     stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
     timeout: Duration,
-    mut on_stdout: F,
-) -> Result<ExecOutput, ExecError>
-where
-    F: FnMut(Bytes) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
+    stdout_to: Option<tokio::sync::mpsc::Sender<Bytes>>,
+) -> Result<ExecOutput, ExecError> {
     let mut params = AttachParams::default()
         .stdout(true)
         .stderr(true)
@@ -171,10 +168,14 @@ where
             }
             hasher.update(&buffer[..read]);
             total += read as u64;
-            on_stdout(Bytes::copy_from_slice(&buffer[..read]))
-                .await
-                .map_err(ExecError::Sink)?;
+            if let Some(sender) = &stdout_to {
+                sender
+                    .send(Bytes::copy_from_slice(&buffer[..read]))
+                    .await
+                    .map_err(|_| ExecError::Sink("the receiver stopped".into()))?;
+            }
         }
+        drop(stdout_to);
         Ok::<(u64, String), ExecError>((total, hex::encode(hasher.finalize())))
     };
     let everything = async { tokio::join!(feed, collect_stdout, collect_stderr, status) };

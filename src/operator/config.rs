@@ -34,6 +34,15 @@ pub struct RunArgs {
     /// A backup or restore Running longer than this fails with DeadlineExceeded (Go duration).
     #[arg(long, env = "REWIND_OPERATION_TIMEOUT", default_value = "6h")]
     pub operation_timeout: String,
+    /// How long a volume snapshot may take to become readyToUse (Go duration).
+    #[arg(long, env = "REWIND_SNAPSHOT_TIMEOUT", default_value = "10m")]
+    pub snapshot_timeout: String,
+    /// How long one database dump may take (Go duration).
+    #[arg(long, env = "REWIND_DUMP_TIMEOUT", default_value = "1h")]
+    pub dump_timeout: String,
+    /// How long a pre- or post-backup hook may take unless its pod says otherwise (Go duration).
+    #[arg(long, env = "REWIND_HOOK_TIMEOUT", default_value = "60s")]
+    pub hook_timeout: String,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "REWIND_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::account_lock::AccountLocks;
 use crate::api::AccountBackup;
 use crate::backup::store::SnapshotStore;
-use crate::context::Context;
+use crate::context::{Context, StepTimeouts};
 use crate::duration::parse_duration;
 use crate::metrics::Metrics;
 use config::RunArgs;
@@ -31,6 +31,11 @@ pub const LEADER_LEASE: &str = "rewind-operator-leader";
 pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result<()> {
     let operation_timeout =
         parse_duration(&args.operation_timeout).context("--operation-timeout")?;
+    let step_timeouts = StepTimeouts {
+        snapshot: parse_duration(&args.snapshot_timeout).context("--snapshot-timeout")?,
+        dump: parse_duration(&args.dump_timeout).context("--dump-timeout")?,
+        hook: parse_duration(&args.hook_timeout).context("--hook-timeout")?,
+    };
     let client = Client::try_default()
         .await
         .context("no Kubernetes connection: set KUBECONFIG or run inside a cluster")?;
@@ -65,6 +70,8 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         metrics,
         recorder: Recorder::new(client.clone(), Context::reporter(&identity)),
         operation_timeout,
+        step_timeouts,
+        namespace: args.namespace.clone(),
         store,
     });
     let controllers = crate::backup::run(ctx, args.max_concurrent_backups, shutdown.clone());
