@@ -11,5 +11,6 @@ pub mod exec;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
+pub mod restore;
 pub mod snapshot;
 pub mod status;

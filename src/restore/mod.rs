@@ -1,0 +1,5 @@
+//! The ProjectRestore controller's pure parts: manifest rewriting and token regeneration.
+//! (The controller itself is not wired yet; see the open issue.)
+
+pub mod rewrite;
+pub mod tokens;
