@@ -51,4 +51,10 @@ pub trait SnapshotStore: Send + Sync {
     ) -> Result<Box<dyn SnapshotSink>, StoreError>;
     /// Releases a snapshot (data shared with other snapshots stays). Idempotent.
     async fn release(&self, snapshot_id: &str) -> Result<(), StoreError>;
+    /// Reads one stream of a snapshot back, verified as it is read.
+    async fn read_stream(
+        &self,
+        snapshot_id: &str,
+        name: &str,
+    ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, StoreError>;
 }

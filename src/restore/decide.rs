@@ -1,0 +1,274 @@
+//! What a ProjectRestore may do: refusals with what to do, and target namespace names (pure).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{AccountBackup, ProjectRestore};
+
+/// Why a restore cannot start; each becomes the Ready condition's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn refuse(reason: &'static str, message: String) -> Refusal {
+    Refusal { reason, message }
+}
+
+/// The namespace a project is restored into: the user's choice, else `<project>-restore-<short id>`,
+/// shortened to fit a namespace name (63 characters).
+pub fn target_namespace(restore: &ProjectRestore, project: &str) -> String {
+    if let Some(chosen) = restore.spec.target_namespaces.get(project) {
+        return chosen.clone();
+    }
+    let uid = restore.metadata.uid.clone().unwrap_or_default();
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let suffix = format!("-restore-{short}");
+    let room = 63usize.saturating_sub(suffix.len());
+    let base: String = project.chars().take(room).collect();
+    format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
+/// Which projects to restore: the spec's list, or every project of the backup.
+pub fn chosen_projects(restore: &ProjectRestore, backup: &AccountBackup) -> Vec<String> {
+    if restore.spec.projects.is_empty() {
+        backup
+            .status
+            .iter()
+            .flat_map(|s| s.projects.iter().map(|p| p.name.clone()))
+            .collect()
+    } else {
+        restore.spec.projects.clone()
+    }
+}
+
+/// Checks a restore against its backup and the namespaces that exist; the targets on success.
+pub fn check_restorable(
+    restore: &ProjectRestore,
+    backup: Option<&AccountBackup>,
+    existing_namespaces: &[String],
+    now: Timestamp,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let Some(backup) = backup else {
+        return Err(refuse(
+            "BackupNotFound",
+            format!(
+                "AccountBackup {} does not exist: list the account's backups with `kubectl get ab` and create a new ProjectRestore naming one",
+                restore.spec.backup
+            ),
+        ));
+    };
+    let status = backup.status.clone().unwrap_or_default();
+    if !status.phase.is_some_and(|p| p.is_restorable()) {
+        return Err(refuse(
+            "BackupNotRestorable",
+            format!(
+                "AccountBackup {} is {:?}, not Completed or PartiallyFailed: restore from a finished backup",
+                restore.spec.backup,
+                status
+                    .phase
+                    .map(|p| format!("{p:?}"))
+                    .unwrap_or_else(|| "new".into())
+            ),
+        ));
+    }
+    if let Some(Time(until)) = status.restorable_until
+        && until <= now
+    {
+        return Err(refuse(
+            "BackupExpired",
+            format!(
+                "AccountBackup {} was restorable until {until}: pick a newer backup",
+                restore.spec.backup
+            ),
+        ));
+    }
+    let in_backup: Vec<&str> = status.projects.iter().map(|p| p.name.as_str()).collect();
+    let mut targets = BTreeMap::new();
+    for project in chosen_projects(restore, backup) {
+        if !in_backup.contains(&project.as_str()) {
+            return Err(refuse(
+                "ProjectNotInBackup",
+                format!(
+                    "project {project} is not in AccountBackup {} (it holds: {}): fix spec.projects in a new ProjectRestore",
+                    restore.spec.backup,
+                    in_backup.join(", ")
+                ),
+            ));
+        }
+        let target = target_namespace(restore, &project);
+        if existing_namespaces.contains(&target) {
+            return Err(refuse(
+                "TargetNamespaceExists",
+                format!(
+                    "namespace {target} already exists and a restore never writes into an existing namespace: choose another in spec.targetNamespaces"
+                ),
+            ));
+        }
+        targets.insert(project, target);
+    }
+    if targets.is_empty() {
+        return Err(refuse(
+            "NothingToRestore",
+            format!("AccountBackup {} holds no projects", restore.spec.backup),
+        ));
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AccountBackupSpec, AccountBackupStatus, BackupPhase, ProjectRestoreSpec, ProjectSummary,
+    };
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("valid time")
+    }
+
+    fn backup(phase: BackupPhase, until: i64, projects: &[&str]) -> AccountBackup {
+        let mut backup = AccountBackup::new(
+            "nightly",
+            AccountBackupSpec {
+                account: "acme".into(),
+                display_name: None,
+                notes: None,
+                ttl: "168h".into(),
+                volume_snapshot_class_name: None,
+                databases: Default::default(),
+                token_selector: None,
+            },
+        );
+        backup.status = Some(AccountBackupStatus {
+            phase: Some(phase),
+            restorable_until: Some(Time(at(until))),
+            projects: projects
+                .iter()
+                .map(|p| ProjectSummary {
+                    name: p.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        backup
+    }
+
+    fn restore(projects: &[&str], targets: &[(&str, &str)]) -> ProjectRestore {
+        let mut restore = ProjectRestore::new(
+            "undo",
+            ProjectRestoreSpec {
+                backup: "nightly".into(),
+                projects: projects.iter().map(|p| p.to_string()).collect(),
+                target_namespaces: targets
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                expire_after: None,
+                restore_databases: true,
+                restore_volumes: true,
+            },
+        );
+        restore.metadata.uid = Some("7f3a9c21-0000-4000-8000-000000000000".into());
+        restore
+    }
+
+    #[test]
+    fn default_target_is_project_restore_short_id() {
+        assert_eq!(
+            target_namespace(&restore(&[], &[]), "shop"),
+            "shop-restore-7f3a9"
+        );
+    }
+
+    #[test]
+    fn long_project_names_are_shortened_to_a_valid_namespace() {
+        let long = "a".repeat(70);
+        let target = target_namespace(&restore(&[], &[]), &long);
+        assert!(target.len() <= 63, "{target}");
+        assert!(target.ends_with("-restore-7f3a9"));
+    }
+
+    #[test]
+    fn restore_refuses_existing_target_namespace() {
+        let err = check_restorable(
+            &restore(&["shop"], &[("shop", "shop-copy")]),
+            Some(&backup(BackupPhase::Completed, 100, &["shop"])),
+            &["shop-copy".into()],
+            at(10),
+        )
+        .expect_err("exists");
+        assert_eq!(err.reason, "TargetNamespaceExists");
+    }
+
+    #[test]
+    fn restore_refuses_a_backup_that_is_not_finished_or_is_expired_or_missing() {
+        let r = restore(&[], &[]);
+        assert_eq!(
+            check_restorable(
+                &r,
+                Some(&backup(BackupPhase::Running, 100, &["shop"])),
+                &[],
+                at(10)
+            )
+            .expect_err("running")
+            .reason,
+            "BackupNotRestorable"
+        );
+        assert_eq!(
+            check_restorable(
+                &r,
+                Some(&backup(BackupPhase::Completed, 100, &["shop"])),
+                &[],
+                at(100)
+            )
+            .expect_err("expired")
+            .reason,
+            "BackupExpired"
+        );
+        assert_eq!(
+            check_restorable(&r, None, &[], at(10))
+                .expect_err("missing")
+                .reason,
+            "BackupNotFound"
+        );
+    }
+
+    #[test]
+    fn restore_refuses_a_project_not_in_the_backup_naming_what_it_holds() {
+        let err = check_restorable(
+            &restore(&["blog"], &[]),
+            Some(&backup(BackupPhase::PartiallyFailed, 100, &["shop"])),
+            &[],
+            at(10),
+        )
+        .expect_err("absent");
+        assert_eq!(err.reason, "ProjectNotInBackup");
+        assert!(err.message.contains("it holds: shop"), "{}", err.message);
+    }
+
+    #[test]
+    fn all_projects_of_the_backup_are_restored_by_default() {
+        let targets = check_restorable(
+            &restore(&[], &[]),
+            Some(&backup(BackupPhase::Completed, 100, &["blog", "shop"])),
+            &[],
+            at(10),
+        )
+        .expect("ok");
+        assert_eq!(
+            targets.keys().cloned().collect::<Vec<_>>(),
+            vec!["blog".to_string(), "shop".to_string()]
+        );
+    }
+}
