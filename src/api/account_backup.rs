@@ -183,6 +183,10 @@ pub struct DatabaseDumpRecord {
     /// The container the dump ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The workload that runs the pod (`Deployment/db`, `StatefulSet/db`, `Pod/db`): a restore
+    /// loads the dump into the restored pod of the same workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
     /// postgres, mysql or custom.
     pub engine: String,
     /// The repository stream holding the dump.

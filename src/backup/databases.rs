@@ -9,7 +9,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::store::{SnapshotSink, StoreError};
 use crate::api::{DatabaseDumpRecord, ItemOutcome};
-use crate::database::{DatabaseTarget, database_target, dump_stream};
+use crate::database::{DatabaseTarget, database_target, dump_stream, workload_of};
 use crate::exec::ExecError;
 
 /// What the database step of one project gave.
@@ -50,6 +50,7 @@ async fn dump_one(
     sink: &mut dyn SnapshotSink,
     project: &str,
     target: &DatabaseTarget,
+    target_workload: &str,
     timeout: Duration,
 ) -> Result<(DatabaseDumpRecord, u64), DumpError> {
     let stream = dump_stream(project, &target.pod);
@@ -94,6 +95,7 @@ async fn dump_one(
             project: project.to_string(),
             pod: target.pod.clone(),
             container: target.container.clone(),
+            workload: Some(target_workload.to_string()),
             engine: target.engine.as_str().to_string(),
             stream,
             bytes: output.stdout_bytes,
@@ -101,6 +103,16 @@ async fn dump_one(
         },
         totals.stored_bytes,
     ))
+}
+
+/// The (kind, name) of a pod's controller owner.
+pub fn controller_owner(pod: &Pod) -> Option<(&str, &str)> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
 }
 
 /// Dumps every database pod of a project, one after another; a failure affects only its pod.
@@ -135,7 +147,8 @@ pub async fn dump_project(
             results.failed.push(failure(project, &name, format!("the pod is {phase}, not Running: nothing to dump from; take a new backup once it runs")));
             continue;
         }
-        match dump_one(&pods, sink, project, &target, timeout).await {
+        let workload = workload_of(&name, controller_owner(&pod));
+        match dump_one(&pods, sink, project, &target, &workload, timeout).await {
             Ok((record, stored)) => {
                 results.logical_bytes += record.bytes;
                 results.stored_bytes += stored;

@@ -149,6 +149,19 @@ pub fn database_target(
     }))
 }
 
+/// The workload a pod belongs to, from its controller owner reference (pure):
+/// `Deployment/<name>` for a ReplicaSet `<name>-<hash>`, `StatefulSet/<name>`, else `Pod/<pod>`.
+pub fn workload_of(pod: &str, owner: Option<(&str, &str)>) -> String {
+    match owner {
+        Some(("ReplicaSet", replica_set)) => match replica_set.rsplit_once('-') {
+            Some((deployment, _hash)) => format!("Deployment/{deployment}"),
+            None => format!("ReplicaSet/{replica_set}"),
+        },
+        Some((kind, name)) => format!("{kind}/{name}"),
+        None => format!("Pod/{pod}"),
+    }
+}
+
 /// The repository stream of a database dump.
 pub fn dump_stream(project: &str, pod: &str) -> String {
     format!("projects/{project}/databases/{pod}.dump")
@@ -163,6 +176,19 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn workload_follows_the_controller_owner() {
+        assert_eq!(
+            workload_of("db-7c9f-abcde", Some(("ReplicaSet", "db-7c9f"))),
+            "Deployment/db"
+        );
+        assert_eq!(
+            workload_of("pg-0", Some(("StatefulSet", "pg"))),
+            "StatefulSet/pg"
+        );
+        assert_eq!(workload_of("lonely", None), "Pod/lonely");
     }
 
     #[test]
