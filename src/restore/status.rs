@@ -1,0 +1,292 @@
+//! The statuses of a ProjectRestore's phases (pure: time injected).
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ActivityLevel, ItemOutcome, Progress, ProjectRestore, ProjectRestoreStatus, RegeneratedToken,
+    RestorePhase, RestoredCounts,
+};
+use crate::duration::parse_duration;
+use crate::status::{READY, push_activity, set_condition};
+
+fn base(restore: &ProjectRestore) -> ProjectRestoreStatus {
+    let mut status = restore.status.clone().unwrap_or_default();
+    status.observed_generation = restore.metadata.generation;
+    status
+}
+
+/// Waiting behind another operation of the account.
+pub fn queued(restore: &ProjectRestore, behind: &str, now: Timestamp) -> ProjectRestoreStatus {
+    let mut status = base(restore);
+    if status.queued_behind.as_deref() != Some(behind) || status.phase != Some(RestorePhase::Queued)
+    {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Info,
+            format!("queued behind {behind}"),
+            now,
+        );
+    }
+    status.phase = Some(RestorePhase::Queued);
+    status.queued_behind = Some(behind.to_string());
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "Queued",
+        format!("waiting for {behind}; starts on its own when that ends"),
+        restore.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Refused or failed as a whole.
+pub fn failed(
+    restore: &ProjectRestore,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> ProjectRestoreStatus {
+    let mut status = base(restore);
+    status.phase = Some(RestorePhase::Failed);
+    status.queued_behind = None;
+    status.completed_at = Some(Time(now));
+    push_activity(&mut status.activity, ActivityLevel::Error, message, now);
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        restore.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Holding the account's lock, about to create the namespaces.
+pub fn started(
+    restore: &ProjectRestore,
+    targets: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> ProjectRestoreStatus {
+    let mut status = base(restore);
+    if status.activity.is_empty() {
+        push_activity(&mut status.activity, ActivityLevel::Info, "requested", now);
+    }
+    status.phase = Some(RestorePhase::Running);
+    status.queued_behind = None;
+    status.started_at = Some(Time(now));
+    status.target_namespaces = targets.clone();
+    status.progress = Some(Progress::default());
+    let pairs: Vec<String> = targets.iter().map(|(p, t)| format!("{p} → {t}")).collect();
+    push_activity(
+        &mut status.activity,
+        ActivityLevel::Info,
+        format!(
+            "started restoring {} from {}",
+            pairs.join(", "),
+            restore.spec.backup
+        ),
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "Running",
+        "creating the restored namespaces",
+        restore.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// What the restore work produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Counts of what was recreated.
+    pub restored: RestoredCounts,
+    /// Items left out on purpose.
+    pub skipped: Vec<ItemOutcome>,
+    /// Items that failed.
+    pub failed: Vec<ItemOutcome>,
+    /// Token Secrets with new values.
+    pub regenerated_tokens: Vec<RegeneratedToken>,
+    /// Things to know.
+    pub warnings: Vec<String>,
+}
+
+/// Finished: Completed, or PartiallyFailed listing each failed item; sets expiresAt from expireAfter.
+pub fn finished(
+    restore: &ProjectRestore,
+    outcome: &RestoreOutcome,
+    now: Timestamp,
+) -> ProjectRestoreStatus {
+    let mut status = base(restore);
+    status.completed_at = Some(Time(now));
+    status.restored = Some(outcome.restored.clone());
+    status.skipped = outcome.skipped.clone();
+    status.failed = outcome.failed.clone();
+    status.regenerated_tokens = outcome.regenerated_tokens.clone();
+    status.warnings = outcome.warnings.clone();
+    let done = outcome.restored.resources
+        + outcome.restored.volumes
+        + outcome.restored.databases
+        + outcome.failed.len() as u64;
+    status.progress = Some(Progress {
+        items_done: done,
+        items_total: done,
+        bytes_done: status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0),
+    });
+    status.progress_summary = Some(format!("{done}/{done}"));
+    if let Some(after) = restore
+        .spec
+        .expire_after
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok())
+        && let Ok(after) = SignedDuration::try_from(after)
+        && let Ok(at) = now.checked_add(after)
+    {
+        status.expires_at = Some(Time(at));
+    }
+    for warning in &outcome.warnings {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Warning,
+            warning.clone(),
+            now,
+        );
+    }
+    for failure in &outcome.failed {
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Error,
+            format!(
+                "{} {}/{} failed: {}",
+                failure.kind, failure.project, failure.name, failure.reason
+            ),
+            now,
+        );
+    }
+    let summary = format!(
+        "{} resources, {} volumes, {} databases restored; {} tokens regenerated; {} skipped",
+        outcome.restored.resources,
+        outcome.restored.volumes,
+        outcome.restored.databases,
+        outcome.restored.tokens,
+        outcome.skipped.len()
+    );
+    if outcome.failed.is_empty() {
+        status.phase = Some(RestorePhase::Completed);
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Info,
+            format!("completed: {summary}"),
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            "Completed",
+            summary,
+            restore.metadata.generation,
+            now,
+        );
+    } else {
+        status.phase = Some(RestorePhase::PartiallyFailed);
+        let message = format!(
+            "{} items failed (see status.failed); {summary}",
+            outcome.failed.len()
+        );
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Warning,
+            message.clone(),
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            "PartiallyFailed",
+            message,
+            restore.metadata.generation,
+            now,
+        );
+    }
+    status
+}
+
+/// After expireAfter: the restored namespaces were deleted.
+pub fn expired(restore: &ProjectRestore, now: Timestamp) -> ProjectRestoreStatus {
+    let mut status = base(restore);
+    push_activity(
+        &mut status.activity,
+        ActivityLevel::Info,
+        "expireAfter passed: the restored namespaces were deleted",
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        "Expired",
+        true,
+        "ExpireAfterPassed",
+        "the restored namespaces were deleted",
+        restore.metadata.generation,
+        now,
+    );
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ProjectRestoreSpec;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("valid time")
+    }
+
+    fn restore(expire_after: Option<&str>) -> ProjectRestore {
+        ProjectRestore::new(
+            "undo",
+            ProjectRestoreSpec {
+                backup: "nightly".into(),
+                projects: vec![],
+                target_namespaces: BTreeMap::new(),
+                expire_after: expire_after.map(String::from),
+                restore_databases: true,
+                restore_volumes: true,
+            },
+        )
+    }
+
+    #[test]
+    fn a_failed_item_makes_the_restore_partially_failed_never_bare() {
+        let outcome = RestoreOutcome {
+            failed: vec![ItemOutcome {
+                project: "shop".into(),
+                kind: "Database".into(),
+                name: "db".into(),
+                reason: "pg_restore exited 1".into(),
+            }],
+            ..Default::default()
+        };
+        let status = finished(&restore(None), &outcome, at(5));
+        assert_eq!(status.phase, Some(RestorePhase::PartiallyFailed));
+        assert_eq!(status.failed[0].reason, "pg_restore exited 1");
+    }
+
+    #[test]
+    fn expire_after_sets_when_the_copy_goes_away() {
+        let status = finished(&restore(Some("2h")), &RestoreOutcome::default(), at(100));
+        assert_eq!(status.phase, Some(RestorePhase::Completed));
+        assert_eq!(status.expires_at, Some(Time(at(100 + 7200))));
+    }
+}
