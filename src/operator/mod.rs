@@ -74,7 +74,10 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         namespace: args.namespace.clone(),
         store,
     });
-    let controllers = crate::backup::run(ctx, args.max_concurrent_backups, shutdown.clone());
+    let controllers = futures::future::join(
+        crate::backup::run(ctx.clone(), args.max_concurrent_backups, shutdown.clone()),
+        crate::restore::controller::run(ctx, shutdown.clone()),
+    );
     let lost_lease = async {
         if args.no_leader_election {
             std::future::pending::<()>().await

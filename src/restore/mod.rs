@@ -1,9 +1,13 @@
-//! The ProjectRestore controller's pure parts: manifest rewriting and token regeneration.
-//! (The controller itself is not wired yet; see the open issue.)
+//! ProjectRestore: a backed-up project comes back as a new, isolated namespace.
+//! Pure parts (decide, rewrite, tokens, status) are wired to the cluster by `controller`.
 
+pub mod apply;
+pub mod controller;
+pub mod databases;
 pub mod decide;
 pub mod namespace;
 pub mod rewrite;
 pub mod selector;
 pub mod status;
 pub mod tokens;
+pub mod volumes;

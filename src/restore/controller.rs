@@ -1,0 +1,407 @@
+//! The ProjectRestore controller: observe → decide (pure) → apply → report.
+//!
+//! The phase and the target namespaces live in the status, so a restore found
+//! Running after an operator restart runs its (idempotent) steps again to the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use super::apply::RestoreJob;
+use super::{decide, namespace, status};
+use crate::account_lock::{Holder, LockOutcome};
+use crate::api::{AccountBackup, ProjectRestore, ProjectRestoreStatus, RestorePhase};
+use crate::context::Context;
+use crate::metrics::{OperationLabels, ReconcileLabels};
+use crate::status::apply_status;
+
+/// The finalizer that removes a half-done restore's namespaces.
+pub const FINALIZER: &str = "rewind.dev/clean-up-restore";
+const QUEUED_RECHECK: Duration = Duration::from_secs(5);
+
+/// Errors of a restore reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer could not be managed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// The restore work failed as a whole (e.g. the repository is unreachable).
+    #[error("{0}")]
+    Work(String),
+}
+
+impl RestoreError {
+    /// A static label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kubernetes",
+            Self::Finalizer(_) => "finalizer",
+            Self::Work(_) => "restore",
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(4))
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn holder(restore: &ProjectRestore) -> Holder {
+    Holder {
+        kind: "ProjectRestore",
+        name: restore.name_any(),
+        uid: restore.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+#[instrument(skip_all, fields(restore = %restore.name_any(), backup = %restore.spec.backup))]
+async fn reconcile(
+    restore: Arc<ProjectRestore>,
+    ctx: Arc<Context>,
+) -> Result<Action, RestoreError> {
+    let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, restore, |event| async {
+        match event {
+            FinalizerEvent::Apply(restore) => apply(restore, &ctx).await,
+            FinalizerEvent::Cleanup(restore) => cleanup(restore, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err)
+        | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => RestoreError::Finalizer(other.to_string()),
+    });
+    let (outcome, category) = match &result {
+        Ok(_) => ("ok", "none"),
+        Err(err) => ("error", err.category()),
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            controller: "projectrestore",
+            result: outcome,
+            category,
+        })
+        .inc();
+    result
+}
+
+fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, _ctx: Arc<Context>) -> Action {
+    warn!(restore = %restore.name_any(), category = error.category(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn publish(
+    ctx: &Context,
+    restore: &ProjectRestore,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Restore".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &restore.object_ref(&())).await {
+        warn!(error = %err, "publishing an event failed");
+    }
+}
+
+async fn write(
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    status: &ProjectRestoreStatus,
+) -> Result<(), RestoreError> {
+    apply_status(api, &restore.name_any(), status).await?;
+    Ok(())
+}
+
+async fn account_of(
+    ctx: &Context,
+    restore: &ProjectRestore,
+) -> Result<Option<AccountBackup>, kube::Error> {
+    Api::<AccountBackup>::all(ctx.client.clone())
+        .get_opt(&restore.spec.backup)
+        .await
+}
+
+async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, RestoreError> {
+    let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
+    let now = Timestamp::now();
+    match restore.status.as_ref().and_then(|s| s.phase) {
+        None | Some(RestorePhase::Queued) => try_start(&api, &restore, ctx, now).await,
+        Some(RestorePhase::Running) => run_restore(&api, &restore, ctx).await,
+        Some(RestorePhase::Completed | RestorePhase::PartiallyFailed) => {
+            expire_if_due(&api, &restore, ctx, now).await
+        }
+        Some(RestorePhase::Failed) => Ok(Action::await_change()),
+    }
+}
+
+async fn try_start(
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, RestoreError> {
+    let backup = account_of(ctx, restore).await?;
+    let existing: Vec<String> = Api::<Namespace>::all(ctx.client.clone())
+        .list_metadata(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|ns| ns.metadata.name)
+        .collect();
+    let targets = match decide::check_restorable(restore, backup.as_ref(), &existing, now) {
+        Ok(targets) => targets,
+        Err(refusal) => {
+            write(
+                api,
+                restore,
+                &status::failed(restore, refusal.reason, &refusal.message, now),
+            )
+            .await?;
+            publish(
+                ctx,
+                restore,
+                EventType::Warning,
+                refusal.reason,
+                refusal.message,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let account = backup.map(|b| b.spec.account).unwrap_or_default();
+    let client = ctx.client.clone();
+    match ctx
+        .locks
+        .try_acquire(&account, &holder(restore), |identity| {
+            crate::backup::observe::holder_is_active(client, identity)
+        })
+        .await?
+    {
+        LockOutcome::Busy { behind } => {
+            write(api, restore, &status::queued(restore, &behind, now)).await?;
+            Ok(Action::requeue(QUEUED_RECHECK))
+        }
+        LockOutcome::Held => {
+            write(api, restore, &status::started(restore, &targets, now)).await?;
+            publish(
+                ctx,
+                restore,
+                EventType::Normal,
+                "Started",
+                format!("restoring {} projects", targets.len()),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn run_restore(
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    ctx: &Context,
+) -> Result<Action, RestoreError> {
+    let started = std::time::Instant::now();
+    let current = restore.status.clone().unwrap_or_default();
+    let Some(backup) = account_of(ctx, restore).await? else {
+        return fail(
+            api,
+            restore,
+            ctx,
+            "",
+            "BackupNotFound",
+            "the AccountBackup was deleted during the restore",
+        )
+        .await;
+    };
+    let account = backup.spec.account.clone();
+    if let Some(Time(started_at)) = current.started_at
+        && Timestamp::now().duration_since(started_at).unsigned_abs() > ctx.operation_timeout
+    {
+        return fail(
+            api,
+            restore,
+            ctx,
+            &account,
+            "DeadlineExceeded",
+            "the restore ran longer than the operation timeout; see the activity log",
+        )
+        .await;
+    }
+    let client = ctx.client.clone();
+    if let LockOutcome::Busy { behind } = ctx
+        .locks
+        .try_acquire(&account, &holder(restore), |identity| {
+            crate::backup::observe::holder_is_active(client, identity)
+        })
+        .await?
+    {
+        write(
+            api,
+            restore,
+            &status::queued(restore, &behind, Timestamp::now()),
+        )
+        .await?;
+        return Ok(Action::requeue(QUEUED_RECHECK));
+    }
+    let job = RestoreJob {
+        restore,
+        backup: &backup,
+        targets: &current.target_namespaces,
+        timeouts: ctx.step_timeouts,
+    };
+    let outcome = super::apply::run(&ctx.client, ctx.store.as_ref(), &job)
+        .await
+        .map_err(RestoreError::Work)?;
+    let finished = status::finished(restore, &outcome, Timestamp::now());
+    write(api, restore, &finished).await?;
+    ctx.locks.release(&account, &holder(restore)).await?;
+    let phase = if finished.phase == Some(RestorePhase::Completed) {
+        "Completed"
+    } else {
+        "PartiallyFailed"
+    };
+    ctx.metrics
+        .operation_duration
+        .get_or_create(&OperationLabels {
+            operation: "restore",
+            phase,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    let message = finished
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let type_ = if phase == "Completed" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    publish(ctx, restore, type_, phase, message).await;
+    info!(phase, "restore finished");
+    Ok(match finished.expires_at {
+        Some(Time(at)) => Action::requeue(
+            at.duration_since(Timestamp::now())
+                .unsigned_abs()
+                .max(Duration::from_secs(1)),
+        ),
+        None => Action::await_change(),
+    })
+}
+
+async fn fail(
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    ctx: &Context,
+    account: &str,
+    reason: &str,
+    message: &str,
+) -> Result<Action, RestoreError> {
+    write(
+        api,
+        restore,
+        &status::failed(restore, reason, message, Timestamp::now()),
+    )
+    .await?;
+    if !account.is_empty() {
+        ctx.locks.release(account, &holder(restore)).await?;
+    }
+    publish(
+        ctx,
+        restore,
+        EventType::Warning,
+        reason,
+        message.to_string(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+async fn expire_if_due(
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, RestoreError> {
+    let current = restore.status.clone().unwrap_or_default();
+    let already = current
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Expired" && c.status == "True");
+    match current.expires_at {
+        Some(Time(at)) if at <= now && !already => {
+            let uid = restore.metadata.uid.clone().unwrap_or_default();
+            for target in current.target_namespaces.values() {
+                namespace::delete_if_ours(&ctx.client, target, &uid).await?;
+            }
+            write(api, restore, &status::expired(restore, now)).await?;
+            publish(
+                ctx,
+                restore,
+                EventType::Normal,
+                "Expired",
+                "expireAfter passed: restored namespaces deleted".into(),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Some(Time(at)) if !already => Ok(Action::requeue(
+            at.duration_since(now)
+                .unsigned_abs()
+                .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+        )),
+        _ => Ok(Action::await_change()),
+    }
+}
+
+/// Deleting a restore that has not finished removes the namespaces it created; a finished
+/// restore's namespaces belong to the user from then on and stay.
+async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, RestoreError> {
+    let current = restore.status.clone().unwrap_or_default();
+    let unfinished = matches!(
+        current.phase,
+        None | Some(RestorePhase::Queued | RestorePhase::Running)
+    );
+    if unfinished {
+        let uid = restore.metadata.uid.clone().unwrap_or_default();
+        for target in current.target_namespaces.values() {
+            namespace::delete_if_ours(&ctx.client, target, &uid).await?;
+        }
+    }
+    if let Some(backup) = account_of(ctx, &restore).await? {
+        ctx.locks
+            .release(&backup.spec.account, &holder(&restore))
+            .await?;
+    }
+    Ok(Action::await_change())
+}

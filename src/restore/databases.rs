@@ -1,0 +1,160 @@
+//! Database step of a restore: each dump streamed from the repository into the restored
+//! database pod of the same workload, once that pod is Ready. Exit code, byte count and
+//! checksum are all checked.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::api::DatabaseDumpRecord;
+use crate::backup::databases::controller_owner;
+use crate::database::{database_target, workload_of};
+
+/// Counts and hashes what passes through, so the restore can prove it sent the whole dump.
+pub struct CountingReader<R> {
+    inner: R,
+    seen: Arc<Mutex<(u64, Sha256)>>,
+}
+
+impl<R> CountingReader<R> {
+    /// Wraps `inner`; the returned handle reads the totals afterwards.
+    pub fn new(inner: R) -> (Self, Arc<Mutex<(u64, Sha256)>>) {
+        let seen = Arc::new(Mutex::new((0, Sha256::new())));
+        (
+            Self {
+                inner,
+                seen: seen.clone(),
+            },
+            seen,
+        )
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            let fresh = &buf.filled()[before..];
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.0 += fresh.len() as u64;
+                seen.1.update(fresh);
+            }
+        }
+        result
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits for the Ready database pod of `workload` in `namespace`; returns its name and container.
+pub async fn wait_for_pod(
+    client: &Client,
+    namespace: &str,
+    workload: &str,
+    timeout: Duration,
+) -> Result<(String, Option<String>, Vec<String>), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let listed = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        for pod in &listed.items {
+            let name = pod.name_any();
+            if workload_of(&name, controller_owner(pod)) != workload || !is_ready(pod) {
+                continue;
+            }
+            match database_target(&name, pod.annotations()) {
+                Ok(Some(target)) => return Ok((name, target.container, target.restore_command)),
+                Ok(None) => continue,
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no Ready database pod of {workload} appeared in {namespace} within {timeout:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Streams one dump into its restored pod; checks exit code, byte count and checksum.
+pub async fn load_dump(
+    client: &Client,
+    namespace: &str,
+    record: &DatabaseDumpRecord,
+    dump: Box<dyn AsyncRead + Send + Unpin>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let workload = record
+        .workload
+        .clone()
+        .unwrap_or_else(|| format!("Pod/{}", record.pod));
+    let (pod, container, command) = wait_for_pod(client, namespace, &workload, timeout).await?;
+    let (counting, seen) = CountingReader::new(dump);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    crate::exec::run(
+        &pods,
+        &pod,
+        container.as_deref(),
+        &command,
+        Some(Box::new(counting)),
+        timeout,
+        None,
+    )
+    .await
+    .map_err(|e| format!("the restore command failed: {e}"))?;
+    let (bytes, digest) = {
+        let seen = seen
+            .lock()
+            .map_err(|_| "checksum state poisoned".to_string())?;
+        (seen.0, hex::encode(seen.1.clone().finalize()))
+    };
+    if bytes != record.bytes || digest != record.sha256 {
+        return Err(format!(
+            "the dump read back does not match the backup ({bytes} bytes, sha256 {digest}; expected {} bytes, sha256 {}): run `rewind repo check`",
+            record.bytes, record.sha256
+        ));
+    }
+    Ok(pod)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn counting_reader_sees_every_byte() {
+        let data = b"PGDMP dump bytes".to_vec();
+        let (mut reader, seen) = CountingReader::new(&data[..]);
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.expect("read");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.0, data.len() as u64);
+        assert_eq!(
+            hex::encode(seen.1.clone().finalize()),
+            hex::encode(Sha256::digest(&data))
+        );
+    }
+}

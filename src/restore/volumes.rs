@@ -1,0 +1,222 @@
+//! A restored PVC from the backup's physical snapshot: a pre-provisioned VolumeSnapshotContent
+//! (Retain) bound to a new VolumeSnapshot in the target namespace, then a PVC with that dataSource.
+//! Names derive from the restore's uid, so restoring one backup twice never collides.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::api::VolumeSnapshotRecord;
+use crate::snapshot::{volume_snapshot_contents, volume_snapshots};
+
+/// The helper objects' name for one PVC of one restore (pure).
+pub fn helper_name(restore_uid: &str, namespace: &str, pvc: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [restore_uid, namespace, pvc] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    format!("rewind-restore-{}", hex::encode(&hasher.finalize()[..8]))
+}
+
+/// The pre-provisioned content pointing at the backup's snapshot (pure).
+pub fn helper_content(name: &str, namespace: &str, record: &VolumeSnapshotRecord) -> Value {
+    json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "rewind"}},
+        "spec": {
+            // Retain: the physical snapshot stays the backup's; removing this helper must not delete it.
+            "deletionPolicy": "Retain",
+            "driver": record.driver,
+            "source": {"snapshotHandle": record.snapshot_handle},
+            "volumeSnapshotClassName": record.volume_snapshot_class,
+            "volumeSnapshotRef": {"name": name, "namespace": namespace},
+        }
+    })
+}
+
+/// The VolumeSnapshot bound to the helper content (pure).
+pub fn helper_snapshot(name: &str, namespace: &str) -> Value {
+    json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "rewind"}},
+        "spec": {"source": {"volumeSnapshotContentName": name}}
+    })
+}
+
+/// Points a (rewritten) PVC at the helper snapshot and makes it big enough for the data (pure).
+pub fn pvc_from_snapshot(mut pvc: Value, snapshot: &str, record: &VolumeSnapshotRecord) -> Value {
+    pvc["spec"]["dataSource"] =
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
+    if let Some(size) = &record.restore_size
+        && let Ok(bytes) = size.parse::<u64>()
+    {
+        let requested = pvc["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .and_then(quantity_bytes)
+            .unwrap_or(0);
+        if requested < bytes {
+            pvc["spec"]["resources"]["requests"]["storage"] = Value::String(bytes.to_string());
+        }
+    }
+    pvc
+}
+
+/// Bytes of a Kubernetes quantity such as `1Gi`, `500M` or `1073741824` (pure; decimal fractions ignored).
+pub fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(quantity.len());
+    let (number, unit) = quantity.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+async fn create_if_absent(api: &Api<DynamicObject>, object: Value) -> Result<(), kube::Error> {
+    let object: DynamicObject = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Creates the helper content and snapshot and waits until the snapshot is readyToUse.
+pub async fn prepare_snapshot(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+    record: &VolumeSnapshotRecord,
+    timeout: Duration,
+) -> Result<(), String> {
+    let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
+    create_if_absent(&contents, helper_content(name, namespace, record))
+        .await
+        .map_err(|e| e.to_string())?;
+    create_if_absent(&snapshots, helper_snapshot(name, namespace))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let current = snapshots.get(name).await.map_err(|e| e.to_string())?;
+        if let Some(message) = current.data["status"]["error"]["message"].as_str() {
+            return Err(format!("the snapshot could not be imported: {message}"));
+        }
+        if current.data["status"]["readyToUse"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the imported snapshot was not ready within {timeout:?}: is the physical snapshot still there (driver {})?",
+                record.driver
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Removes the helper snapshot and content; the physical snapshot stays (Retain).
+pub async fn remove_helpers(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+) -> Result<(), kube::Error> {
+    let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
+    for (api, label) in [(&snapshots, "snapshot"), (&contents, "content")] {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => {
+                tracing::warn!(helper = label, error = %err, "removing a restore helper failed");
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> VolumeSnapshotRecord {
+        VolumeSnapshotRecord {
+            project: "shop".into(),
+            pvc: "data".into(),
+            driver: "hostpath.csi.k8s.io".into(),
+            snapshot_handle: Some("snap-1".into()),
+            restore_size: Some("2147483648".into()),
+            volume_snapshot_class: Some("csi-hostpath-snapclass".into()),
+            ready: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn helper_names_differ_between_two_restores_of_the_same_backup() {
+        assert_ne!(
+            helper_name("restore-a", "shop-r1", "data"),
+            helper_name("restore-b", "shop-r2", "data")
+        );
+        assert_eq!(
+            helper_name("restore-a", "shop-r1", "data"),
+            helper_name("restore-a", "shop-r1", "data")
+        );
+    }
+
+    #[test]
+    fn helper_content_retains_the_backups_snapshot_and_points_at_the_new_namespace() {
+        let content = helper_content("h", "shop-r", &record());
+        assert_eq!(content["spec"]["deletionPolicy"], "Retain");
+        assert_eq!(content["spec"]["source"]["snapshotHandle"], "snap-1");
+        assert_eq!(
+            content["spec"]["volumeSnapshotRef"],
+            json!({"name": "h", "namespace": "shop-r"})
+        );
+    }
+
+    #[test]
+    fn pvc_is_grown_to_the_snapshots_restore_size() {
+        let pvc = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let out = pvc_from_snapshot(pvc, "h", &record());
+        assert_eq!(out["spec"]["dataSource"]["name"], "h");
+        assert_eq!(
+            out["spec"]["resources"]["requests"]["storage"],
+            "2147483648"
+        );
+        let big = json!({"spec": {"resources": {"requests": {"storage": "5Gi"}}}});
+        assert_eq!(
+            pvc_from_snapshot(big, "h", &record())["spec"]["resources"]["requests"]["storage"],
+            "5Gi"
+        );
+    }
+
+    #[test]
+    fn quantities_parse_with_binary_and_decimal_suffixes() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("42"), Some(42));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+    }
+}
