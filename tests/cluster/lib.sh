@@ -1,0 +1,46 @@
+# Shared helpers of the test-bed scripts (sourced, not run).
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+state=${REWIND_TESTBED_DIR:-$repo/.testbed}
+pids=$state/pids
+logs=$state/logs
+cluster_name=rewind
+export KWOK_WORKDIR=$state/kwok
+kubeconfig=$KWOK_WORKDIR/clusters/$cluster_name/kubeconfig.yaml
+
+say() { printf 'testbed: %s\n' "$*" >&2; }
+die() { printf 'testbed: %s\n' "$*" >&2; exit 1; }
+
+# free_port: a TCP port nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# port_in_use PORT: true when something listens on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# alive NAME: the process recorded in pids/NAME.pid runs.
+alive() {
+  [[ -f $pids/$1.pid ]] && kill -0 "$(cat "$pids/$1.pid")" 2>/dev/null
+}
+
+# start NAME COMMAND...: runs COMMAND in the background, logs to logs/NAME.log, records its pid.
+start() {
+  local name=$1; shift
+  mkdir -p "$pids" "$logs"
+  nohup "$@" >"$logs/$name.log" 2>&1 &
+  echo $! >"$pids/$name.pid"
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local what=$1 limit=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      die "$what did not come up within ${limit}s; see $logs/ (make cluster-down, then make cluster-up)"
+    fi
+    sleep 1
+  done
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# `make cluster-up`: a real Kubernetes 1.36 control plane (kwok, binary runtime) with CSI
+# snapshots, pod exec onto this host, an S3 server and PostgreSQL; writes .testbed/env.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+started_at=$SECONDS
+
+MOTO_VERSION=5.1.22
+KWOK_VERSION=v0.8.0 # keep equal to build.sh
+STORAGE_CLASS=rewind-hostpath
+SNAPSHOT_CLASS=rewind-hostpath-snapshots
+CSI_DRIVER=hostpath.csi.rewind.dev
+S3_BUCKET=rewind-testbed
+
+healthy() {
+  [[ -f $state/env ]] || return 1
+  for name in csi-driver csi-provisioner csi-snapshotter snapshot-controller s3; do alive "$name" || return 1; done
+  [[ -f $state/postgres/data/postmaster.pid ]] || return 1
+  KUBECONFIG=$kubeconfig "$state/bin/kubectl" get --raw /readyz >/dev/null 2>&1
+}
+
+if healthy; then
+  say "already running (state in $state); nothing to do. Its settings:"
+  cat "$state/env" >&2
+  exit 0
+fi
+if [[ -d $state ]]; then
+  say "found a half-started or stopped bed in $state: cleaning it up first"
+  "$(dirname "$0")/down.sh"
+fi
+mkdir -p "$state" "$pids" "$logs"
+
+# 1. Binaries (cached by pin) and host packages.
+bin=$("$(dirname "$0")/build.sh")
+ln -sfn "$bin" "$state/bin"
+echo "$bin" >"$state/bin-dir"
+export PATH=$bin:$PATH
+"$(dirname "$0")/host-packages.sh"
+
+# 2. The control plane.
+say "starting kube-apiserver, etcd, controller-manager, scheduler and kwok (kwokctl, binary runtime)"
+"$bin/kwokctl" create cluster --name "$cluster_name" --runtime binary \
+  --kubeconfig "$state/kubeconfig-kwokctl" \
+  --kube-apiserver-binary "$bin/kube-apiserver" \
+  --kube-controller-manager-binary "$bin/kube-controller-manager" \
+  --kube-scheduler-binary "$bin/kube-scheduler" \
+  --etcd-binary "$bin/etcd" \
+  --kwok-controller-binary "$bin/kwok" \
+  --kube-authorization=true --kube-admission=true \
+  --enable-crds Stage,Exec,ClusterExec,Logs,ClusterLogs,Attach,ClusterAttach,PortForward,ClusterPortForward \
+  --wait 3m >"$logs/kwokctl.log" 2>&1 || die "kwokctl create cluster failed: see $logs/kwokctl.log"
+export KUBECONFIG=$kubeconfig
+kubectl() { "$bin/kubectl" "$@"; }
+wait_for "the API server" 120 kubectl get --raw /readyz
+# With the Stage CRD on, kwok simulates nodes and pods only through Stage objects: apply its
+# "fast" stages (nodes Ready, pods Running and Ready at once) before the node exists.
+kwok_dir=$(GOTOOLCHAIN=local go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+kubectl apply -k "$kwok_dir/kustomize/stage/fast" >/dev/null
+"$bin/kwokctl" scale node --name "$cluster_name" --replicas 1 >>"$logs/kwokctl.log" 2>&1 \
+  || die "kwokctl could not create a node: see $logs/kwokctl.log"
+wait_for "the kwok node" 60 kubectl wait --for=condition=Ready node --all --timeout=5s
+
+# 3. CSI: snapshot CRDs, the driver and the sidecars as local processes.
+crd_dir=$(cd "$(dirname "$0")/csi" && GOTOOLCHAIN=local go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
+kubectl apply -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshotclasses.yaml" \
+  -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshotcontents.yaml" \
+  -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshots.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/volumesnapshots.snapshot.storage.k8s.io \
+  crd/volumesnapshotcontents.snapshot.storage.k8s.io crd/volumesnapshotclasses.snapshot.storage.k8s.io --timeout=60s >/dev/null
+csi_state=$state/csi/volumes
+csi_socket=$state/csi/csi.sock
+mkdir -p "$csi_state"
+start csi-driver "$bin/hostpath" --endpoint "unix://$csi_socket" --statedir "$csi_state"
+wait_for "the CSI driver socket" 30 test -S "$csi_socket"
+start csi-provisioner "$bin/csi-provisioner" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
+  --leader-election=false --timeout 60s --extra-create-metadata
+start csi-snapshotter "$bin/csi-snapshotter" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
+  --leader-election=false --timeout 60s
+start snapshot-controller "$bin/snapshot-controller" --kubeconfig "$kubeconfig" --leader-election=false
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: $CSI_DRIVER}
+spec: {attachRequired: false, podInfoOnMount: false}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $STORAGE_CLASS
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: $CSI_DRIVER
+volumeBindingMode: Immediate
+reclaimPolicy: Delete
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata:
+  name: $SNAPSHOT_CLASS
+  annotations: {snapshot.storage.kubernetes.io/is-default-class: "true"}
+driver: $CSI_DRIVER
+deletionPolicy: Delete
+YAML
+
+# 4. S3: moto's server on loopback, with a bucket.
+venv=${REWIND_CACHE:-$HOME/.cache/rewind}/venv-moto-$MOTO_VERSION
+if [[ ! -x $venv/bin/moto_server ]]; then
+  say "installing moto[server] $MOTO_VERSION into $venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed: apt-get install python3-venv"
+  "$venv/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" || die "pip install moto[server] failed (PyPI reachable?)"
+fi
+s3_port=$(free_port)
+start s3 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
+wait_for "the S3 server" 60 port_in_use "$s3_port"
+AWS_ACCESS_KEY_ID=testbed AWS_SECRET_ACCESS_KEY=testbed-secret "$venv/bin/python" -c "
+import boto3
+boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='$S3_BUCKET')
+" || die "creating the S3 bucket failed: see $logs/s3.log"
+
+# 5. PostgreSQL (Debian's), as the postgres user, trust auth on loopback only.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[[ -x $pg_bin/initdb ]] || die "PostgreSQL server binaries not found: apt-get install postgresql"
+pg_port=$(free_port)
+mkdir -p "$state/postgres"
+echo "$pg_bin" >"$state/postgres/bindir"
+chown postgres "$state/postgres"
+runuser -u postgres -- "$pg_bin/initdb" -D "$state/postgres/data" -U postgres --auth=trust >"$logs/postgres-init.log" 2>&1 \
+  || die "initdb failed: see $logs/postgres-init.log"
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$state/postgres/data" -l "$state/postgres/server.log" -w \
+  -o "-p $pg_port -k $state/postgres -c listen_addresses=127.0.0.1" start >/dev/null \
+  || die "PostgreSQL did not start: see $state/postgres/server.log"
+
+# 6. Pod exec runs on this host. kwok picks the first ClusterExec whose selector matches, in no
+# fixed order, so the bed installs none: tests bind each namespace they exec into (tests/support).
+
+cat >"$state/env" <<ENV
+KUBECONFIG=$kubeconfig
+TESTBED_BIN=$bin
+KUBECTL=$bin/kubectl
+HELM=$bin/helm
+CSI_DRIVER=$CSI_DRIVER
+CSI_STATE_DIR=$csi_state
+STORAGE_CLASS=$STORAGE_CLASS
+SNAPSHOT_CLASS=$SNAPSHOT_CLASS
+S3_ENDPOINT=http://127.0.0.1:$s3_port
+S3_BUCKET=$S3_BUCKET
+AWS_ACCESS_KEY_ID=testbed
+AWS_SECRET_ACCESS_KEY=testbed-secret
+AWS_REGION=us-east-1
+PGHOST=127.0.0.1
+PGPORT=$pg_port
+PGUSER=postgres
+PG_BIN=$pg_bin
+ENV
+say "up in $((SECONDS - started_at))s; settings in $state/env"
