@@ -11,6 +11,7 @@ pub mod exec;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
+pub mod repository;
 pub mod restore;
 pub mod snapshot;
 pub mod status;

@@ -1,7 +1,12 @@
 //! The `rewind` binary: wires the command line to the library; no logic lives here.
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rewind::cli;
+use rewind::operator::config::RunArgs;
+use rewind::repository::{Repository, cli as repo_cli};
 
 /// Rewind backs up the accounts of a multi-tenant Kubernetes platform and
 /// restores their projects into new, isolated namespaces.
@@ -14,12 +19,27 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator (controllers, leader election, probes, metrics).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd(cli::crd::CrdArgs),
+    /// Work with a backup repository directly.
+    Repo(repo_cli::RepoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let parsed = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match parsed.command {
         Command::Crd(args) => cli::crd::run(args),
+        Command::Repo(args) => runtime.block_on(repo_cli::run(args)),
+        Command::Run(args) => runtime.block_on(async move {
+            rewind::operator::logging::init(args.log_format);
+            let key = repo_cli::master_key(args.repository_key_file.as_deref())?;
+            let repository = Repository::open_or_init(&args.repository, &key)
+                .await
+                .with_context(|| format!("opening the repository {}", args.repository))?;
+            rewind::operator::run(args, Arc::new(repository)).await
+        }),
     }
 }

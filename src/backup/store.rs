@@ -58,3 +58,70 @@ pub trait SnapshotStore: Send + Sync {
         name: &str,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, StoreError>;
 }
+
+/// The repository as a [`SnapshotSink`].
+struct RepositorySink {
+    writer: crate::repository::SnapshotWriter,
+}
+
+fn store_error(err: crate::repository::RepoError) -> StoreError {
+    StoreError {
+        permanent: err.is_permanent(),
+        message: err.to_string(),
+    }
+}
+
+#[async_trait]
+impl SnapshotSink for RepositorySink {
+    async fn start_stream(&mut self, name: &str) -> Result<(), StoreError> {
+        self.writer.start_stream(name).await.map_err(store_error)
+    }
+
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        self.writer.write(&bytes).await.map_err(store_error)
+    }
+
+    async fn finish_stream(&mut self) -> Result<StreamTotals, StoreError> {
+        let summary = self.writer.finish_stream().await.map_err(store_error)?;
+        Ok(StreamTotals {
+            logical_bytes: summary.logical_bytes,
+            stored_bytes: summary.stored_bytes,
+            sha256: summary.sha256,
+        })
+    }
+
+    async fn abort_stream(&mut self) -> Result<(), StoreError> {
+        self.writer.abort_stream();
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<String, StoreError> {
+        Ok(self.writer.commit().await.map_err(store_error)?.id)
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for crate::repository::Repository {
+    async fn begin(
+        &self,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Box<dyn SnapshotSink>, StoreError> {
+        let writer = self.start_snapshot(metadata).await.map_err(store_error)?;
+        Ok(Box::new(RepositorySink { writer }))
+    }
+
+    async fn release(&self, snapshot_id: &str) -> Result<(), StoreError> {
+        self.delete_snapshot(snapshot_id).await.map_err(store_error)
+    }
+
+    async fn read_stream(
+        &self,
+        snapshot_id: &str,
+        name: &str,
+    ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, StoreError> {
+        let reader = crate::repository::Repository::read_stream(self, snapshot_id, name)
+            .await
+            .map_err(store_error)?;
+        Ok(Box::new(reader))
+    }
+}

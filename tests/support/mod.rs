@@ -36,9 +36,18 @@ impl Bed {
         if let Ok(kubeconfig) = std::env::var("REWIND_E2E_KUBECONFIG") {
             let mut vars = BTreeMap::new();
             vars.insert("KUBECONFIG".into(), kubeconfig);
-            vars.insert("KUBECTL".into(), std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
-            vars.insert("HELM".into(), std::env::var("HELM").unwrap_or_else(|_| "helm".into()));
-            return Bed { vars, external: true };
+            vars.insert(
+                "KUBECTL".into(),
+                std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+            );
+            vars.insert(
+                "HELM".into(),
+                std::env::var("HELM").unwrap_or_else(|_| "helm".into()),
+            );
+            return Bed {
+                vars,
+                external: true,
+            };
         }
         let path = repo_root().join(".testbed/env");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -47,7 +56,10 @@ impl Bed {
                 path.display()
             )
         });
-        Bed { vars: parse_env(&text), external: false }
+        Bed {
+            vars: parse_env(&text),
+            external: false,
+        }
     }
 
     /// A setting of the bed (`S3_ENDPOINT`, `PGPORT`, ...).
@@ -60,16 +72,23 @@ impl Bed {
         match self.var(key) {
             Some(value) => Some(value.to_string()),
             None if self.external => {
-                eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: {what} needs {key}, which that cluster does not provide");
+                eprintln!(
+                    "SKIPPED on REWIND_E2E_KUBECONFIG cluster: {what} needs {key}, which that cluster does not provide"
+                );
                 None
             }
-            None => panic!("the test bed's .testbed/env has no {key}: run `make cluster-down && make cluster-up`"),
+            None => panic!(
+                "the test bed's .testbed/env has no {key}: run `make cluster-down && make cluster-up`"
+            ),
         }
     }
 
     /// Environment for child processes (kubectl, helm, the operator).
     pub fn envs(&self) -> Vec<(String, String)> {
-        self.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn command(&self, program_var: &str, default: &str) -> Command {
@@ -85,15 +104,31 @@ impl Bed {
     }
 
     /// Runs kubectl feeding `stdin`.
-    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, String> {
+    pub fn kubectl_with_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, String> {
         let mut command = self.command("KUBECTL", "kubectl");
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = command.spawn().map_err(|e| format!("cannot run kubectl: {e}"))?;
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run kubectl: {e}"))?;
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(bytes).map_err(|e| format!("writing to kubectl: {e}"))?;
+            pipe.write_all(bytes)
+                .map_err(|e| format!("writing to kubectl: {e}"))?;
         }
-        let output = child.wait_with_output().map_err(|e| format!("kubectl: {e}"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("kubectl: {e}"))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -127,7 +162,11 @@ impl Bed {
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
-            Err(format!("helm {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr)))
+            Err(format!(
+                "helm {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            ))
         }
     }
 
@@ -142,6 +181,7 @@ impl Bed {
     /// (plus the bed's PGHOST/PGPORT/PGUSER): a "database pod" of that namespace.
     pub fn bind_exec(&self, namespace: &str, database: &str) {
         let env = |k: &str| self.var(k).unwrap_or_default().to_string();
+        let path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", env("PG_BIN"));
         self.apply(&format!(
             r#"apiVersion: kwok.x-k8s.io/v1alpha1
 kind: ClusterExec
@@ -161,19 +201,30 @@ spec:
             host = env("PGHOST"),
             port = env("PGPORT"),
             user = env("PGUSER"),
-            path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", env("PG_BIN")),
         ));
     }
 
     /// Removes the exec binding of `namespace`.
     pub fn unbind_exec(&self, namespace: &str) {
-        let _ = self.kubectl(&["delete", "clusterexec", &format!("exec-{namespace}"), "--ignore-not-found"]);
+        let _ = self.kubectl(&[
+            "delete",
+            "clusterexec",
+            &format!("exec-{namespace}"),
+            "--ignore-not-found",
+        ]);
     }
 
     /// What a namespace holds, for failure messages.
     pub fn describe(&self, namespace: &str) -> String {
         let objects = self
-            .kubectl(&["-n", namespace, "get", "all,pvc,volumesnapshot,secret,configmap", "-o", "wide"])
+            .kubectl(&[
+                "-n",
+                namespace,
+                "get",
+                "all,pvc,volumesnapshot,secret,configmap",
+                "-o",
+                "wide",
+            ])
             .unwrap_or_else(|e| e);
         let events = self
             .kubectl(&["-n", namespace, "get", "events", "--sort-by=.lastTimestamp"])
@@ -195,7 +246,10 @@ spec:
                 return value;
             }
             if Instant::now() >= deadline {
-                panic!("gave up after {timeout:?} waiting for {what}\n{}", context());
+                panic!(
+                    "gave up after {timeout:?} waiting for {what}\n{}",
+                    context()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -207,7 +261,10 @@ spec:
         let mut full: Vec<&str> = vec!["get"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["-o", &template]);
-        self.kubectl(&full).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+        self.kubectl(&full)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -224,7 +281,13 @@ impl Drop for TestNamespace<'_> {
             eprintln!("{}", self.bed.describe(&self.name));
         }
         self.bed.unbind_exec(&self.name);
-        let _ = self.bed.kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
+        let _ = self.bed.kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
     }
 }
 
@@ -234,7 +297,9 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let mixed = (nanos as u64) ^ (std::process::id() as u64).rotate_left(32) ^ next_counter().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mixed = (nanos as u64)
+        ^ (std::process::id() as u64).rotate_left(32)
+        ^ next_counter().wrapping_mul(0x9E37_79B9_7F4A_7C15);
     format!("{prefix}-{:08x}", mixed as u32)
 }
 

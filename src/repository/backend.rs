@@ -1,0 +1,90 @@
+//! Repository URLs to object stores: file://, s3://, gs://, az://, memory://.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+
+use super::error::RepoError;
+
+/// Opens the store a URL names. Credentials and endpoints come from the environment
+/// (AWS_*, GOOGLE_*, AZURE_* as object_store reads them; AWS_ENDPOINT and AWS_ALLOW_HTTP for
+/// S3-compatible servers).
+pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>, RepoError> {
+    let bad = || RepoError::BadUrl {
+        url: url.to_string(),
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    match scheme {
+        "file" => {
+            let path = std::path::Path::new(rest);
+            if !path.is_absolute() {
+                return Err(bad());
+            }
+            std::fs::create_dir_all(path)?;
+            Ok(Arc::new(
+                LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true),
+            ))
+        }
+        "memory" => Ok(Arc::new(InMemory::new())),
+        "s3" | "gs" | "az" => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad());
+            }
+            let store: Arc<dyn ObjectStore> = match scheme {
+                "s3" => Arc::new(
+                    AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()?,
+                ),
+                "gs" => Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()?,
+                ),
+                _ => Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_container_name(bucket)
+                        .build()?,
+                ),
+            };
+            let prefix = prefix.trim_matches('/');
+            Ok(if prefix.is_empty() {
+                store
+            } else {
+                Arc::new(PrefixStore::new(store, Path::from(prefix)))
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_or_relative_urls_are_refused_with_the_choices() {
+        for url in ["ftp://x", "file://relative/path", "no-scheme", "s3://"] {
+            let err = open_store(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} accepted"));
+            assert!(err.to_string().contains("file:///path"), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_urls_create_their_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("repo");
+        open_store(&format!("file://{}", path.display())).expect("file store");
+        assert!(path.is_dir());
+    }
+}

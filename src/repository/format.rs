@@ -1,0 +1,320 @@
+//! The on-store format, version 1 (docs/repository-format.md describes it for other readers).
+//!
+//! ```text
+//! <prefix>/config                      JSON: version, chunker, wrapped repository keys
+//! <prefix>/packs/<id[..2]>/<id>        blobs: nonce ‖ XChaCha20-Poly1305(flag ‖ data), AAD = chunk id
+//! <prefix>/index/<pack id>             sealed JSON: the pack's blobs (chunk id, offset, length)
+//! <prefix>/snapshots/<snapshot id>     sealed JSON: metadata and streams (chunk ids in order); written last
+//! <prefix>/locks/<writer id>           JSON: who writes or prunes, since when
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::RepoKeys;
+use super::error::RepoError;
+
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A chunk's id (keyed BLAKE3 of its plaintext).
+pub type ChunkId = [u8; 32];
+
+/// The `config` object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Always `rewind-repository`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Random id of this repository.
+    pub repository_id: String,
+    /// Content-defined chunking sizes in bytes.
+    pub chunker: ChunkerParams,
+    /// The repository keys wrapped by the master key, base64.
+    pub wrapped_keys: String,
+}
+
+/// FastCDC (2020) sizes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// Smallest chunk.
+    pub min: u32,
+    /// Average chunk.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self {
+            min: 64 * 1024,
+            avg: 256 * 1024,
+            max: 1024 * 1024,
+        }
+    }
+}
+
+/// Where one blob is inside a pack.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Chunk id, hex.
+    pub id: String,
+    /// Byte offset of the blob in the pack.
+    pub offset: u64,
+    /// Byte length of the blob (nonce, ciphertext and tag).
+    pub length: u32,
+    /// Length of the chunk's plaintext.
+    pub raw_length: u32,
+}
+
+/// The index object of one pack.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PackIndex {
+    /// Format version.
+    pub version: u32,
+    /// The pack's id (hex BLAKE3 of its bytes).
+    pub pack: String,
+    /// Its blobs.
+    pub blobs: Vec<IndexEntry>,
+}
+
+/// One stream of a snapshot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Its name, e.g. `projects/shop/manifests.jsonl`.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// Bytes this stream added to the repository.
+    pub stored_bytes: u64,
+    /// Chunk ids in order, hex.
+    pub chunks: Vec<String>,
+}
+
+/// A snapshot manifest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Format version.
+    pub version: u32,
+    /// The snapshot id.
+    pub id: String,
+    /// RFC 3339 time of commit.
+    pub created: String,
+    /// Free-form metadata (account, backup, notes, ...).
+    pub metadata: BTreeMap<String, String>,
+    /// Its streams.
+    pub streams: Vec<StreamEntry>,
+}
+
+/// A lock object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    /// `writer` or `prune`.
+    pub kind: String,
+    /// Unix seconds when taken or last refreshed.
+    pub refreshed: i64,
+    /// Who holds it (host, pid).
+    pub holder: String,
+}
+
+/// Object names.
+pub mod names {
+    /// The config object.
+    pub const CONFIG: &str = "config";
+    /// A pack.
+    pub fn pack(id: &str) -> String {
+        format!("packs/{}/{id}", &id[..2.min(id.len())])
+    }
+    /// A pack's index.
+    pub fn index(pack: &str) -> String {
+        format!("index/{pack}")
+    }
+    /// A snapshot manifest.
+    pub fn snapshot(id: &str) -> String {
+        format!("snapshots/{id}")
+    }
+    /// A lock.
+    pub fn lock(id: &str) -> String {
+        format!("locks/{id}")
+    }
+}
+
+/// Compression flag of a blob's plaintext.
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Compresses (when it helps) and seals one chunk into a blob (pure apart from the nonce).
+pub fn encode_blob(keys: &RepoKeys, id: &ChunkId, chunk: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(chunk, 1)
+        .ok()
+        .filter(|c| c.len() + 64 < chunk.len());
+    let mut plain = Vec::with_capacity(1 + compressed.as_ref().map_or(chunk.len(), Vec::len));
+    match compressed {
+        Some(compressed) => {
+            plain.push(ZSTD);
+            plain.extend_from_slice(&compressed);
+        }
+        None => {
+            plain.push(RAW);
+            plain.extend_from_slice(chunk);
+        }
+    }
+    keys.seal(id, &plain)
+}
+
+/// Opens, decompresses and verifies one blob against its id.
+pub fn decode_blob(
+    keys: &RepoKeys,
+    id: &ChunkId,
+    blob: &[u8],
+    raw_length: usize,
+    object: &str,
+) -> Result<Vec<u8>, RepoError> {
+    let plain = keys.open(id, blob).map_err(|_| {
+        RepoError::corrupt(
+            object,
+            format!(
+                "blob {} does not decrypt (bit rot or tampering)",
+                hex::encode(id)
+            ),
+        )
+    })?;
+    let (flag, body) = plain
+        .split_first()
+        .ok_or_else(|| RepoError::corrupt(object, "empty blob"))?;
+    let chunk = match *flag {
+        RAW => body.to_vec(),
+        ZSTD => zstd::bulk::decompress(body, raw_length.max(1)).map_err(|e| {
+            RepoError::corrupt(
+                object,
+                format!("blob {} does not decompress: {e}", hex::encode(id)),
+            )
+        })?,
+        other => {
+            return Err(RepoError::corrupt(
+                object,
+                format!("unknown compression flag {other}"),
+            ));
+        }
+    };
+    if keys.chunk_id(&chunk) != *id {
+        return Err(RepoError::corrupt(
+            object,
+            format!("blob {} does not hash to its id", hex::encode(id)),
+        ));
+    }
+    Ok(chunk)
+}
+
+/// Seals a JSON object bound to its name.
+pub fn seal_json<T: Serialize>(
+    keys: &RepoKeys,
+    name: &str,
+    value: &T,
+) -> Result<Vec<u8>, RepoError> {
+    let json = serde_json::to_vec(value).map_err(|e| RepoError::corrupt(name, e.to_string()))?;
+    let compressed = zstd::bulk::compress(&json, 3).map_err(RepoError::Io)?;
+    Ok(keys.seal(name.as_bytes(), &compressed))
+}
+
+/// Opens a sealed JSON object and checks its version.
+pub fn open_json<T: for<'de> Deserialize<'de>>(
+    keys: &RepoKeys,
+    name: &str,
+    sealed: &[u8],
+) -> Result<T, RepoError> {
+    let compressed = keys.open(name.as_bytes(), sealed).map_err(|_| {
+        RepoError::corrupt(
+            name,
+            "does not decrypt with this repository's key (damaged, or from another repository)",
+        )
+    })?;
+    let json = zstd::stream::decode_all(compressed.as_slice())
+        .map_err(|e| RepoError::corrupt(name, format!("does not decompress: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|e| RepoError::corrupt(name, format!("not JSON: {e}")))?;
+    let version = value["version"].as_u64().unwrap_or(0) as u32;
+    if version != VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            object: name.to_string(),
+            found: version,
+            supported: VERSION,
+        });
+    }
+    serde_json::from_value(value)
+        .map_err(|e| RepoError::corrupt(name, format!("unexpected shape: {e}")))
+}
+
+/// Parses a hex chunk id.
+pub fn parse_id(hex_id: &str, object: &str) -> Result<ChunkId, RepoError> {
+    hex::decode(hex_id)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .ok_or_else(|| RepoError::corrupt(object, format!("{hex_id:?} is not a chunk id")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_compressible_and_random_data() {
+        let keys = RepoKeys::generate();
+        let compressible = vec![7u8; 100_000];
+        let mut random = vec![0u8; 10_000];
+        rand::fill(&mut random[..]);
+        for chunk in [compressible, random, Vec::new()] {
+            let id = keys.chunk_id(&chunk);
+            let blob = encode_blob(&keys, &id, &chunk);
+            assert_eq!(
+                decode_blob(&keys, &id, &blob, chunk.len(), "p").expect("decodes"),
+                chunk
+            );
+        }
+    }
+
+    #[test]
+    fn a_bit_flipped_blob_is_a_typed_error_not_wrong_data() {
+        let keys = RepoKeys::generate();
+        let chunk = b"important bytes".to_vec();
+        let id = keys.chunk_id(&chunk);
+        let mut blob = encode_blob(&keys, &id, &chunk);
+        let last = blob.len() - 1;
+        blob[last] ^= 0x80;
+        assert!(matches!(
+            decode_blob(&keys, &id, &blob, chunk.len(), "packs/ab/x"),
+            Err(RepoError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_blob(&keys, &id, &blob[..10], chunk.len(), "p"),
+            Err(RepoError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused_by_name() {
+        let keys = RepoKeys::generate();
+        let sealed =
+            seal_json(&keys, "snapshots/s", &serde_json::json!({"version": 9})).expect("seal");
+        match open_json::<Manifest>(&keys, "snapshots/s", &sealed) {
+            Err(RepoError::UnsupportedVersion { found: 9, .. }) => {}
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sealed_json_bound_to_its_name_cannot_be_swapped() {
+        let keys = RepoKeys::generate();
+        let sealed =
+            seal_json(&keys, "snapshots/a", &serde_json::json!({"version": 1})).expect("seal");
+        assert!(matches!(
+            open_json::<serde_json::Value>(&keys, "snapshots/b", &sealed),
+            Err(RepoError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,309 @@
+//! The backup repository: content-defined chunks, deduplicated across snapshots, compressed,
+//! encrypted and packed, on any object store. No Kubernetes dependency.
+//!
+//! Crash safety comes from ordering: a pack is uploaded before its index, every index before
+//! the snapshot manifest that needs it, and the manifest last. A crash leaves at most
+//! unreferenced packs, which `prune` removes. Prune and writers exclude each other through
+//! lock objects (see `locks`).
+
+pub mod backend;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod format;
+mod locks;
+mod maintenance;
+mod reader;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+pub use crypto::MasterKey;
+pub use error::RepoError;
+pub use format::{ChunkerParams, Manifest, StreamEntry};
+pub use maintenance::{CheckProblem, CheckReport, PruneReport, SnapshotStats, Stats};
+pub use writer::{SnapshotWriter, StreamSummary};
+
+use crypto::RepoKeys;
+use format::{ChunkId, Config, PackIndex, VERSION, names};
+
+/// Where a chunk's blob is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The pack's id.
+    pub pack: Arc<str>,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Blob length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// Every indexed chunk.
+pub type Index = HashMap<ChunkId, Location>;
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    keys: RepoKeys,
+    config: Config,
+}
+
+/// An open repository; cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+fn path(name: &str) -> Path {
+    Path::from(name)
+}
+
+impl Repository {
+    /// Creates a repository at `url`, its keys wrapped by `master`.
+    pub async fn init(url: &str, master: &MasterKey) -> Result<Self, RepoError> {
+        let store = backend::open_store(url)?;
+        let keys = RepoKeys::generate();
+        let mut id = [0u8; 16];
+        rand::fill(&mut id[..]);
+        let config = Config {
+            format: "rewind-repository".into(),
+            version: VERSION,
+            repository_id: hex::encode(id),
+            chunker: ChunkerParams::default(),
+            wrapped_keys: base64::engine::general_purpose::STANDARD.encode(keys.wrap(master)),
+        };
+        let body = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match store
+            .put_opts(&path(names::CONFIG), PutPayload::from(body), options)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(RepoError::AlreadyExists(url.to_string()));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                url: url.to_string(),
+                keys,
+                config,
+            }),
+        })
+    }
+
+    /// Opens the repository at `url` with `master`.
+    pub async fn open(url: &str, master: &MasterKey) -> Result<Self, RepoError> {
+        let store = backend::open_store(url)?;
+        let raw = match store.get(&path(names::CONFIG)).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(RepoError::NotARepository(url.to_string()));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        if value["format"] != "rewind-repository" {
+            return Err(RepoError::NotARepository(url.to_string()));
+        }
+        let version = value["version"].as_u64().unwrap_or(0) as u32;
+        if version != VERSION {
+            return Err(RepoError::UnsupportedVersion {
+                object: "config".into(),
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let config: Config = serde_json::from_value(value)
+            .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&config.wrapped_keys)
+            .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let keys = RepoKeys::unwrap(&wrapped, master)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                url: url.to_string(),
+                keys,
+                config,
+            }),
+        })
+    }
+
+    /// Opens, or creates when absent.
+    pub async fn open_or_init(url: &str, master: &MasterKey) -> Result<Self, RepoError> {
+        match Self::open(url, master).await {
+            Err(RepoError::NotARepository(_)) => match Self::init(url, master).await {
+                Err(RepoError::AlreadyExists(_)) => Self::open(url, master).await,
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    pub(crate) fn keys(&self) -> &RepoKeys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn chunker(&self) -> ChunkerParams {
+        self.inner.config.chunker
+    }
+
+    /// Names of every object under `prefix`.
+    pub(crate) async fn list_names(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, i64)>, RepoError> {
+        let listed: Vec<_> = self.store().list(Some(&path(prefix))).try_collect().await?;
+        Ok(listed
+            .into_iter()
+            .map(|meta| {
+                (
+                    meta.location.to_string(),
+                    meta.size,
+                    meta.last_modified.timestamp(),
+                )
+            })
+            .collect())
+    }
+
+    pub(crate) async fn get_object(&self, name: &str) -> Result<bytes::Bytes, RepoError> {
+        match self.store().get(&path(name)).await {
+            Ok(got) => Ok(got.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(RepoError::Missing {
+                object: name.to_string(),
+            }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub(crate) async fn put_object(&self, name: &str, body: Vec<u8>) -> Result<(), RepoError> {
+        self.store()
+            .put(&path(name), PutPayload::from(body))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_object(&self, name: &str) -> Result<(), RepoError> {
+        match self.store().delete(&path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Every pack index, read and verified (8 at a time).
+    pub async fn pack_indexes(&self) -> Result<Vec<PackIndex>, RepoError> {
+        let names = self.list_names("index").await?;
+        futures::stream::iter(names.into_iter().map(|(name, _, _)| async move {
+            let sealed = self.get_object(&name).await?;
+            let index: PackIndex = format::open_json(self.keys(), &name, &sealed)?;
+            Ok::<PackIndex, RepoError>(index)
+        }))
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+    }
+
+    /// Chunk id → location, for every indexed chunk.
+    pub async fn load_index(&self) -> Result<Index, RepoError> {
+        let mut index = Index::new();
+        for pack in self.pack_indexes().await? {
+            let pack_id: Arc<str> = Arc::from(pack.pack.as_str());
+            for blob in pack.blobs {
+                let id = format::parse_id(&blob.id, &names::index(&pack.pack))?;
+                index.insert(
+                    id,
+                    Location {
+                        pack: pack_id.clone(),
+                        offset: blob.offset,
+                        length: blob.length,
+                        raw_length: blob.raw_length,
+                    },
+                );
+            }
+        }
+        Ok(index)
+    }
+
+    /// One snapshot's manifest.
+    pub async fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
+        let name = names::snapshot(id);
+        let sealed = match self.get_object(&name).await {
+            Err(RepoError::Missing { .. }) => {
+                return Err(RepoError::NotFound(format!("snapshot {id}")));
+            }
+            other => other?,
+        };
+        format::open_json(self.keys(), &name, &sealed)
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<Manifest>, RepoError> {
+        let mut ids: Vec<String> = self
+            .list_names("snapshots")
+            .await?
+            .into_iter()
+            .filter_map(|(name, _, _)| name.strip_prefix("snapshots/").map(String::from))
+            .collect();
+        ids.sort();
+        let mut manifests = Vec::with_capacity(ids.len());
+        for id in ids {
+            manifests.push(self.manifest(&id).await?);
+        }
+        Ok(manifests)
+    }
+
+    /// Starts a snapshot; nothing is visible until [`SnapshotWriter::commit`].
+    pub async fn start_snapshot(
+        &self,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<SnapshotWriter, RepoError> {
+        SnapshotWriter::start(self.clone(), metadata).await
+    }
+
+    /// Reads a stream back, verifying every chunk and the stream's checksum.
+    pub async fn read_stream(
+        &self,
+        snapshot: &str,
+        stream: &str,
+    ) -> Result<reader::StreamReader, RepoError> {
+        reader::open(self, snapshot, stream).await
+    }
+
+    /// Deletes a snapshot's manifest; its data goes with the next prune unless shared.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), RepoError> {
+        self.delete_object(&names::snapshot(id)).await
+    }
+}

@@ -1,0 +1,126 @@
+//! Reading a stream back: chunks fetched a few at a time, each verified, the whole
+//! stream's SHA-256 checked at its end (a mismatch is an error, never silent).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::error::RepoError;
+use super::format::{self, names};
+use super::{Index, Repository};
+
+/// Chunks fetched concurrently while reading.
+const READ_AHEAD: usize = 8;
+
+type ChunkStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A verified stream of a snapshot, as an `AsyncRead`.
+pub struct StreamReader {
+    inner: tokio_util::io::StreamReader<ChunkStream, Bytes>,
+}
+
+impl AsyncRead for StreamReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+fn io_error(err: RepoError) -> std::io::Error {
+    std::io::Error::other(err)
+}
+
+/// Fetches and verifies one chunk.
+pub(crate) async fn fetch_chunk(
+    repo: &Repository,
+    index: &Index,
+    id: &format::ChunkId,
+) -> Result<Vec<u8>, RepoError> {
+    let location = index.get(id).ok_or_else(|| RepoError::Missing {
+        object: format!("chunk {} (in no index)", hex::encode(id)),
+    })?;
+    let pack = names::pack(&location.pack);
+    let range = location.offset..location.offset + u64::from(location.length);
+    let blob = match repo
+        .store()
+        .get_range(&object_store::path::Path::from(pack.as_str()), range)
+        .await
+    {
+        Ok(blob) => blob,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(RepoError::Missing { object: pack });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if blob.len() != location.length as usize {
+        return Err(RepoError::corrupt(&pack, "truncated"));
+    }
+    format::decode_blob(repo.keys(), id, &blob, location.raw_length as usize, &pack)
+}
+
+/// Opens stream `name` of snapshot `snapshot`.
+pub async fn open(
+    repo: &Repository,
+    snapshot: &str,
+    name: &str,
+) -> Result<StreamReader, RepoError> {
+    let manifest = repo.manifest(snapshot).await?;
+    let entry = manifest
+        .streams
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .ok_or_else(|| RepoError::NotFound(format!("stream {name} in snapshot {snapshot}")))?;
+    let index = Arc::new(repo.load_index().await?);
+    let ids = entry
+        .chunks
+        .iter()
+        .map(|id| format::parse_id(id, &names::snapshot(snapshot)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let repo = repo.clone();
+    let chunk_hasher = hasher.clone();
+    let chunks = futures::stream::iter(ids)
+        .map(move |id| {
+            let repo = repo.clone();
+            let index = index.clone();
+            async move { fetch_chunk(&repo, &index, &id).await }
+        })
+        .buffered(READ_AHEAD)
+        .map(move |chunk| {
+            let chunk = chunk.map_err(io_error)?;
+            if let Ok(mut hasher) = chunk_hasher.lock() {
+                hasher.update(&chunk);
+            }
+            Ok(Bytes::from(chunk))
+        });
+    let expected = entry.sha256.clone();
+    let stream_name = format!("stream {name} of snapshot {snapshot}");
+    let verify = futures::stream::once(async move {
+        let actual = hasher
+            .lock()
+            .map(|h| hex::encode(h.clone().finalize()))
+            .unwrap_or_default();
+        if actual == expected {
+            Ok(Bytes::new())
+        } else {
+            Err(io_error(RepoError::corrupt(
+                stream_name,
+                "its checksum does not match what was written",
+            )))
+        }
+    });
+    let all: ChunkStream = Box::pin(chunks.chain(verify));
+    Ok(StreamReader {
+        inner: tokio_util::io::StreamReader::new(all),
+    })
+}

@@ -1,0 +1,314 @@
+//! Writing a snapshot: streams cut into content-defined chunks, new chunks compressed and
+//! sealed on every core, packed into ~16 MiB packs uploaded as they fill; the manifest last.
+//! Memory is bounded by the batch and pack sizes, whatever a stream's length.
+
+use std::collections::{BTreeMap, HashSet};
+
+use jiff::Timestamp;
+use object_store::{PutMode, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use super::Repository;
+use super::error::RepoError;
+use super::format::{self, ChunkId, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names};
+use super::locks::{self, HeldLock};
+
+/// Input gathered before chunking.
+const BATCH: usize = 8 * 1024 * 1024;
+/// A pack is uploaded once it holds this much.
+const PACK_TARGET: usize = 16 * 1024 * 1024;
+/// Packs uploading at once.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// Totals of one finished stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream's name.
+    pub name: String,
+    /// Bytes written into it.
+    pub logical_bytes: u64,
+    /// Bytes it added to the repository.
+    pub stored_bytes: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+struct OpenStream {
+    name: String,
+    buffer: Vec<u8>,
+    hasher: Sha256,
+    size: u64,
+    stored: u64,
+    chunks: Vec<String>,
+}
+
+/// A snapshot being written.
+pub struct SnapshotWriter {
+    repo: Repository,
+    metadata: BTreeMap<String, String>,
+    known: HashSet<ChunkId>,
+    pack: Vec<u8>,
+    pack_entries: Vec<IndexEntry>,
+    uploads: JoinSet<Result<(), RepoError>>,
+    streams: Vec<StreamEntry>,
+    current: Option<OpenStream>,
+    lock: Option<HeldLock>,
+}
+
+/// Runs `work` over `items` on every core, keeping order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    let per_thread = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+impl SnapshotWriter {
+    pub(crate) async fn start(
+        repo: Repository,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Self, RepoError> {
+        let lock = locks::acquire(&repo, "writer", "prune").await?;
+        let known = repo.load_index().await?.into_keys().collect();
+        Ok(Self {
+            repo,
+            metadata,
+            known,
+            pack: Vec::with_capacity(PACK_TARGET + 1024 * 1024),
+            pack_entries: Vec::new(),
+            uploads: JoinSet::new(),
+            streams: Vec::new(),
+            current: None,
+            lock: Some(lock),
+        })
+    }
+
+    /// Starts a stream; a stream still open is finished first.
+    pub async fn start_stream(&mut self, name: &str) -> Result<(), RepoError> {
+        if self.current.is_some() {
+            self.finish_stream().await?;
+        }
+        self.current = Some(OpenStream {
+            name: name.to_string(),
+            buffer: Vec::with_capacity(BATCH + 1024 * 1024),
+            hasher: Sha256::new(),
+            size: 0,
+            stored: 0,
+            chunks: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Appends bytes to the open stream.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), RepoError> {
+        let stream = self.current.as_mut().ok_or_else(|| {
+            RepoError::NotFound("an open stream (call start_stream first)".into())
+        })?;
+        stream.hasher.update(data);
+        stream.size += data.len() as u64;
+        stream.buffer.extend_from_slice(data);
+        if stream.buffer.len() >= BATCH {
+            self.process(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the open stream: it will not be part of the snapshot (its chunks become garbage).
+    pub fn abort_stream(&mut self) {
+        self.current = None;
+    }
+
+    /// Ends the open stream.
+    pub async fn finish_stream(&mut self) -> Result<StreamSummary, RepoError> {
+        self.process(true).await?;
+        let stream = self
+            .current
+            .take()
+            .ok_or_else(|| RepoError::NotFound("an open stream".into()))?;
+        let sha256 = hex::encode(stream.hasher.finalize());
+        let summary = StreamSummary {
+            name: stream.name.clone(),
+            logical_bytes: stream.size,
+            stored_bytes: stream.stored,
+            sha256: sha256.clone(),
+        };
+        self.streams.retain(|s| s.name != stream.name);
+        self.streams.push(StreamEntry {
+            name: stream.name,
+            size: stream.size,
+            sha256,
+            stored_bytes: stream.stored,
+            chunks: stream.chunks,
+        });
+        Ok(summary)
+    }
+
+    /// Chunks the buffered input (all of it when `last`), stores new chunks, keeps the tail.
+    async fn process(&mut self, last: bool) -> Result<(), RepoError> {
+        let Some(stream) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if stream.buffer.is_empty() {
+            return Ok(());
+        }
+        let params = self.repo.chunker();
+        let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
+            &stream.buffer,
+            params.min as usize,
+            params.avg as usize,
+            params.max as usize,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        if !last && cuts.len() > 1 {
+            cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
+        }
+        let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
+        let input = std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + 1024 * 1024));
+        stream.buffer.extend_from_slice(&input[consumed..]);
+
+        // Hashing and sealing run on the blocking pool, on every core; the input moves there and back.
+        let keys = self.repo.keys().clone();
+        let (input, cuts, ids) = {
+            let keys = keys.clone();
+            tokio::task::spawn_blocking(move || {
+                let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
+                let ids = parallel_map(&pieces, |piece| keys.chunk_id(piece));
+                (input, cuts, ids)
+            })
+            .await
+            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
+        };
+        let mut fresh = HashSet::new();
+        let known_snapshot: Vec<bool> = ids
+            .iter()
+            .map(|id| self.known.contains(id) || !fresh.insert(*id))
+            .collect();
+        let (cuts, ids, known_snapshot, blobs) = {
+            tokio::task::spawn_blocking(move || {
+                let to_encode: Vec<(ChunkId, &[u8])> = cuts
+                    .iter()
+                    .zip(&ids)
+                    .zip(&known_snapshot)
+                    .filter(|(_, known)| !**known)
+                    .map(|(((o, l), id), _)| (*id, &input[*o..o + l]))
+                    .collect();
+                let blobs = parallel_map(&to_encode, |(id, piece)| {
+                    format::encode_blob(&keys, id, piece)
+                });
+                (cuts, ids, known_snapshot, blobs)
+            })
+            .await
+            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
+        };
+
+        let mut blobs = blobs.into_iter();
+        for (((_, length), id), known) in cuts.iter().zip(&ids).zip(&known_snapshot) {
+            let stream = self
+                .current
+                .as_mut()
+                .ok_or_else(|| RepoError::NotFound("an open stream".into()))?;
+            stream.chunks.push(hex::encode(id));
+            if *known {
+                continue;
+            }
+            let blob = blobs
+                .next()
+                .ok_or_else(|| RepoError::corrupt("writer", "blob count mismatch"))?;
+            stream.stored += blob.len() as u64;
+            self.pack_entries.push(IndexEntry {
+                id: hex::encode(id),
+                offset: self.pack.len() as u64,
+                length: blob.len() as u32,
+                raw_length: *length as u32,
+            });
+            self.pack.extend_from_slice(&blob);
+            self.known.insert(*id);
+            if self.pack.len() >= PACK_TARGET {
+                self.flush_pack().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the current pack, then its index.
+    async fn flush_pack(&mut self) -> Result<(), RepoError> {
+        if self.pack_entries.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::replace(
+            &mut self.pack,
+            Vec::with_capacity(PACK_TARGET + 1024 * 1024),
+        );
+        let entries = std::mem::take(&mut self.pack_entries);
+        let id = blake3::hash(&pack).to_hex().to_string();
+        let index = PackIndex {
+            version: VERSION,
+            pack: id.clone(),
+            blobs: entries,
+        };
+        let sealed_index = format::seal_json(self.repo.keys(), &names::index(&id), &index)?;
+        let repo = self.repo.clone();
+        while self.uploads.len() >= UPLOADS_IN_FLIGHT {
+            if let Some(done) = self.uploads.join_next().await {
+                done.map_err(|e| RepoError::Io(std::io::Error::other(e)))??;
+            }
+        }
+        self.uploads.spawn(async move {
+            repo.put_object(&names::pack(&id), pack).await?;
+            repo.put_object(&names::index(&id), sealed_index).await
+        });
+        Ok(())
+    }
+
+    /// Writes everything still buffered, then the manifest; returns the snapshot's manifest.
+    pub async fn commit(mut self) -> Result<Manifest, RepoError> {
+        if self.current.is_some() {
+            self.finish_stream().await?;
+        }
+        self.flush_pack().await?;
+        while let Some(done) = self.uploads.join_next().await {
+            done.map_err(|e| RepoError::Io(std::io::Error::other(e)))??;
+        }
+        let now = Timestamp::now();
+        let mut suffix = [0u8; 4];
+        rand::fill(&mut suffix[..]);
+        let id = format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), hex::encode(suffix));
+        let manifest = Manifest {
+            version: VERSION,
+            id: id.clone(),
+            created: now.to_string(),
+            metadata: self.metadata.clone(),
+            streams: std::mem::take(&mut self.streams),
+        };
+        let sealed = format::seal_json(self.repo.keys(), &names::snapshot(&id), &manifest)?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        self.repo
+            .store()
+            .put_opts(
+                &object_store::path::Path::from(names::snapshot(&id)),
+                PutPayload::from(sealed),
+                options,
+            )
+            .await?;
+        if let Some(lock) = self.lock.take() {
+            lock.release(&self.repo).await?;
+        }
+        Ok(manifest)
+    }
+}
