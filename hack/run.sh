@@ -23,7 +23,7 @@ cargo build --release --locked --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/rewind
 [[ -d "$state/repository/config" || -f "$state/repository/config" ]] || "$bin" repo init >/dev/null 2>&1 || true
 
-"$KUBECTL" apply -f crds/ >/dev/null
+"$KUBECTL" apply -k crds/ >/dev/null
 "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" apply -f hack/sample-account.yaml >/dev/null

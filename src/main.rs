@@ -29,6 +29,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let parsed = Cli::parse();
+    // Both ring (kube) and aws-lc-rs (object_store) are linked: name the TLS provider once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match parsed.command {
         Command::Crd(args) => cli::crd::run(args),

@@ -38,8 +38,45 @@ pub const RESTORED_FROM_LABEL: &str = "rewind.dev/restored-from";
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     let _ = merge_crds; // single version today; merge_crds is where v1beta1 joins.
     vec![
-        ("accountbackups.rewind.dev.yaml", AccountBackup::crd()),
-        ("backupschedules.rewind.dev.yaml", BackupSchedule::crd()),
-        ("projectrestores.rewind.dev.yaml", ProjectRestore::crd()),
+        (
+            "accountbackups.rewind.dev.yaml",
+            kubernetes_formats(AccountBackup::crd()),
+        ),
+        (
+            "backupschedules.rewind.dev.yaml",
+            kubernetes_formats(BackupSchedule::crd()),
+        ),
+        (
+            "projectrestores.rewind.dev.yaml",
+            kubernetes_formats(ProjectRestore::crd()),
+        ),
     ]
+}
+
+/// schemars writes `format: uint64/uint32` for unsigned integers, which the API server does not
+/// know (it warns on every apply); Kubernetes' own are int64/int32 with `minimum: 0`.
+fn kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let unsigned = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint64") => Some("int64"),
+                    Some("uint32") | Some("uint16") | Some("uint8") => Some("int32"),
+                    _ => None,
+                };
+                if let Some(format) = unsigned {
+                    map.insert("format".into(), format.into());
+                    map.insert("minimum".into(), 0.into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut json) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut json);
+    serde_json::from_value(json).unwrap_or(crd)
 }

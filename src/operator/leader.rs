@@ -200,6 +200,36 @@ pub async fn hold(client: Client, namespace: &str, name: &str, me: &str, timing:
     }
 }
 
+/// Gives the lease up (holder cleared) so a standby takes over at once instead of after it expires.
+pub async fn release(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    me: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Some(mut lease) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        != Some(me)
+    {
+        return Ok(());
+    }
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.renew_time = None;
+    }
+    match api.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,13 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         }
     }
     probes.abort();
+    if !args.no_leader_election
+        && let Err(err) =
+            leader::release(client.clone(), &args.namespace, LEADER_LEASE, &identity).await
+    {
+        warn!(error = %err, "releasing the leader lease failed; a standby takes over when it expires");
+    }
+    info!("stopped");
     Ok(())
 }
 

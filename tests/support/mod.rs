@@ -5,6 +5,8 @@
 //! `REWIND_E2E_KUBECONFIG` (e.g. kind); then only what that cluster cannot do is skipped, loudly.
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -181,7 +183,10 @@ impl Bed {
     /// (plus the bed's PGHOST/PGPORT/PGUSER): a "database pod" of that namespace.
     pub fn bind_exec(&self, namespace: &str, database: &str) {
         let env = |k: &str| self.var(k).unwrap_or_default().to_string();
-        let path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", env("PG_BIN"));
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            env("PG_BIN")
+        );
         self.apply(&format!(
             r#"apiVersion: kwok.x-k8s.io/v1alpha1
 kind: ClusterExec
