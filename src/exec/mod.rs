@@ -22,6 +22,14 @@ pub enum ExecError {
     /// The API server refused the exec (RBAC, pod gone, container missing).
     #[error("could not start the command: {0}")]
     Start(#[from] kube::Error),
+    /// The command ran and failed without an exit code (e.g. killed by a signal).
+    #[error("the command failed ({message}): {stderr_tail}")]
+    Failed {
+        /// What the runtime reported.
+        message: String,
+        /// The end of stderr.
+        stderr_tail: String,
+    },
     /// The command ran and exited non-zero.
     #[error("the command exited with code {code}: {stderr_tail}")]
     NonZeroExit {
@@ -53,7 +61,7 @@ impl ExecError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Start(_) => "exec-start",
-            Self::NonZeroExit { .. } => "exec-exit",
+            Self::NonZeroExit { .. } | Self::Failed { .. } => "exec-exit",
             Self::Timeout { .. } => "exec-timeout",
             Self::StreamBroken(_) => "exec-stream",
             Self::Sink(_) => "exec-sink",
@@ -77,7 +85,7 @@ pub fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status
     if status.status.as_deref() == Some("Success") {
         return Some(0);
     }
-    status
+    let from_cause = status
         .details
         .as_ref()
         .and_then(|d| d.causes.as_ref())
@@ -87,8 +95,17 @@ pub fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status
                 .find(|c| c.reason.as_deref() == Some("ExitCode"))
         })
         .and_then(|c| c.message.as_deref())
-        .and_then(|m| m.trim().parse().ok())
-        .or(Some(-1))
+        .and_then(|m| m.trim().parse().ok());
+    // Runtimes that pass the process error through (kwok) end the message with `exit status N`.
+    let from_message = status.message.as_deref().and_then(|message| {
+        let (_, after) = message.rsplit_once("exit status ")?;
+        after
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    from_cause.or(from_message).or(Some(-1))
 }
 
 /// Keeps the last [`STDERR_TAIL`] bytes of a stream (pure helper).
@@ -205,8 +222,11 @@ pub async fn run(
             stdout_sha256,
             stderr_tail,
         }),
+        Some(-1) | None => Err(ExecError::Failed {
+            message: status.message.unwrap_or_else(|| "no exit code".into()),
+            stderr_tail,
+        }),
         Some(code) => Err(ExecError::NonZeroExit { code, stderr_tail }),
-        None => Err(ExecError::StreamBroken("no exit code".into())),
     }
 }
 
@@ -237,6 +257,16 @@ mod tests {
                 }]),
                 ..StatusDetails::default()
             }),
+            ..Status::default()
+        };
+        assert_eq!(exit_code(&status), Some(3));
+    }
+
+    #[test]
+    fn exit_status_in_the_message_is_the_exit_code() {
+        let status = Status {
+            status: Some("Failure".into()),
+            message: Some("command terminated: exit status 3".into()),
             ..Status::default()
         };
         assert_eq!(exit_code(&status), Some(3));

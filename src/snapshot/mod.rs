@@ -239,8 +239,13 @@ async fn wait_gone(
     Ok(())
 }
 
+/// Our finalizer on the temporary content: it keeps the object until the CSI sidecar has
+/// deleted the physical snapshot (an unbound content without a finalizer would vanish at once,
+/// before the sidecar ever saw it being deleted).
+pub const DELETE_FINALIZER: &str = "rewind.dev/delete-physical-snapshot";
+
 /// Deletes a physical snapshot through a temporary VolumeSnapshotContent with deletionPolicy Delete.
-/// Idempotent: the content's name derives from the handle.
+/// Idempotent: the content's name derives from the handle, and a retry resumes where it stood.
 pub async fn delete_physical(
     client: &Client,
     driver: &str,
@@ -250,7 +255,7 @@ pub async fn delete_physical(
 ) -> Result<(), SnapshotError> {
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
     let name = decide::deletion_content_name(driver, handle);
-    let object = DynamicObject::new(&name, &volume_snapshot_contents()).data(json!({
+    let mut object = DynamicObject::new(&name, &volume_snapshot_contents()).data(json!({
         "spec": {
             "deletionPolicy": "Delete",
             "driver": driver,
@@ -259,8 +264,70 @@ pub async fn delete_physical(
             "volumeSnapshotRef": {"name": name, "namespace": operator_namespace},
         }
     }));
+    object.metadata.finalizers = Some(vec![DELETE_FINALIZER.to_string()]);
     create_if_absent(&contents, &object).await?;
-    delete_if_present(&contents, &name).await?;
+    let pvc = format!("(snapshot {handle})");
+    let deadline = tokio::time::Instant::now() + timeout;
+    // 1. The sidecar has looked the snapshot up (or reported that it is gone already).
+    loop {
+        let Some(current) = contents.get_opt(&name).await? else {
+            return Ok(());
+        };
+        let status = &current.data["status"];
+        if current.metadata.deletion_timestamp.is_some()
+            || status["snapshotHandle"].is_string()
+            || status["error"].is_object()
+        {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SnapshotError::Timeout {
+                pvc,
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // 2. Delete it: the sidecar calls DeleteSnapshot and clears status.snapshotHandle.
+    match contents.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(err) => return Err(err.into()),
+    }
+    loop {
+        let Some(current) = contents.get_opt(&name).await? else {
+            return Ok(());
+        };
+        if !current.data["status"]["snapshotHandle"].is_string() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SnapshotError::Timeout {
+                pvc,
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // 3. Done: let the object go.
+    if let Some(current) = contents.get_opt(&name).await? {
+        let remaining: Vec<String> = current
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != DELETE_FINALIZER)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": current.metadata.resource_version}});
+        match contents
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
+    }
     wait_gone(&contents, &name, timeout).await?;
     Ok(())
 }
