@@ -213,7 +213,7 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
                 .is_err()
                 .then_some(())
         },
-        || String::new(),
+        String::new,
     );
     let tarball = std::path::Path::new(&csi_state)
         .join("snapshots")
