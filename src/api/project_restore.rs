@@ -31,7 +31,7 @@ fn default_true() -> bool {
         type_ = "string",
         json_path = ".status.progressSummary"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
