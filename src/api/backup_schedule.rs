@@ -31,7 +31,11 @@ use super::{DatabasesSpec, default_ttl};
         type_ = "string",
         json_path = ".status.lastSuccessfulBackup"
     ),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime")
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleSpec {

@@ -98,6 +98,20 @@ pub async fn wait_for_pod(
     }
 }
 
+/// Wraps a `sh -c SCRIPT` restore command so it reads exactly `bytes` bytes of stdin (pure).
+pub fn exact_length_command(command: &[String], bytes: u64) -> Vec<String> {
+    match command {
+        [shell, flag, script] if shell == "sh" && flag == "-c" => {
+            vec![
+                shell.clone(),
+                flag.clone(),
+                format!("head -c {bytes} | ( {script} )"),
+            ]
+        }
+        other => other.to_vec(),
+    }
+}
+
 /// Streams one dump into its restored pod; checks exit code, byte count and checksum.
 pub async fn load_dump(
     client: &Client,
@@ -111,6 +125,8 @@ pub async fn load_dump(
         .clone()
         .unwrap_or_else(|| format!("Pod/{}", record.pod));
     let (pod, container, command) = wait_for_pod(client, namespace, &workload, timeout).await?;
+    // Read exactly the dump's size: some exec paths never pass the end of stdin on to the command.
+    let command = exact_length_command(&command, record.bytes);
     let (counting, seen) = CountingReader::new(dump);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     crate::exec::run(
@@ -143,6 +159,15 @@ pub async fn load_dump(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn restore_commands_read_exactly_the_dump() {
+        let wrapped = exact_length_command(
+            &["sh".into(), "-c".into(), "exec pg_restore -d x".into()],
+            42,
+        );
+        assert_eq!(wrapped[2], "head -c 42 | ( exec pg_restore -d x )");
+    }
 
     #[tokio::test]
     async fn counting_reader_sees_every_byte() {

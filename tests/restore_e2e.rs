@@ -1,0 +1,468 @@
+//! ProjectRestore end to end: a realistic project backed up, mutated, and restored into a new,
+//! isolated namespace with fresh tokens; the original is left as it is.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::operator::Operator;
+use support::{Bed, unique};
+
+const DONE: Duration = Duration::from_secs(150);
+
+fn operator(bed: &Bed) -> &'static Operator {
+    Operator::shared(bed, &["--dump-timeout", "60s", "--snapshot-timeout", "60s"])
+}
+
+fn psql(bed: &Bed, database: &str, sql: &str) -> String {
+    let output = Command::new(format!("{}/psql", bed.var("PG_BIN").unwrap_or("/usr/bin")))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
+        .envs(bed.envs())
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn checksum(bed: &Bed, database: &str) -> String {
+    psql(
+        bed,
+        database,
+        "SELECT count(*) || ':' || md5(string_agg(id || '/' || name, ',' ORDER BY id)) FROM customers",
+    )
+}
+
+fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
+    bed.kubectl(&["get", kind, name, "-o", "json"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|o| o["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_phase(bed: &Bed, operator: &Operator, kind: &str, name: &str, phases: &[&str]) -> Value {
+    bed.wait_until(
+        &format!("{kind} {name} to reach {phases:?}"),
+        DONE,
+        || {
+            let status = status_of(bed, kind, name);
+            phases
+                .contains(&status["phase"].as_str().unwrap_or_default())
+                .then_some(status)
+        },
+        || {
+            format!(
+                "status: {}\n--- operator log ---\n{}",
+                status_of(bed, kind, name),
+                operator.log_tail()
+            )
+        },
+    )
+}
+
+fn secret_value(bed: &Bed, namespace: &str, secret: &str, key: &str) -> Vec<u8> {
+    let encoded = bed
+        .jsonpath(
+            &["-n", namespace, "secret", secret],
+            &format!("{{.data.{key}}}"),
+        )
+        .unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap_or_default()
+}
+
+const WIDGET_CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: gadgets.e2e.rewind.dev}\nspec:\n  group: e2e.rewind.dev\n  names: {kind: Gadget, plural: gadgets}\n  scope: Namespaced\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_comes_back_isolated_sanitized_with_its_data_and_fresh_tokens() {
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "comparing volume files") else {
+        return;
+    };
+    let operator = operator(&bed);
+    bed.apply(WIDGET_CRD);
+    bed.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gadgets.e2e.rewind.dev",
+        "--timeout=60s",
+    ]);
+    let account = unique("shop");
+    let original = bed.namespace("shop");
+    let ns = original.name.clone();
+    let target = format!("{ns}-copy");
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &ns,
+        &format!("rewind.dev/account={account}"),
+    ]);
+    bed.bind_exec(&ns, &ns);
+    bed.bind_exec(&target, &target);
+    psql(&bed, "postgres", &format!("CREATE DATABASE \"{ns}\""));
+    psql(&bed, "postgres", &format!("CREATE DATABASE \"{target}\""));
+    psql(
+        &bed,
+        &ns,
+        "CREATE TABLE customers (id int primary key, name text); INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 3000) g",
+    );
+    let rows_at_backup = checksum(&bed, &ns);
+    bed.apply(&format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {ns}}}
+data: {{currency: EUR}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: payment-key, namespace: {ns}, labels: {{rewind.dev/token: "true"}}}}
+stringData: {{key: sk_live_0123456789abcdefABCD, webhook: whsec_9f8e7d6c5b4a}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: device-token, namespace: {ns}, labels: {{rewind.dev/token: "true"}}}}
+stringData: {{token: 0f1e2d3c4b5a69788796a5b4c3d2e1f0}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: app, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: reader, namespace: {ns}}}
+rules: [{{apiGroups: [""], resources: [configmaps], verbs: [get]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: app-reads, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}}
+subjects: [{{kind: ServiceAccount, name: app, namespace: {ns}}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: files, namespace: {ns}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{serviceAccountName: app, containers: [{{name: web, image: nginx}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: nightly-report, namespace: {ns}}}
+spec:
+  schedule: "0 1 * * *"
+  jobTemplate: {{spec: {{template: {{spec: {{restartPolicy: Never, containers: [{{name: r, image: busybox}}]}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, namespace: {ns}}}
+spec: {{rules: [{{host: shop.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]}}
+---
+apiVersion: e2e.rewind.dev/v1
+kind: Gadget
+metadata: {{name: g1, namespace: {ns}}}
+spec: {{color: blue}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: {ns}
+  annotations: {{rewind.dev/database: postgres}}
+spec: {{containers: [{{name: db, image: postgres:16}}]}}
+"#
+    ));
+    bed.wait_until(
+        "the PVC to bind and db-0 to run",
+        DONE,
+        || {
+            let bound = bed
+                .jsonpath(&["-n", &ns, "pvc", "files"], "{.status.phase}")
+                .as_deref()
+                == Some("Bound");
+            let running = bed
+                .jsonpath(&["-n", &ns, "pod", "db-0"], "{.status.phase}")
+                .as_deref()
+                == Some("Running");
+            (bound && running).then_some(())
+        },
+        || bed.describe(&ns),
+    );
+    let volume = bed
+        .jsonpath(&["-n", &ns, "pvc", "files"], "{.spec.volumeName}")
+        .expect("volume");
+    let handle = bed
+        .jsonpath(&["pv", &volume], "{.spec.csi.volumeHandle}")
+        .expect("handle");
+    let file_contents = b"invoice 42\ninvoice 43\n".to_vec();
+    std::fs::write(
+        std::path::Path::new(&csi_state)
+            .join(&handle)
+            .join("invoices.txt"),
+        &file_contents,
+    )
+    .expect("write file");
+    let original_ip = bed
+        .jsonpath(&["-n", &ns, "service", "web"], "{.spec.clusterIP}")
+        .expect("cluster IP");
+    let original_key = secret_value(&bed, &ns, "payment-key", "key");
+
+    let backup = unique("shop-backup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let backup_status = wait_phase(
+        &bed,
+        operator,
+        "accountbackup",
+        &backup,
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(backup_status["phase"], "Completed", "{backup_status}");
+
+    // Saturday night: the tenant breaks the project.
+    bed.kubectl_ok(&["-n", &ns, "delete", "configmap", "settings"]);
+    psql(&bed, &ns, "DELETE FROM customers WHERE id > 10");
+
+    let restore = unique("undo");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
+    ));
+    let _cleanup = TargetCleanup {
+        bed: &bed,
+        namespace: target.clone(),
+    };
+    let status = wait_phase(
+        &bed,
+        operator,
+        "projectrestore",
+        &restore,
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "{status}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(status["targetNamespaces"][&ns], target);
+
+    let labels = bed
+        .jsonpath(&["namespace", &target], "{.metadata.labels}")
+        .unwrap_or_default();
+    assert!(
+        labels.contains(&account) && labels.contains(&backup),
+        "account and restored-from labels: {labels}"
+    );
+    let policy = bed.kubectl_ok(&["-n", &target, "get", "networkpolicy", "-o", "json"]);
+    assert!(
+        policy.contains("Ingress") && policy.contains("Egress") && policy.contains("53"),
+        "isolation policy: {policy}"
+    );
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &target, "configmap", "settings"],
+            "{.data.currency}"
+        )
+        .as_deref(),
+        Some("EUR"),
+        "the deleted ConfigMap is back"
+    );
+    let restored_ip = bed
+        .jsonpath(&["-n", &target, "service", "web"], "{.spec.clusterIP}")
+        .expect("restored Service");
+    assert_ne!(restored_ip, original_ip, "the Service got a new clusterIP");
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &target, "cronjob", "nightly-report"],
+            "{.spec.suspend}"
+        )
+        .as_deref(),
+        Some("true"),
+        "CronJobs come back suspended"
+    );
+    assert!(
+        bed.kubectl(&["-n", &target, "get", "ingress", "web"])
+            .is_err(),
+        "the Ingress is not restored"
+    );
+    assert!(
+        status["skipped"].to_string().contains("Ingress")
+            && status["skipped"].to_string().contains("hosts"),
+        "skipped with its reason: {status}"
+    );
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &target, "rolebinding", "app-reads"],
+            "{.subjects[0].namespace}"
+        )
+        .as_deref(),
+        Some(target.as_str())
+    );
+    assert_eq!(
+        bed.jsonpath(&["-n", &target, "gadget", "g1"], "{.spec.color}")
+            .as_deref(),
+        Some("blue"),
+        "custom resources come back"
+    );
+    assert!(
+        bed.jsonpath(&["-n", &target, "deployment", "web"], "{.metadata.uid}")
+            .is_some()
+    );
+    for object in ["configmap/settings", "service/web", "deployment/web"] {
+        let managed = bed.kubectl_ok(&[
+            "-n",
+            &target,
+            "get",
+            object,
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        assert!(managed.is_empty(), "{object} has no stale owner references");
+    }
+
+    // Volume: same files, from the backup's snapshot; helper snapshot objects gone.
+    let restored_volume = bed
+        .jsonpath(&["-n", &target, "pvc", "files"], "{.spec.volumeName}")
+        .expect("restored PVC bound");
+    let restored_handle = bed
+        .jsonpath(&["pv", &restored_volume], "{.spec.csi.volumeHandle}")
+        .expect("handle");
+    let restored_file = std::fs::read(
+        std::path::Path::new(&csi_state)
+            .join(&restored_handle)
+            .join("invoices.txt"),
+    )
+    .expect("restored file");
+    assert_eq!(restored_file, file_contents);
+    assert!(
+        bed.kubectl_ok(&["-n", &target, "get", "volumesnapshots", "-o", "name"])
+            .trim()
+            .is_empty(),
+        "helper snapshots removed"
+    );
+
+    // Database: the rows as they were at backup time.
+    assert_eq!(
+        checksum(&bed, &target),
+        rows_at_backup,
+        "restored rows equal the backup's"
+    );
+
+    // Tokens: same keys and lengths, new values; status names keys, never values.
+    let new_key = secret_value(&bed, &target, "payment-key", "key");
+    assert_eq!(new_key.len(), original_key.len());
+    assert_ne!(
+        new_key, original_key,
+        "the old token does not work in the copy"
+    );
+    assert!(!secret_value(&bed, &target, "payment-key", "webhook").is_empty());
+    let tokens = status["regeneratedTokens"].to_string();
+    assert!(
+        tokens.contains("payment-key")
+            && tokens.contains("device-token")
+            && tokens.contains("webhook"),
+        "{tokens}"
+    );
+    let status_text = status.to_string();
+    assert!(
+        !status_text.contains("sk_live")
+            && !status_text.contains(&String::from_utf8_lossy(&new_key).to_string()),
+        "no token value in the status"
+    );
+
+    // The original project is untouched.
+    assert!(
+        bed.kubectl(&["-n", &ns, "get", "configmap", "settings"])
+            .is_err(),
+        "the original stays as it was"
+    );
+    assert_eq!(psql(&bed, &ns, "SELECT count(*) FROM customers"), "10");
+
+    // A restore into an existing namespace is refused, naming what to do.
+    let refused = unique("refused");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {refused}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {ns}}}\n"));
+    let status = wait_phase(&bed, operator, "projectrestore", &refused, &["Failed"]);
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(ready["reason"], "TargetNamespaceExists", "{status}");
+    bed.kubectl_ok(&["delete", "projectrestore", &refused, &restore]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=90s"]);
+    psql(
+        &bed,
+        "postgres",
+        &format!("DROP DATABASE \"{ns}\" WITH (FORCE)"),
+    );
+    psql(
+        &bed,
+        "postgres",
+        &format!("DROP DATABASE \"{target}\" WITH (FORCE)"),
+    );
+}
+
+#[test]
+fn restore_from_a_missing_backup_is_refused_with_what_to_do() {
+    let bed = Bed::get();
+    let operator = operator(&bed);
+    let name = unique("orphan");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{backup: no-such-backup}}\n"));
+    let status = wait_phase(&bed, operator, "projectrestore", &name, &["Failed"]);
+    assert!(
+        status["conditions"].to_string().contains("BackupNotFound")
+            && status["conditions"].to_string().contains("kubectl get ab"),
+        "{status}"
+    );
+    bed.kubectl_ok(&["delete", "projectrestore", &name]);
+}
+
+struct TargetCleanup<'a> {
+    bed: &'a Bed,
+    namespace: String,
+}
+
+impl Drop for TargetCleanup<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.bed.describe(&self.namespace));
+        }
+        self.bed.unbind_exec(&self.namespace);
+        let _ = self.bed.kubectl(&[
+            "delete",
+            "namespace",
+            &self.namespace,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
