@@ -184,24 +184,7 @@ pub fn decode_blob(
             ),
         )
     })?;
-    let (flag, body) = plain
-        .split_first()
-        .ok_or_else(|| RepoError::corrupt(object, "empty blob"))?;
-    let chunk = match *flag {
-        RAW => body.to_vec(),
-        ZSTD => zstd::bulk::decompress(body, raw_length.max(1)).map_err(|e| {
-            RepoError::corrupt(
-                object,
-                format!("blob {} does not decompress: {e}", hex::encode(id)),
-            )
-        })?,
-        other => {
-            return Err(RepoError::corrupt(
-                object,
-                format!("unknown compression flag {other}"),
-            ));
-        }
-    };
+    let chunk = decode_plain(&plain, raw_length, object)?;
     if keys.chunk_id(&chunk) != *id {
         return Err(RepoError::corrupt(
             object,
@@ -209,6 +192,26 @@ pub fn decode_blob(
         ));
     }
     Ok(chunk)
+}
+
+/// The chunk inside a decrypted blob: `flag ‖ body` (fuzzed directly: it sees untrusted bytes).
+pub fn decode_plain(plain: &[u8], raw_length: usize, object: &str) -> Result<Vec<u8>, RepoError> {
+    let (flag, body) = plain
+        .split_first()
+        .ok_or_else(|| RepoError::corrupt(object, "empty blob"))?;
+    match *flag {
+        RAW => Ok(body.to_vec()),
+        ZSTD => {
+            // A blob never holds more than its chunk; refuse to inflate beyond it.
+            let limit = raw_length.clamp(1, 64 * 1024 * 1024);
+            zstd::bulk::decompress(body, limit)
+                .map_err(|e| RepoError::corrupt(object, format!("does not decompress: {e}")))
+        }
+        other => Err(RepoError::corrupt(
+            object,
+            format!("unknown compression flag {other}"),
+        )),
+    }
 }
 
 /// Seals a JSON object bound to its name.
@@ -234,7 +237,19 @@ pub fn open_json<T: for<'de> Deserialize<'de>>(
             "does not decrypt with this repository's key (damaged, or from another repository)",
         )
     })?;
-    let json = zstd::stream::decode_all(compressed.as_slice())
+    parse_json(&compressed, name)
+}
+
+/// zstd-compressed JSON with a `version` field (fuzzed directly: it sees untrusted bytes).
+pub fn parse_json<T: for<'de> Deserialize<'de>>(
+    compressed: &[u8],
+    name: &str,
+) -> Result<T, RepoError> {
+    let mut json = Vec::new();
+    let decoder = zstd::stream::Decoder::new(compressed)
+        .map_err(|e| RepoError::corrupt(name, format!("does not decompress: {e}")))?;
+    // Indexes and manifests stay far below 256 MiB; a decompression bomb must not exhaust memory.
+    std::io::Read::read_to_end(&mut std::io::Read::take(decoder, 256 << 20), &mut json)
         .map_err(|e| RepoError::corrupt(name, format!("does not decompress: {e}")))?;
     let value: serde_json::Value = serde_json::from_slice(&json)
         .map_err(|e| RepoError::corrupt(name, format!("not JSON: {e}")))?;
