@@ -1,0 +1,194 @@
+//! The Helm chart on the test bed: it installs, the operator's RBAC is least privilege,
+//! the account-ownership policy admits owners only, and config/default is the chart rendered.
+
+mod support;
+
+use support::{Bed, repo_root, unique};
+
+fn can(bed: &Bed, subject: &[&str], verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource];
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("--all-namespaces"),
+    }
+    args.extend_from_slice(subject);
+    bed.kubectl(&args)
+        .map(|answer| answer.trim() == "yes")
+        .unwrap_or(false)
+}
+
+#[test]
+fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
+    let bed = Bed::get();
+    let release_ns = bed.namespace("rewind-chart");
+    let ns = release_ns.name.as_str();
+    let chart = repo_root().join("charts/rewind");
+    bed.helm(&[
+        "install",
+        "rewind",
+        &chart.to_string_lossy(),
+        "-n",
+        ns,
+        "--set",
+        "accountOwnership.enabled=true",
+        "--set",
+        "repository.persistence.enabled=false",
+    ])
+    .expect("helm install");
+    let _uninstall = Uninstall {
+        bed: &bed,
+        namespace: ns.to_string(),
+    };
+    assert!(
+        bed.jsonpath(
+            &["-n", ns, "deployment", "rewind-operator"],
+            "{.spec.template.spec.serviceAccountName}"
+        )
+        .as_deref()
+            == Some("rewind-operator")
+    );
+
+    let operator = format!("system:serviceaccount:{ns}:rewind-operator");
+    let sa = ["--as", operator.as_str()];
+    // What the operator's work needs.
+    assert!(
+        can(&bed, &sa, "list", "secrets", None),
+        "a backup reads every namespaced type"
+    );
+    assert!(
+        can(&bed, &sa, "create", "pods/exec", Some("default")),
+        "database dumps run over exec"
+    );
+    assert!(
+        can(&bed, &sa, "create", "namespaces", None),
+        "a restore creates its namespace"
+    );
+    assert!(can(
+        &bed,
+        &sa,
+        "patch",
+        "accountbackups.rewind.dev/status",
+        None
+    ));
+    assert!(
+        can(&bed, &sa, "update", "leases.coordination.k8s.io", Some(ns)),
+        "leader and account locks in its namespace"
+    );
+    // What it must not do.
+    assert!(
+        !can(&bed, &sa, "delete", "secrets", None),
+        "the operator never deletes a project's objects"
+    );
+    assert!(!can(&bed, &sa, "delete", "deployments.apps", None));
+    assert!(
+        !can(
+            &bed,
+            &sa,
+            "update",
+            "leases.coordination.k8s.io",
+            Some("kube-system")
+        ),
+        "leases only in its own namespace"
+    );
+    assert!(
+        !can(&bed, &sa, "update", "configmaps", None),
+        "restores create and apply; they never update in place"
+    );
+
+    // Account ownership: owners of acme may back acme up, not another account.
+    let user = unique("alice");
+    bed.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &user,
+        "--clusterrole=rewind-editor",
+        &format!("--user={user}"),
+    ]);
+    let backup = |account: &str| {
+        let name = unique("owned");
+        let yaml = format!(
+            "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"
+        );
+        let result = bed.kubectl_with_stdin(
+            &[
+                "create",
+                "-f",
+                "-",
+                "--dry-run=server",
+                "--as",
+                &user,
+                "--as-group",
+                "rewind:owners:acme",
+            ],
+            Some(yaml.as_bytes()),
+        );
+        result
+    };
+    let allowed = bed.wait_until(
+        "the policy to admit an owner",
+        std::time::Duration::from_secs(30),
+        || backup("acme").ok(),
+        || String::new(),
+    );
+    assert!(allowed.contains("created"), "{allowed}");
+    let refused = backup("globex");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("rewind:owners:globex")),
+        "a non-owner is refused by name: {refused:?}"
+    );
+    bed.kubectl_ok(&["delete", "clusterrolebinding", &user]);
+}
+
+#[test]
+fn config_default_is_the_chart_rendered_with_default_values() {
+    let bed = Bed::get();
+    let chart = repo_root().join("charts/rewind");
+    let rendered = bed
+        .helm(&[
+            "template",
+            "rewind",
+            &chart.to_string_lossy(),
+            "--namespace",
+            "rewind-system",
+            "--skip-crds",
+            "--kube-version",
+            "1.36.0",
+        ])
+        .expect("helm template");
+    let committed = std::fs::read_to_string(repo_root().join("config/default/operator.yaml"))
+        .unwrap_or_default();
+    assert!(
+        rendered == committed,
+        "config/default/operator.yaml drifted from the chart: run `make manifests` and commit it"
+    );
+    let built = bed.kubectl_ok(&[
+        "kustomize",
+        &repo_root().join("config/default").to_string_lossy(),
+    ]);
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "ClusterRole",
+        "Namespace",
+    ] {
+        assert!(
+            built.contains(&format!("kind: {kind}")),
+            "config/default lacks {kind}"
+        );
+    }
+}
+
+struct Uninstall<'a> {
+    bed: &'a Bed,
+    namespace: String,
+}
+
+impl Drop for Uninstall<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .bed
+            .helm(&["uninstall", "rewind", "-n", &self.namespace, "--wait"]);
+    }
+}
