@@ -109,7 +109,7 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
         let yaml = format!(
             "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"
         );
-        let result = bed.kubectl_with_stdin(
+        bed.kubectl_with_stdin(
             &[
                 "create",
                 "-f",
@@ -121,14 +121,13 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
                 "rewind:owners:acme",
             ],
             Some(yaml.as_bytes()),
-        );
-        result
+        )
     };
     let allowed = bed.wait_until(
         "the policy to admit an owner",
         std::time::Duration::from_secs(30),
         || backup("acme").ok(),
-        || String::new(),
+        String::new,
     );
     assert!(allowed.contains("created"), "{allowed}");
     let refused = backup("globex");
