@@ -163,6 +163,20 @@ pub fn started_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupSt
     status
 }
 
+/// The activity entry that opens a copy attempt: "copying" the first time, a resume warning after.
+pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'static str) {
+    if status.activity.iter().any(|e| e.message == COPYING) {
+        (
+            ActivityLevel::Warning,
+            "resumed after an operator restart: copying again (data already stored is deduplicated)",
+        )
+    } else {
+        (ActivityLevel::Info, COPYING)
+    }
+}
+
+const COPYING: &str = "copying";
+
 /// Status of a backup that cannot produce anything restorable.
 pub fn failed_status(
     backup: &AccountBackup,
@@ -463,6 +477,17 @@ mod tests {
         b.status = Some(queued_status(&b, "AccountBackup/other", at(1)));
         b.status = Some(queued_status(&b, "AccountBackup/other", at(2)));
         assert_eq!(b.status.as_ref().map(|s| s.activity.len()), Some(1));
+    }
+
+    #[test]
+    fn a_second_copy_attempt_is_logged_as_resumed() {
+        let mut status = AccountBackupStatus::default();
+        let (level, first) = copy_attempt_entry(&status);
+        assert_eq!(level, ActivityLevel::Info);
+        push_activity(&mut status.activity, level, first, at(1));
+        let (level, second) = copy_attempt_entry(&status);
+        assert_eq!(level, ActivityLevel::Warning);
+        assert!(second.contains("resumed"));
     }
 
     #[test]

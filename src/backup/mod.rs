@@ -252,18 +252,13 @@ async fn run_copy(
         write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
         return Ok(Action::requeue(QUEUED_RECHECK));
     }
-    let resumed =
-        status.progress.as_ref().is_some_and(|p| p.items_done > 0) || !status.projects.is_empty();
+    // The first copy attempt logs "copying" and writes it at once; finding it again means the
+    // operator stopped mid-copy and this is a resumed attempt.
     let mut running = status.clone();
     running.projects.clear();
-    if resumed {
-        crate::status::push_activity(
-            &mut running.activity,
-            crate::api::ActivityLevel::Warning,
-            "resumed after an operator restart: copying again (data already stored is deduplicated)",
-            now,
-        );
-    }
+    let (level, message) = decide::copy_attempt_entry(&status);
+    crate::status::push_activity(&mut running.activity, level, message, now);
+    write(api, backup, &running).await?;
     let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
     let types = crate::manifest::backed_up_types(ctx.client.clone()).await?;
     let classes = crate::snapshot::list_classes(&ctx.client)

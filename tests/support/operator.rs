@@ -2,6 +2,7 @@
 //! operator namespace and a file:// repository, stopped when the test binary exits.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use super::{Bed, repo_root, unique};
 
 /// A running operator.
 pub struct Operator {
-    _child: Child,
+    child: Child,
     /// Its namespace (leader lease, account locks).
     pub namespace: String,
     /// Its repository URL.
@@ -20,8 +21,25 @@ pub struct Operator {
     /// The repository key, hex.
     pub key_hex: String,
     /// Its log file.
-    pub log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    pub log: PathBuf,
+    /// Port of /healthz, /readyz, /metrics.
+    pub port: u16,
+    pid_file: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// How to start one operator process.
+pub struct Launch<'a> {
+    /// Operator namespace (leader lease, account locks); must exist.
+    pub namespace: &'a str,
+    /// Leader-election identity.
+    pub identity: &'a str,
+    /// Directory of the file:// repository (shared by replicas of one deployment).
+    pub state_dir: &'a std::path::Path,
+    /// Repository key, hex.
+    pub key_hex: &'a str,
+    /// More `rewind run` flags.
+    pub extra_args: &'a [&'a str],
 }
 
 static OPERATOR: OnceLock<Operator> = OnceLock::new();
@@ -33,13 +51,37 @@ fn free_port() -> u16 {
         .unwrap_or(18081)
 }
 
+/// A fresh random repository key, hex.
+pub fn new_key_hex() -> String {
+    hex::encode(rand_bytes())
+}
+
 impl Operator {
     /// The operator of this test binary, started on first use with `extra_args`.
     pub fn shared(bed: &Bed, extra_args: &[&str]) -> &'static Operator {
-        OPERATOR.get_or_init(|| Operator::start(bed, extra_args))
+        OPERATOR.get_or_init(|| {
+            Self::install_crds(bed);
+            let namespace = unique("rewind-e2e");
+            bed.kubectl_ok(&["create", "namespace", &namespace]);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let key_hex = new_key_hex();
+            let mut operator = Self::spawn(
+                bed,
+                &Launch {
+                    namespace: &namespace,
+                    identity: &namespace,
+                    state_dir: dir.path(),
+                    key_hex: &key_hex,
+                    extra_args,
+                },
+            );
+            operator._dir = Some(dir);
+            operator
+        })
     }
 
-    fn start(bed: &Bed, extra_args: &[&str]) -> Operator {
+    /// Applies the CRDs and waits until they are served.
+    pub fn install_crds(bed: &Bed) {
         let crds = repo_root().join("crds");
         bed.kubectl_ok(&["apply", "-k", &crds.to_string_lossy()]);
         bed.kubectl_ok(&[
@@ -49,59 +91,82 @@ impl Operator {
             "crd/projectrestores.rewind.dev",
             "--timeout=60s",
         ]);
-        let namespace = unique("rewind-e2e");
-        bed.kubectl_ok(&["create", "namespace", &namespace]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let repository = format!("file://{}/repository", dir.path().display());
-        let key_hex = hex::encode(rand_bytes());
-        let key_file = dir.path().join("key");
-        std::fs::write(&key_file, &key_hex).expect("key file");
-        let log = dir.path().join("operator.log");
+    }
+
+    /// Starts an operator process; `wait_ready` waits for /readyz.
+    pub fn spawn(bed: &Bed, launch: &Launch<'_>) -> Operator {
+        let repository = format!("file://{}/repository", launch.state_dir.display());
+        let key_file = launch.state_dir.join("key");
+        std::fs::write(&key_file, launch.key_hex).expect("key file");
+        let log = launch.state_dir.join(format!("{}.log", launch.identity));
+        let pid_file = launch.state_dir.join(format!("{}.pid", launch.identity));
         let port = free_port();
         let binary = env!("CARGO_BIN_EXE_rewind");
         // The wrapper shell stops the operator when this test binary's end of the pipe closes.
-        let mut child = Command::new("sh")
+        let child = Command::new("sh")
             .arg("-c")
-            .arg(r#"exec 3<&0; "$@" </dev/null >"$LOG" 2>&1 & pid=$!; cat <&3 >/dev/null; kill -TERM $pid; wait $pid"#)
+            .arg(r#"exec 3<&0; "$@" </dev/null >>"$LOG" 2>&1 & pid=$!; echo $pid >"$PIDFILE"; cat <&3 >/dev/null; kill -TERM $pid 2>/dev/null; wait $pid"#)
             .arg("sh")
             .arg(binary)
             .arg("run")
-            .args(["--namespace", &namespace, "--identity", &namespace, "--probe-addr", &format!("127.0.0.1:{port}")])
+            .args(["--namespace", launch.namespace, "--identity", launch.identity, "--probe-addr", &format!("127.0.0.1:{port}")])
             .args(["--repository", &repository, "--repository-key-file", &key_file.to_string_lossy(), "--log-format", "json"])
-            .args(extra_args)
+            .args(launch.extra_args)
             .env("LOG", &log)
+            .env("PIDFILE", &pid_file)
             .env("RUST_LOG", "info,rewind=debug")
             .envs(bed.envs())
             .stdin(Stdio::piped())
             .spawn()
             .expect("start the operator");
+        let mut operator = Operator {
+            child,
+            namespace: launch.namespace.to_string(),
+            repository,
+            key_hex: launch.key_hex.to_string(),
+            log,
+            port,
+            pid_file,
+            _dir: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::Write;
-                let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\n\r\n");
-                let mut answer = String::new();
-                let _ = stream.read_to_string(&mut answer);
-                if answer.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+        while !operator.get("/readyz").starts_with("HTTP/1.1 200") {
+            if Instant::now() > deadline || operator.child.try_wait().ok().flatten().is_some() {
                 panic!(
                     "the operator did not become ready:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    std::fs::read_to_string(&operator.log).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Operator {
-            _child: child,
-            namespace,
-            repository,
-            key_hex,
-            log,
-            _dir: dir,
+        operator
+    }
+
+    /// An HTTP GET on the probe port: the whole response, or "" when it does not answer.
+    pub fn get(&self, path: &str) -> String {
+        use std::io::Write;
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = write!(stream, "GET {path} HTTP/1.1\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    /// Stops the operator with SIGTERM (graceful) and waits for it.
+    pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+
+    /// Kills the operator with SIGKILL: no cleanup, as in a node failure.
+    pub fn kill_hard(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
         }
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 
     /// The operator's repository, opened with its key.

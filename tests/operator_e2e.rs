@@ -1,0 +1,152 @@
+//! The operator as a deployment: one leader among replicas, a standby that takes over, a
+//! backup interrupted by a crash finished by the next leader, probes and metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::operator::{Launch, Operator, new_key_hex};
+use support::{Bed, unique};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn lease_holder(bed: &Bed, namespace: &str) -> Option<String> {
+    bed.jsonpath(
+        &["-n", namespace, "lease", "rewind-operator-leader"],
+        "{.spec.holderIdentity}",
+    )
+}
+
+fn phase(bed: &Bed, name: &str) -> Value {
+    bed.kubectl(&["get", "accountbackup", name, "-o", "json"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|o| o["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() {
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow hook"
+        );
+        return;
+    }
+    Operator::install_crds(&bed);
+    let namespace = unique("rewind-ha");
+    bed.kubectl_ok(&["create", "namespace", &namespace]);
+    let state = tempfile::tempdir().expect("temp dir");
+    let key = new_key_hex();
+    let launch = |identity: &'static str| Launch {
+        namespace: &namespace,
+        identity,
+        state_dir: state.path(),
+        key_hex: &key,
+        extra_args: &["--hook-timeout", "60s"],
+    };
+    let mut first = Operator::spawn(&bed, &launch("replica-a"));
+    bed.wait_until(
+        "replica-a to lead",
+        WAIT,
+        || (lease_holder(&bed, &namespace).as_deref() == Some("replica-a")).then_some(()),
+        || first.log_tail(),
+    );
+    let mut second = Operator::spawn(&bed, &launch("replica-b"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lease_holder(&bed, &namespace).as_deref(),
+        Some("replica-a"),
+        "the standby does not take a valid lease"
+    );
+    assert!(
+        second.get("/healthz").starts_with("HTTP/1.1 200")
+            && second.get("/readyz").starts_with("HTTP/1.1 200"),
+        "a standby is healthy and ready"
+    );
+
+    // A backup whose pre-backup hook takes a while, so it is Running when the leader dies.
+    let account = unique("ha");
+    let project = bed.namespace("ha");
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &project.name,
+        &format!("rewind.dev/account={account}"),
+    ]);
+    bed.bind_exec(&project.name, &project.name);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep 8\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
+        project.name
+    ));
+    bed.wait_until(
+        "the pod to run",
+        WAIT,
+        || {
+            (bed.jsonpath(&["-n", &project.name, "pod", "slow"], "{.status.phase}")
+                .as_deref()
+                == Some("Running"))
+            .then_some(())
+        },
+        || bed.describe(&project.name),
+    );
+    let name = unique("crashed");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    bed.wait_until(
+        "the backup to run",
+        WAIT,
+        || (phase(&bed, &name)["phase"] == "Running").then_some(()),
+        || first.log_tail(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill_hard();
+
+    bed.wait_until(
+        "replica-b to take over the expired lease",
+        WAIT,
+        || (lease_holder(&bed, &namespace).as_deref() == Some("replica-b")).then_some(()),
+        || second.log_tail(),
+    );
+    let status = bed.wait_until(
+        "the interrupted backup to complete under the new leader",
+        WAIT,
+        || {
+            let status = phase(&bed, &name);
+            (status["phase"] == "Completed").then_some(status)
+        },
+        || format!("{}\n{}", phase(&bed, &name), second.log_tail()),
+    );
+    assert!(
+        status["activity"].to_string().contains("resumed"),
+        "the activity log says the backup resumed: {status}"
+    );
+
+    let metrics = second.get("/metrics");
+    assert!(
+        metrics.contains("rewind_reconciles_total{controller=\"accountbackup\",result=\"ok\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "rewind_last_successful_backup_timestamp_seconds{{account=\"{account}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rewind_operation_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // Graceful stop releases the lease at once.
+    second.stop();
+    bed.wait_until(
+        "the lease to be released",
+        Duration::from_secs(10),
+        || lease_holder(&bed, &namespace).is_none().then_some(()),
+        String::new,
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--wait=false"]);
+    let _ = bed.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
