@@ -64,7 +64,13 @@ pub(crate) async fn fetch_chunk(
     if blob.len() != location.length as usize {
         return Err(RepoError::corrupt(&pack, "truncated"));
     }
-    format::decode_blob(repo.keys(), id, &blob, location.raw_length as usize, &pack)
+    // Decrypting and decompressing run on the blocking pool, so read-ahead uses every core.
+    let keys = repo.keys().clone();
+    let id = *id;
+    let raw_length = location.raw_length as usize;
+    tokio::task::spawn_blocking(move || format::decode_blob(&keys, &id, &blob, raw_length, &pack))
+        .await
+        .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
 }
 
 /// Opens stream `name` of snapshot `snapshot`.

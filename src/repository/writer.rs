@@ -116,7 +116,6 @@ impl SnapshotWriter {
         let stream = self.current.as_mut().ok_or_else(|| {
             RepoError::NotFound("an open stream (call start_stream first)".into())
         })?;
-        stream.hasher.update(data);
         stream.size += data.len() as u64;
         stream.buffer.extend_from_slice(data);
         if stream.buffer.len() >= BATCH {
@@ -181,16 +180,26 @@ impl SnapshotWriter {
 
         // Hashing and sealing run on the blocking pool, on every core; the input moves there and back.
         let keys = self.repo.keys().clone();
-        let (input, cuts, ids) = {
+        // The stream's SHA-256 covers exactly the consumed bytes, batch after batch, in order.
+        let mut hasher = std::mem::take(&mut stream.hasher);
+        let (input, cuts, ids, hasher) = {
             let keys = keys.clone();
             tokio::task::spawn_blocking(move || {
-                let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
-                let ids = parallel_map(&pieces, |piece| keys.chunk_id(piece));
-                (input, cuts, ids)
+                let ids = std::thread::scope(|scope| {
+                    let digest = scope.spawn(|| hasher.update(&input[..consumed]));
+                    let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
+                    let ids = parallel_map(&pieces, |piece| keys.chunk_id(piece));
+                    let _ = digest.join();
+                    ids
+                });
+                (input, cuts, ids, hasher)
             })
             .await
             .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
         };
+        if let Some(stream) = self.current.as_mut() {
+            stream.hasher = hasher;
+        }
         let mut fresh = HashSet::new();
         let known_snapshot: Vec<bool> = ids
             .iter()
