@@ -2,3 +2,8 @@
 .PHONY: bench-repo
 bench-repo: ## repository vs restic and borg on a pgbench dump (needs: apt-get install restic borgbackup time)
 	bench/repo.sh
+
+.PHONY: bench-backup
+bench-backup: ## backup throughput on the test bed: 10k/50k objects, a database dump beside pg_dump, 20 PVCs
+	$(MAKE) cluster-up
+	$(CARGO) test --release --locked --test bench_backup -- --ignored --nocapture

@@ -91,8 +91,7 @@ impl SnapshotSink for RepositorySink {
     }
 
     async fn abort_stream(&mut self) -> Result<(), StoreError> {
-        self.writer.abort_stream();
-        Ok(())
+        self.writer.abort_stream().await.map_err(store_error)
     }
 
     async fn commit(self: Box<Self>) -> Result<String, StoreError> {

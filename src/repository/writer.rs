@@ -53,7 +53,15 @@ pub struct SnapshotWriter {
     uploads: JoinSet<Result<(), RepoError>>,
     streams: Vec<StreamEntry>,
     current: Option<OpenStream>,
+    pending: Option<tokio::task::JoinHandle<Batch>>,
     lock: Option<HeldLock>,
+}
+
+/// A batch sealed on the blocking pool: each chunk with its blob when it is new.
+struct Batch {
+    chunks: Vec<(ChunkId, u32, Option<Vec<u8>>)>,
+    known: HashSet<ChunkId>,
+    hasher: Sha256,
 }
 
 /// Runs `work` over `items` on every core, keeping order.
@@ -91,6 +99,7 @@ impl SnapshotWriter {
             uploads: JoinSet::new(),
             streams: Vec::new(),
             current: None,
+            pending: None,
             lock: Some(lock),
         })
     }
@@ -125,8 +134,10 @@ impl SnapshotWriter {
     }
 
     /// Drops the open stream: it will not be part of the snapshot (its chunks become garbage).
-    pub fn abort_stream(&mut self) {
+    pub async fn abort_stream(&mut self) -> Result<(), RepoError> {
+        self.collect_pending().await?;
         self.current = None;
+        Ok(())
     }
 
     /// Ends the open stream.
@@ -154,37 +165,41 @@ impl SnapshotWriter {
         Ok(summary)
     }
 
-    /// Chunks the buffered input (all of it when `last`), stores new chunks, keeps the tail.
+    /// Chunks the buffered input (all of it when `last`) and hands the batch to the blocking pool;
+    /// the batch before it is collected first, so reading the next batch overlaps sealing this one.
     async fn process(&mut self, last: bool) -> Result<(), RepoError> {
-        let Some(stream) = self.current.as_mut() else {
-            return Ok(());
-        };
-        if stream.buffer.is_empty() {
-            return Ok(());
-        }
         let params = self.repo.chunker();
-        let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
-            &stream.buffer,
-            params.min as usize,
-            params.avg as usize,
-            params.max as usize,
-        )
-        .map(|c| (c.offset, c.length))
-        .collect();
-        if !last && cuts.len() > 1 {
-            cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
-        }
-        let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
-        let input = std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + 1024 * 1024));
-        stream.buffer.extend_from_slice(&input[consumed..]);
-
-        // Hashing and sealing run on the blocking pool, on every core; the input moves there and back.
-        let keys = self.repo.keys().clone();
-        // The stream's SHA-256 covers exactly the consumed bytes, batch after batch, in order.
-        let mut hasher = std::mem::take(&mut stream.hasher);
-        let (input, cuts, ids, hasher) = {
-            let keys = keys.clone();
-            tokio::task::spawn_blocking(move || {
+        let batch = match self.current.as_mut() {
+            Some(stream) if !stream.buffer.is_empty() => {
+                let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
+                    &stream.buffer,
+                    params.min as usize,
+                    params.avg as usize,
+                    params.max as usize,
+                )
+                .map(|c| (c.offset, c.length))
+                .collect();
+                if !last && cuts.len() > 1 {
+                    cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
+                }
+                let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
+                let input =
+                    std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + 1024 * 1024));
+                stream.buffer.extend_from_slice(&input[consumed..]);
+                Some((input, cuts, consumed))
+            }
+            _ => None,
+        };
+        if let Some((input, cuts, consumed)) = batch {
+            // Dedup decisions and the stream checksum must follow the previous batch.
+            self.collect_pending().await?;
+            let keys = self.repo.keys().clone();
+            let mut known = std::mem::take(&mut self.known);
+            let mut hasher = match self.current.as_mut() {
+                Some(stream) => std::mem::take(&mut stream.hasher),
+                None => Sha256::new(),
+            };
+            self.pending = Some(tokio::task::spawn_blocking(move || {
                 let ids = std::thread::scope(|scope| {
                     let digest = scope.spawn(|| hasher.update(&input[..consumed]));
                     let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
@@ -192,59 +207,67 @@ impl SnapshotWriter {
                     let _ = digest.join();
                     ids
                 });
-                (input, cuts, ids, hasher)
-            })
-            .await
-            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
-        };
-        if let Some(stream) = self.current.as_mut() {
-            stream.hasher = hasher;
-        }
-        let mut fresh = HashSet::new();
-        let known_snapshot: Vec<bool> = ids
-            .iter()
-            .map(|id| self.known.contains(id) || !fresh.insert(*id))
-            .collect();
-        let (cuts, ids, known_snapshot, blobs) = {
-            tokio::task::spawn_blocking(move || {
+                let fresh: Vec<bool> = ids.iter().map(|id| known.insert(*id)).collect();
                 let to_encode: Vec<(ChunkId, &[u8])> = cuts
                     .iter()
                     .zip(&ids)
-                    .zip(&known_snapshot)
-                    .filter(|(_, known)| !**known)
+                    .zip(&fresh)
+                    .filter(|(_, fresh)| **fresh)
                     .map(|(((o, l), id), _)| (*id, &input[*o..o + l]))
                     .collect();
-                let blobs = parallel_map(&to_encode, |(id, piece)| {
+                let mut blobs = parallel_map(&to_encode, |(id, piece)| {
                     format::encode_blob(&keys, id, piece)
-                });
-                (cuts, ids, known_snapshot, blobs)
-            })
-            .await
-            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?
-        };
+                })
+                .into_iter();
+                let chunks = cuts
+                    .iter()
+                    .zip(ids)
+                    .zip(fresh)
+                    .map(|(((_, length), id), fresh)| {
+                        (id, *length as u32, if fresh { blobs.next() } else { None })
+                    })
+                    .collect();
+                Batch {
+                    chunks,
+                    known,
+                    hasher,
+                }
+            }));
+        }
+        if last {
+            self.collect_pending().await?;
+        }
+        Ok(())
+    }
 
-        let mut blobs = blobs.into_iter();
-        for (((_, length), id), known) in cuts.iter().zip(&ids).zip(&known_snapshot) {
+    /// Appends the sealed batch in flight to the stream and the pack.
+    async fn collect_pending(&mut self) -> Result<(), RepoError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let batch = pending
+            .await
+            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?;
+        self.known = batch.known;
+        let Some(stream) = self.current.as_mut() else {
+            return Ok(());
+        };
+        stream.hasher = batch.hasher;
+        for (id, raw_length, blob) in batch.chunks {
             let stream = self
                 .current
                 .as_mut()
                 .ok_or_else(|| RepoError::NotFound("an open stream".into()))?;
             stream.chunks.push(hex::encode(id));
-            if *known {
-                continue;
-            }
-            let blob = blobs
-                .next()
-                .ok_or_else(|| RepoError::corrupt("writer", "blob count mismatch"))?;
+            let Some(blob) = blob else { continue };
             stream.stored += blob.len() as u64;
             self.pack_entries.push(IndexEntry {
                 id: hex::encode(id),
                 offset: self.pack.len() as u64,
                 length: blob.len() as u32,
-                raw_length: *length as u32,
+                raw_length,
             });
             self.pack.extend_from_slice(&blob);
-            self.known.insert(*id);
             if self.pack.len() >= PACK_TARGET {
                 self.flush_pack().await?;
             }
