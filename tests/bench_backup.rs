@@ -180,6 +180,7 @@ async fn bench_backup_objects_databases_and_volumes() {
         "--format=custom",
         "--no-owner",
         "--no-privileges",
+        "--no-sync",
         "-d",
         &ns,
         "-f",
