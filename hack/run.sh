@@ -26,7 +26,7 @@ bin=${CARGO_TARGET_DIR:-target}/release/rewind
 "$KUBECTL" apply -k crds/ >/dev/null
 "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
-"$KUBECTL" apply -f hack/sample-account.yaml >/dev/null
+"$KUBECTL" apply -f config/samples/account.yaml >/dev/null
 
 "$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
 operator=$!
@@ -34,12 +34,7 @@ trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 echo "run: operator started (pid $operator, log $state/operator.log)"
 
 name="demo-$(date -u +%Y%m%d%H%M%S)"
-"$KUBECTL" create -f - <<YAML
-apiVersion: rewind.dev/v1alpha1
-kind: AccountBackup
-metadata: {name: $name}
-spec: {account: demo, notes: "make run: the sample account"}
-YAML
+sed "s/name: demo-now/name: $name/" config/samples/accountbackup.yaml | "$KUBECTL" create -f -
 for _ in $(seq 1 120); do
   phase=$("$KUBECTL" get ab "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
   case "$phase" in Completed|PartiallyFailed|Failed) break ;; esac
@@ -52,4 +47,6 @@ echo "activity log:"
 echo
 echo "repository:"
 "$bin" repo ls
+echo
+"$KUBECTL" get rewind
 [[ "$phase" == Completed ]] || { echo "run: the backup ended $phase; see $state/operator.log"; exit 1; }

@@ -287,6 +287,11 @@ spec: {{size: 3}}
             "printer column {column} missing: {printed}"
         );
     }
+    let size = status["size"]["human"].as_str().unwrap_or("?");
+    assert!(
+        printed.contains("e2e") && printed.contains(size) && printed.contains("Completed"),
+        "notes, size and phase show: {printed}"
+    );
     assert!(
         bed.kubectl_ok(&["get", "rewind"]).contains(&name),
         "kubectl get rewind lists backups"
@@ -445,4 +450,58 @@ async fn deleting_a_backup_releases_its_repository_snapshot() {
             .is_err(),
         "the finalizer released the snapshot"
     );
+}
+
+#[test]
+fn a_second_backup_of_the_same_account_waits_behind_the_first_then_runs() {
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow hook"
+        );
+        return;
+    }
+    let operator = operator(&bed);
+    let account = unique("twice");
+    let project = bed.namespace("twice");
+    label_project(&bed, &project.name, &account);
+    bed.bind_exec(&project.name, &project.name);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep 5\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
+        project.name
+    ));
+    bed.wait_until(
+        "the pod to run",
+        DONE,
+        || {
+            (bed.jsonpath(&["-n", &project.name, "pod", "slow"], "{.status.phase}")
+                .as_deref()
+                == Some("Running"))
+            .then_some(())
+        },
+        || bed.describe(&project.name),
+    );
+    let first = unique("first");
+    create_backup(&bed, &first, &account);
+    wait_phase(&bed, operator, &first, &["Running"]);
+    let second = unique("second");
+    create_backup(&bed, &second, &account);
+    let queued = wait_phase(&bed, operator, &second, &["Queued"]);
+    assert!(
+        queued["queuedBehind"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&first),
+        "queued behind the first by name: {queued}"
+    );
+    assert_eq!(
+        wait_phase(&bed, operator, &first, &["Completed"])["phase"],
+        "Completed"
+    );
+    assert_eq!(
+        wait_phase(&bed, operator, &second, &["Completed"])["phase"],
+        "Completed",
+        "the second starts by itself"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &first, &second]);
 }

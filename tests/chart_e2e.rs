@@ -48,6 +48,27 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
             == Some("rewind-operator")
     );
 
+    bed.helm(&[
+        "upgrade",
+        "rewind",
+        &chart.to_string_lossy(),
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "operator.maxConcurrentBackups=8",
+    ])
+    .expect("helm upgrade");
+    let env = bed
+        .jsonpath(
+            &["-n", ns, "deployment", "rewind-operator"],
+            "{.spec.template.spec.containers[0].env}",
+        )
+        .unwrap_or_default();
+    assert!(
+        env.contains("REWIND_MAX_CONCURRENT_BACKUPS") && env.contains("\"8\""),
+        "helm upgrade changed the Deployment: {env}"
+    );
     let operator = format!("system:serviceaccount:{ns}:rewind-operator");
     let sa = ["--as", operator.as_str()];
     // What the operator's work needs.

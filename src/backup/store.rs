@@ -49,7 +49,7 @@ pub trait SnapshotStore: Send + Sync {
         &self,
         metadata: BTreeMap<String, String>,
     ) -> Result<Box<dyn SnapshotSink>, StoreError>;
-    /// Releases a snapshot (data shared with other snapshots stays). Idempotent.
+    /// Releases a snapshot and frees the data no other snapshot uses. Idempotent.
     async fn release(&self, snapshot_id: &str) -> Result<(), StoreError>;
     /// Reads one stream of a snapshot back, verified as it is read.
     async fn read_stream(
@@ -110,7 +110,15 @@ impl SnapshotStore for crate::repository::Repository {
     }
 
     async fn release(&self, snapshot_id: &str) -> Result<(), StoreError> {
-        self.delete_snapshot(snapshot_id).await.map_err(store_error)
+        self.delete_snapshot(snapshot_id)
+            .await
+            .map_err(store_error)?;
+        // Free what no other snapshot uses. A prune that finds a backup writing steps aside;
+        // the next release (or `rewind repo prune`) frees the data then.
+        match self.prune().await {
+            Ok(_) | Err(crate::repository::RepoError::Busy(_)) => Ok(()),
+            Err(err) => Err(store_error(err)),
+        }
     }
 
     async fn read_stream(

@@ -100,6 +100,7 @@ impl Operator {
         std::fs::write(&key_file, launch.key_hex).expect("key file");
         let log = launch.state_dir.join(format!("{}.log", launch.identity));
         let pid_file = launch.state_dir.join(format!("{}.pid", launch.identity));
+        let kubeconfig = Self::impersonating_kubeconfig(bed, launch.namespace, launch.state_dir);
         let port = free_port();
         let binary = env!("CARGO_BIN_EXE_rewind");
         // The wrapper shell stops the operator when this test binary's end of the pipe closes.
@@ -116,6 +117,7 @@ impl Operator {
             .env("PIDFILE", &pid_file)
             .env("RUST_LOG", "info,rewind=debug")
             .envs(bed.envs())
+            .env("KUBECONFIG", &kubeconfig)
             .stdin(Stdio::piped())
             .spawn()
             .expect("start the operator");
@@ -140,6 +142,49 @@ impl Operator {
             std::thread::sleep(Duration::from_millis(200));
         }
         operator
+    }
+
+    /// Installs the chart's ServiceAccount and operator RBAC for a release named after `namespace`,
+    /// and writes a kubeconfig that impersonates that ServiceAccount: the operator under test has
+    /// exactly the chart's permissions, no more.
+    fn impersonating_kubeconfig(bed: &Bed, namespace: &str, dir: &std::path::Path) -> PathBuf {
+        let chart = repo_root().join("charts/rewind");
+        let rbac = bed
+            .helm(&[
+                "template",
+                namespace,
+                &chart.to_string_lossy(),
+                "--namespace",
+                namespace,
+                "--kube-version",
+                "1.36.0",
+                "--show-only",
+                "templates/serviceaccount.yaml",
+                "--show-only",
+                "templates/rbac-operator.yaml",
+            ])
+            .expect("render the chart's RBAC");
+        bed.kubectl_with_stdin(&["apply", "-f", "-"], Some(rbac.as_bytes()))
+            .expect("apply the chart's RBAC");
+        let source = bed.var("KUBECONFIG").expect("the bed's KUBECONFIG");
+        let mut config: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(source).expect("kubeconfig"))
+                .expect("kubeconfig YAML");
+        let user = format!("system:serviceaccount:{namespace}:{namespace}-operator");
+        if let Some(users) = config.get_mut("users").and_then(|u| u.as_sequence_mut()) {
+            for entry in users {
+                if let Some(fields) = entry.get_mut("user").and_then(|u| u.as_mapping_mut()) {
+                    fields.insert("as".into(), user.clone().into());
+                }
+            }
+        }
+        let path = dir.join("kubeconfig-operator.yaml");
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&config).expect("kubeconfig YAML"),
+        )
+        .expect("write kubeconfig");
+        path
     }
 
     /// An HTTP GET on the probe port: the whole response, or "" when it does not answer.

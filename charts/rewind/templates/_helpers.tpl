@@ -8,3 +8,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: rewind
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+{{/* The operator's name: its ServiceAccount, ClusterRole, bindings and Deployment. */}}
+{{- define "rewind.operator" -}}
+{{ .Release.Name }}-operator
+{{- end -}}
