@@ -252,6 +252,14 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
     bed.kubectl_ok(&["-n", &ns, "delete", "configmap", "settings"]);
     psql(&bed, &ns, "DELETE FROM customers WHERE id > 10");
 
+    let versions_before = bed.kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "configmaps,secrets,services,deployments,cronjobs,ingresses,rolebindings,gadgets",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion} {end}",
+    ]);
     let restore = unique("undo");
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
@@ -399,6 +407,63 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
         "no token value in the status"
     );
 
+    // The original project is untouched: every object keeps its resourceVersion.
+    let versions_after = bed.kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "configmaps,secrets,services,deployments,cronjobs,ingresses,rolebindings,gadgets",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion} {end}",
+    ]);
+    assert_eq!(
+        versions_before, versions_after,
+        "the restore did not write into the original project"
+    );
+
+    // A second restore of the same backup, into the default-named namespace, with a short life.
+    let again = unique("again");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {again}}}\nspec: {{backup: {backup}, restoreDatabases: false, expireAfter: 4s}}\n"));
+    let second = wait_phase(
+        &bed,
+        operator,
+        "projectrestore",
+        &again,
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(second["phase"], "Completed", "{second}");
+    let second_target = second["targetNamespaces"][&ns]
+        .as_str()
+        .expect("default target")
+        .to_string();
+    assert!(
+        second_target.starts_with(&format!("{ns}-restore-")),
+        "{second_target}"
+    );
+    let second_volume = bed.jsonpath(&["-n", &second_target, "pvc", "files"], "{.status.phase}");
+    assert_eq!(
+        second_volume.as_deref(),
+        Some("Bound"),
+        "the same snapshot restores twice without collision"
+    );
+    bed.wait_until(
+        "expireAfter to delete the second copy",
+        DONE,
+        || {
+            bed.kubectl(&["get", "namespace", &second_target])
+                .is_err()
+                .then_some(())
+        },
+        || operator.log_tail(),
+    );
+    let expired = status_of(&bed, "projectrestore", &again);
+    assert!(
+        expired["conditions"]
+            .to_string()
+            .contains("ExpireAfterPassed"),
+        "{expired}"
+    );
+
     // The original project is untouched.
     assert!(
         bed.kubectl(&["-n", &ns, "get", "configmap", "settings"])
@@ -417,7 +482,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
         .cloned()
         .unwrap_or(Value::Null);
     assert_eq!(ready["reason"], "TargetNamespaceExists", "{status}");
-    bed.kubectl_ok(&["delete", "projectrestore", &refused, &restore]);
+    bed.kubectl_ok(&["delete", "projectrestore", &refused, &restore, &again]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=90s"]);
     psql(
         &bed,
@@ -465,4 +530,30 @@ impl Drop for TargetCleanup<'_> {
             "--ignore-not-found",
         ]);
     }
+}
+
+#[test]
+fn restore_from_an_expired_backup_is_refused() {
+    let bed = Bed::get();
+    let operator = operator(&bed);
+    let account = unique("brief");
+    let project = bed.namespace("brief");
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &project.name,
+        &format!("rewind.dev/account={account}"),
+    ]);
+    let backup = unique("brief");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}, ttl: 2s}}\n"));
+    wait_phase(&bed, operator, "accountbackup", &backup, &["Expired"]);
+    let name = unique("late");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{backup: {backup}}}\n"));
+    let status = wait_phase(&bed, operator, "projectrestore", &name, &["Failed"]);
+    assert!(
+        status["conditions"].to_string().contains("BackupExpired"),
+        "{status}"
+    );
+    bed.kubectl_ok(&["delete", "projectrestore", &name]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup]);
 }

@@ -201,6 +201,21 @@ pub fn failed_status(
     status
 }
 
+/// How long an Expired backup stays listed before its object is deleted.
+pub const EXPIRED_VISIBLE_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Until when an Expired backup object stays: `None` when it is due for deletion now.
+pub fn expired_object_due(status: &AccountBackupStatus, now: Timestamp) -> Option<Duration> {
+    let Time(until) = status.restorable_until.clone()?;
+    let visible = SignedDuration::try_from(EXPIRED_VISIBLE_FOR).ok()?;
+    let due = until.checked_add(visible).ok()?;
+    (due > now).then(|| {
+        due.duration_since(now)
+            .unsigned_abs()
+            .min(Duration::from_secs(3600))
+    })
+}
+
 /// Status of a backup whose data was released after `restorableUntil`.
 pub fn expired_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupStatus {
     let mut status = base(backup);
@@ -477,6 +492,16 @@ mod tests {
         b.status = Some(queued_status(&b, "AccountBackup/other", at(1)));
         b.status = Some(queued_status(&b, "AccountBackup/other", at(2)));
         assert_eq!(b.status.as_ref().map(|s| s.activity.len()), Some(1));
+    }
+
+    #[test]
+    fn an_expired_backup_stays_listed_for_a_day_then_goes() {
+        let status = AccountBackupStatus {
+            restorable_until: Some(Time(at(1000))),
+            ..Default::default()
+        };
+        assert!(expired_object_due(&status, at(1001)).is_some());
+        assert_eq!(expired_object_due(&status, at(1000 + 24 * 3600)), None);
     }
 
     #[test]

@@ -163,10 +163,22 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
             }
         }
         Some(BackupPhase::Expired) => {
-            // Garbage-collect the expired object; the finalizer has nothing left to release.
-            api.delete(&backup.name_any(), &DeleteParams::default())
-                .await?;
-            Ok(Action::await_change())
+            // The data is released already; the object stays visible for a day (so a restore
+            // that names it is told it expired) and is then garbage-collected.
+            match decide::expired_object_due(
+                backup
+                    .status
+                    .as_ref()
+                    .unwrap_or(&AccountBackupStatus::default()),
+                now,
+            ) {
+                Some(wait) => Ok(Action::requeue(wait)),
+                None => {
+                    api.delete(&backup.name_any(), &DeleteParams::default())
+                        .await?;
+                    Ok(Action::await_change())
+                }
+            }
         }
         Some(BackupPhase::Failed) => Ok(Action::await_change()),
     }

@@ -165,6 +165,7 @@ pub async fn run(
             })?;
         let mut lines = BufReader::new(stream).lines();
         let mut helpers = Vec::new();
+        let mut group: Vec<Value> = Vec::new();
         loop {
             let line = match lines.next_line().await {
                 Ok(Some(line)) => line,
@@ -237,11 +238,33 @@ pub async fn run(
                     None => outcome.warnings.push(format!("PVC {target}/{pvc} has no snapshot in the backup and is created empty")),
                 }
             }
-            match apply_object(client, &discovery, target, &object).await {
-                Ok(()) => outcome.restored.resources += 1,
-                Err(reason) => outcome.failed.push(item(project, &object, reason)),
+            // Objects of one kind are independent: apply them together (dependency order is
+            // kind by kind, as the backup wrote them).
+            let same_kind = group.first().is_none_or(|first| {
+                first["kind"] == object["kind"] && first["apiVersion"] == object["apiVersion"]
+            });
+            if !same_kind || group.len() >= GROUP_SIZE {
+                apply_group(
+                    client,
+                    &discovery,
+                    target,
+                    project,
+                    &mut group,
+                    &mut outcome,
+                )
+                .await;
             }
+            group.push(object);
         }
+        apply_group(
+            client,
+            &discovery,
+            target,
+            project,
+            &mut group,
+            &mut outcome,
+        )
+        .await;
         wait_for_bound(
             client,
             target,
@@ -291,6 +314,36 @@ pub async fn run(
         }
     }
     Ok(outcome)
+}
+
+/// Objects of one kind applied at once.
+const GROUP_SIZE: usize = 128;
+/// Concurrent API calls while applying a group.
+const APPLY_CONCURRENCY: usize = 16;
+
+async fn apply_group(
+    client: &Client,
+    discovery: &Discovery,
+    target: &str,
+    project: &str,
+    group: &mut Vec<Value>,
+    outcome: &mut RestoreOutcome,
+) {
+    use futures::StreamExt;
+    let results: Vec<(Value, Result<(), String>)> = futures::stream::iter(group.drain(..))
+        .map(|object| async move {
+            let result = apply_object(client, discovery, target, &object).await;
+            (object, result)
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+    for (object, result) in results {
+        match result {
+            Ok(()) => outcome.restored.resources += 1,
+            Err(reason) => outcome.failed.push(item(project, &object, reason)),
+        }
+    }
 }
 
 async fn wait_for_bound(

@@ -68,6 +68,15 @@ pub fn check_restorable(
         ));
     };
     let status = backup.status.clone().unwrap_or_default();
+    if status.phase == Some(crate::api::BackupPhase::Expired) {
+        return Err(refuse(
+            "BackupExpired",
+            format!(
+                "AccountBackup {} has expired and its data was released: pick a newer backup",
+                restore.spec.backup
+            ),
+        ));
+    }
     if !status.phase.is_some_and(|p| p.is_restorable()) {
         return Err(refuse(
             "BackupNotRestorable",
