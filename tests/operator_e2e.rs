@@ -150,3 +150,115 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--wait=false"]);
     let _ = bed.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
 }
+
+#[test]
+fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow restore"
+        );
+        return;
+    }
+    Operator::install_crds(&bed);
+    let namespace = unique("rewind-restart");
+    bed.kubectl_ok(&["create", "namespace", &namespace]);
+    let state = tempfile::tempdir().expect("temp dir");
+    let key = new_key_hex();
+    let launch = |identity: &'static str| Launch {
+        namespace: &namespace,
+        identity,
+        state_dir: state.path(),
+        key_hex: &key,
+        extra_args: &[],
+    };
+    let mut first = Operator::spawn(&bed, &launch("before-crash"));
+
+    let account = unique("rr");
+    let project = bed.namespace("rr");
+    let ns = project.name.clone();
+    let target = format!("{ns}-back");
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &ns,
+        &format!("rewind.dev/account={account}"),
+    ]);
+    bed.bind_exec(&ns, &ns);
+    bed.bind_exec(&target, &target);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: {ns}\n  annotations:\n    rewind.dev/database: custom\n    rewind.dev/backup-command: echo hello-data\n    rewind.dev/restore-command: sleep 8; cat >/dev/null\nspec: {{containers: [{{name: db, image: busybox}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-me, namespace: {ns}}}\ndata: {{a: b}}\n"
+    ));
+    bed.wait_until(
+        "db-0 to run",
+        WAIT,
+        || {
+            (bed.jsonpath(&["-n", &ns, "pod", "db-0"], "{.status.phase}")
+                .as_deref()
+                == Some("Running"))
+            .then_some(())
+        },
+        || bed.describe(&ns),
+    );
+    let backup = unique("rr-backup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    bed.wait_until(
+        "the backup",
+        WAIT,
+        || (phase(&bed, &backup)["phase"] == "Completed").then_some(()),
+        || first.log_tail(),
+    );
+
+    let restore = unique("rr-restore");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"));
+    let restore_status = || {
+        bed.kubectl(&[
+            "get",
+            "projectrestore",
+            &restore,
+            "-o",
+            "jsonpath={.status}",
+        ])
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(Value::Null)
+    };
+    bed.wait_until(
+        "the restore to load the database",
+        WAIT,
+        || {
+            let running = restore_status()["phase"] == "Running";
+            let loading = bed
+                .jsonpath(&["-n", &target, "configmap", "keep-me"], "{.data.a}")
+                .is_some();
+            (running && loading).then_some(())
+        },
+        || first.log_tail(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill_hard();
+
+    let second = Operator::spawn(&bed, &launch("after-crash"));
+    let status = bed.wait_until(
+        "the interrupted restore to complete after the restart",
+        WAIT,
+        || {
+            let status = restore_status();
+            ["Completed", "PartiallyFailed", "Failed"]
+                .contains(&status["phase"].as_str().unwrap_or_default())
+                .then_some(status)
+        },
+        || format!("{}\n{}", restore_status(), second.log_tail()),
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(status["restored"]["databases"], 1, "{status}");
+    assert_eq!(
+        bed.jsonpath(&["-n", &target, "configmap", "keep-me"], "{.data.a}")
+            .as_deref(),
+        Some("b")
+    );
+    bed.kubectl_ok(&["delete", "projectrestore", &restore]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--wait=false"]);
+    let _ = bed.kubectl(&["delete", "namespace", &target, &namespace, "--wait=false"]);
+    bed.unbind_exec(&target);
+}
