@@ -7,3 +7,8 @@ bench-repo: ## repository vs restic and borg on a pgbench dump (needs: apt-get i
 bench-backup: ## backup throughput on the test bed: 10k/50k objects, a database dump beside pg_dump, 20 PVCs
 	$(MAKE) cluster-up
 	$(CARGO) test --release --locked --test bench_backup -- --ignored --nocapture
+
+.PHONY: bench-restore
+bench-restore: ## restore throughput on the test bed: a 5,000-object project and a ~200 MB database
+	$(MAKE) cluster-up
+	$(CARGO) test --release --locked --test bench_restore -- --ignored --nocapture
