@@ -156,7 +156,9 @@ spec: {{size: 3}}
     );
 
     let name = unique("backup");
-    create_backup(&bed, &name, &account);
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}, annotations: {{rewind.dev/requested-by: alice@example.com}}}}\nspec: {{account: {account}, notes: e2e}}\n"
+    ));
     let status = wait_phase(
         &bed,
         operator,
@@ -272,6 +274,11 @@ spec: {{size: 3}}
     assert_eq!(ours.metadata.get("account"), Some(&account));
     assert_eq!(ours.metadata.get("backup"), Some(&name));
     assert_eq!(ours.metadata.get("notes").map(String::as_str), Some("e2e"));
+    assert_eq!(
+        ours.metadata.get("requested-by").map(String::as_str),
+        Some("alice@example.com")
+    );
+    assert_eq!(status["requestedBy"], "alice@example.com");
 
     let printed = bed.kubectl_ok(&["get", "accountbackup", &name]);
     for column in [

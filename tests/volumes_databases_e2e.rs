@@ -18,7 +18,7 @@ fn operator(bed: &Bed) -> &'static Operator {
         bed,
         &[
             "--dump-timeout",
-            "6s",
+            "30s",
             "--hook-timeout",
             "6s",
             "--snapshot-timeout",
@@ -271,8 +271,21 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
     psql(&bed, "postgres", &format!("DROP DATABASE {scratch}"));
     psql(&bed, "postgres", &format!("DROP DATABASE \"{ns}\""));
 
-    // Deleting the backup deletes the physical snapshot, through a temporary content.
+    // Deleting the backup deletes the physical snapshot, through a temporary content, and its data.
+    let snapshot_id = status["repositorySnapshot"]
+        .as_str()
+        .expect("snapshot")
+        .to_string();
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
+    assert!(
+        operator
+            .repository()
+            .await
+            .manifest(&snapshot_id)
+            .await
+            .is_err(),
+        "the repository snapshot is released"
+    );
     bed.wait_until(
         "the physical snapshot to be deleted",
         DONE,
@@ -385,4 +398,63 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
     );
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
     let _ = bed.kubectl(&["delete", "pv", &pv, "--wait=false"]);
+}
+
+fn vm_kib(operator: &Operator, field: &str) -> u64 {
+    let pid = std::fs::read_to_string(operator.log.with_extension("pid")).unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec");
+        return;
+    }
+    let operator = operator(&bed);
+    let account = unique("bigdump");
+    let project = bed.namespace("bigdump");
+    let ns = project.name.clone();
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &ns,
+        &format!("rewind.dev/account={account}"),
+    ]);
+    bed.bind_exec(&ns, &ns);
+    let pod = db_pod(
+        "big",
+        "    rewind.dev/database: custom\n    rewind.dev/backup-command: head -c 200000000 /dev/urandom\n    rewind.dev/restore-command: cat >/dev/null",
+    );
+    bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(pod.as_bytes()))
+        .expect("pod");
+    wait_running(&bed, &ns, "big");
+    let before = vm_kib(operator, "VmRSS:");
+    let name = unique("bigdump");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_finished(&bed, operator, &name);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(
+        status["databaseDumps"][0]["bytes"], 200_000_000u64,
+        "{status}"
+    );
+    let peak = vm_kib(operator, "VmHWM:");
+    let rise_mib = peak.saturating_sub(before) as f64 / 1024.0;
+    eprintln!(
+        "operator RSS before {:.0} MiB, peak after {:.0} MiB, rise {rise_mib:.0} MiB",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    assert!(
+        rise_mib <= 64.0,
+        "the operator's RSS rose by {rise_mib:.0} MiB while streaming 200 MB (limit 64)"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=120s"]);
 }

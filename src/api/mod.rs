@@ -31,6 +31,8 @@ pub const TOKEN_LABEL: &str = "rewind.dev/token";
 pub const EXCLUDE_LABEL: &str = "rewind.dev/exclude";
 /// Annotation on a project namespace that holds the account's operations in `Queued`.
 pub const BUSY_ANNOTATION: &str = "rewind.dev/busy";
+/// Annotation naming who asked for a backup (a user, a tool, a schedule).
+pub const REQUESTED_BY_ANNOTATION: &str = "rewind.dev/requested-by";
 /// Label on a restored namespace naming the backup it came from.
 pub const RESTORED_FROM_LABEL: &str = "rewind.dev/restored-from";
 

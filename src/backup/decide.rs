@@ -144,6 +144,7 @@ pub fn started_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupSt
     status.phase = Some(BackupPhase::Running);
     status.queued_behind = None;
     status.started_at = Some(Time(now));
+    status.requested_by = requested_by(backup);
     status.progress = Some(Progress::default());
     push_activity(
         &mut status.activity,
@@ -176,6 +177,25 @@ pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'sta
 }
 
 const COPYING: &str = "copying";
+
+/// Who asked for the backup: the `rewind.dev/requested-by` annotation (set by `kubectl rewind`
+/// and by BackupSchedules), else the schedule that owns it; unknown otherwise.
+pub fn requested_by(backup: &AccountBackup) -> Option<String> {
+    backup
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::REQUESTED_BY_ANNOTATION).cloned())
+        .or_else(|| {
+            backup
+                .metadata
+                .owner_references
+                .as_ref()?
+                .iter()
+                .find(|o| o.kind == "BackupSchedule")
+                .map(|o| format!("BackupSchedule/{}", o.name))
+        })
+}
 
 /// Status of a backup that cannot produce anything restorable.
 pub fn failed_status(

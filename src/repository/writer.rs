@@ -1,5 +1,5 @@
 //! Writing a snapshot: streams cut into content-defined chunks, new chunks compressed and
-//! sealed on every core, packed into ~16 MiB packs uploaded as they fill; the manifest last.
+//! sealed on every core, packed into ~8 MiB packs uploaded as they fill; the manifest last.
 //! Memory is bounded by the batch and pack sizes, whatever a stream's length.
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,11 +15,13 @@ use super::format::{self, ChunkId, IndexEntry, Manifest, PackIndex, StreamEntry,
 use super::locks::{self, HeldLock};
 
 /// Input gathered before chunking.
-const BATCH: usize = 8 * 1024 * 1024;
-/// A pack is uploaded once it holds this much.
-const PACK_TARGET: usize = 16 * 1024 * 1024;
+const BATCH: usize = 2 * 1024 * 1024;
+/// A pack is uploaded once it holds this much (~8 MiB: few objects, flat memory).
+const PACK_TARGET: usize = 8 * 1024 * 1024;
+/// Room for one more write beyond a batch.
+const CHUNK_MAX: usize = 1024 * 1024;
 /// Packs uploading at once.
-const UPLOADS_IN_FLIGHT: usize = 2;
+const UPLOADS_IN_FLIGHT: usize = 1;
 
 /// Totals of one finished stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,7 +113,7 @@ impl SnapshotWriter {
         }
         self.current = Some(OpenStream {
             name: name.to_string(),
-            buffer: Vec::with_capacity(BATCH + 1024 * 1024),
+            buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
             hasher: Sha256::new(),
             size: 0,
             stored: 0,
@@ -184,7 +186,7 @@ impl SnapshotWriter {
                 }
                 let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
                 let input =
-                    std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + 1024 * 1024));
+                    std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + CHUNK_MAX));
                 stream.buffer.extend_from_slice(&input[consumed..]);
                 Some((input, cuts, consumed))
             }
