@@ -28,7 +28,17 @@ bin=${CARGO_TARGET_DIR:-target}/release/rewind
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" apply -f config/samples/account.yaml >/dev/null
 
-"$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
+# The operator runs with exactly the chart's permissions: its RBAC is installed and, on the
+# local bed, the operator impersonates the chart's ServiceAccount.
+operator_kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
+if [[ -n "${HELM:-}" && -f .testbed/env ]]; then
+  "$HELM" template rewind charts/rewind --namespace rewind-system --kube-version 1.36.0 \
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac-operator.yaml 2>/dev/null | "$KUBECTL" apply -f - >/dev/null
+  sed '/^  user:$/a\    as: system:serviceaccount:rewind-system:rewind-operator' "$KUBECONFIG" > "$state/kubeconfig-operator.yaml"
+  operator_kubeconfig=$state/kubeconfig-operator.yaml
+fi
+
+KUBECONFIG=$operator_kubeconfig "$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 echo "run: operator started (pid $operator, log $state/operator.log)"

@@ -26,7 +26,7 @@ use super::{ActivityEntry, ByteSize, ItemOutcome, Progress};
     printcolumn(name = "Size", type_ = "string", json_path = ".status.size.human"),
     printcolumn(
         name = "Restorable-Until",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.restorableUntil"
     ),
     printcolumn(name = "Notes", type_ = "string", json_path = ".spec.notes"),
