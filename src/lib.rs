@@ -9,4 +9,5 @@ pub mod duration;
 pub mod manifest;
 pub mod metrics;
 pub mod operator;
+pub mod schedule;
 pub mod status;
