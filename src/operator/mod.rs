@@ -67,7 +67,9 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         operation_timeout,
         store,
     });
-    let controllers = crate::backup::run(ctx, args.max_concurrent_backups, shutdown.clone());
+    let backups = crate::backup::run(ctx.clone(), args.max_concurrent_backups, shutdown.clone());
+    let schedules = crate::schedule::run(ctx, shutdown.clone());
+    let controllers = futures::future::join(backups, schedules);
     let lost_lease = async {
         if args.no_leader_election {
             std::future::pending::<()>().await
