@@ -298,7 +298,10 @@ async fn reconcile_inner(
         schedule.metadata.generation,
         now,
     );
-    write_status(&schedules, &name, &status).await?;
+    // Owned backups report progress every few seconds: write only when something changed.
+    if schedule.status.as_ref() != Some(&status) {
+        write_status(&schedules, &name, &status).await?;
+    }
 
     let wait = next
         .map(|next| next.duration_since(now).unsigned_abs() + Duration::from_secs(1))
