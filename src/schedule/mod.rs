@@ -167,6 +167,10 @@ async fn reconcile_inner(
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
     let name = schedule.name_any();
     let spec = &schedule.spec;
+    if schedule.metadata.deletion_timestamp.is_some() {
+        // Being deleted: garbage collection removes the owned backups; create nothing new.
+        return Ok(Action::await_change());
+    }
     let plan = match Plan::new(&spec.schedule, spec.time_zone.as_deref(), &spec.account) {
         Ok(plan) => plan,
         Err(err) => {
