@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod operator;
 pub mod repository;
 pub mod restore;
+pub mod schedule;
 pub mod snapshot;
 pub mod status;

@@ -23,9 +23,11 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
     let release_ns = bed.namespace("rewind-chart");
     let ns = release_ns.name.as_str();
     let chart = repo_root().join("charts/rewind");
+    // A release of its own: the operator's cluster-wide objects are named after the release.
+    let release = unique("rw");
     bed.helm(&[
         "install",
-        "rewind",
+        &release,
         &chart.to_string_lossy(),
         "-n",
         ns,
@@ -38,19 +40,20 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
     let _uninstall = Uninstall {
         bed: &bed,
         namespace: ns.to_string(),
+        release: release.clone(),
     };
     assert!(
         bed.jsonpath(
-            &["-n", ns, "deployment", "rewind-operator"],
+            &["-n", ns, "deployment", &format!("{release}-operator")],
             "{.spec.template.spec.serviceAccountName}"
         )
         .as_deref()
-            == Some("rewind-operator")
+            == Some(format!("{release}-operator").as_str())
     );
 
     bed.helm(&[
         "upgrade",
-        "rewind",
+        &release,
         &chart.to_string_lossy(),
         "-n",
         ns,
@@ -61,7 +64,7 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
     .expect("helm upgrade");
     let env = bed
         .jsonpath(
-            &["-n", ns, "deployment", "rewind-operator"],
+            &["-n", ns, "deployment", &format!("{release}-operator")],
             "{.spec.template.spec.containers[0].env}",
         )
         .unwrap_or_default();
@@ -69,7 +72,7 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
         env.contains("REWIND_MAX_CONCURRENT_BACKUPS") && env.contains("\"8\""),
         "helm upgrade changed the Deployment: {env}"
     );
-    let operator = format!("system:serviceaccount:{ns}:rewind-operator");
+    let operator = format!("system:serviceaccount:{ns}:{release}-operator");
     let sa = ["--as", operator.as_str()];
     // What the operator's work needs.
     assert!(
@@ -203,12 +206,13 @@ fn config_default_is_the_chart_rendered_with_default_values() {
 struct Uninstall<'a> {
     bed: &'a Bed,
     namespace: String,
+    release: String,
 }
 
 impl Drop for Uninstall<'_> {
     fn drop(&mut self) {
         let _ = self
             .bed
-            .helm(&["uninstall", "rewind", "-n", &self.namespace, "--wait"]);
+            .helm(&["uninstall", &self.release, "-n", &self.namespace, "--wait"]);
     }
 }

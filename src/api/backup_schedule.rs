@@ -43,10 +43,17 @@ pub struct BackupScheduleSpec {
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
     pub account: String,
     /// When to take a backup, in cron syntax (5 fields, or @daily, @hourly, @weekly, @monthly). Default `0 3 * * *`.
+    /// `@daily-spread` / `@hourly-spread` place the account on a stable minute of the day / hour.
+    /// Checked at admission by shape; ranges (e.g. minute 75) are reported in the `Ready` condition.
     #[serde(default = "default_schedule")]
+    #[schemars(length(max = 200))]
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly|daily-spread|hourly-spread)|([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*( +([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*){4})$')").message("schedule must be 5 cron fields of numbers, '*', ranges a-b, steps /n and lists (e.g. '0 3 * * *'), or one of @yearly, @monthly, @weekly, @daily, @hourly, @daily-spread, @hourly-spread"))]
     pub schedule: String,
     /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default UTC.
+    /// Checked at admission by shape (`Area/Location`, `UTC`); unknown names are reported in the `Ready` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$')").message("timeZone must be an IANA time zone name such as Europe/Berlin or UTC"))]
     pub time_zone: Option<String>,
     /// Stop creating backups; existing ones are kept and still pruned.
     #[serde(default)]

@@ -74,9 +74,10 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         namespace: args.namespace.clone(),
         store,
     });
-    let controllers = futures::future::join(
+    let controllers = futures::future::join3(
         crate::backup::run(ctx.clone(), args.max_concurrent_backups, shutdown.clone()),
-        crate::restore::controller::run(ctx, shutdown.clone()),
+        crate::restore::controller::run(ctx.clone(), shutdown.clone()),
+        crate::schedule::run(ctx, shutdown.clone()),
     );
     let lost_lease = async {
         if args.no_leader_election {
