@@ -11,6 +11,10 @@ use support::{Bed, unique};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// Each test runs its own operators, and an operator reconciles every backup of the cluster:
+/// two tests at once would steal each other's work, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn lease_holder(bed: &Bed, namespace: &str) -> Option<String> {
     bed.jsonpath(
         &["-n", namespace, "lease", "rewind-operator-leader"],
@@ -28,6 +32,9 @@ fn phase(bed: &Bed, name: &str) -> Value {
 
 #[test]
 fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let bed = Bed::get();
     if bed.external {
         eprintln!(
@@ -153,6 +160,9 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
 
 #[test]
 fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let bed = Bed::get();
     if bed.external {
         eprintln!(
