@@ -18,7 +18,7 @@ fn operator(bed: &Bed) -> &'static Operator {
         bed,
         &[
             "--dump-timeout",
-            "30s",
+            "90s",
             "--hook-timeout",
             "6s",
             "--snapshot-timeout",
@@ -325,7 +325,7 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
     for (pod, command) in [
         ("exits-1", "echo some bytes; echo failing >&2; exit 1"),
         ("cut-off", "head -c 200000 /dev/zero; kill -9 $$"),
-        ("hangs", "echo started; sleep 60"),
+        ("hangs", "echo started; sleep 600"),
         ("works", "echo all good"),
     ] {
         bed.kubectl_with_stdin(
