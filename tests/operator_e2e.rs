@@ -62,16 +62,22 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
         || first.log_tail(),
     );
     let mut second = Operator::spawn(&bed, &launch("replica-b"));
+    // A busy machine may take a while to start the standby: wait for its probes, not a fixed time.
+    bed.wait_until(
+        "the standby to be healthy and ready",
+        WAIT,
+        || {
+            (second.get("/healthz").starts_with("HTTP/1.1 200")
+                && second.get("/readyz").starts_with("HTTP/1.1 200"))
+            .then_some(())
+        },
+        || second.log_tail(),
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         lease_holder(&bed, &namespace).as_deref(),
         Some("replica-a"),
-        "the standby does not take a valid lease"
-    );
-    assert!(
-        second.get("/healthz").starts_with("HTTP/1.1 200")
-            && second.get("/readyz").starts_with("HTTP/1.1 200"),
-        "a standby is healthy and ready"
+        "the ready standby does not take a valid lease"
     );
 
     // A backup whose pre-backup hook takes a while, so it is Running when the leader dies.
