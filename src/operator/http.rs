@@ -56,6 +56,32 @@ pub fn respond(
     }
 }
 
+/// Reads until the request line is complete: a client may send it in several TCP segments.
+/// `None` when the client sends nothing usable within five seconds or more than 4 KiB
+/// without a line break.
+async fn read_request_line(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    const LIMIT: usize = 4096;
+    let mut head = Vec::with_capacity(256);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(end) = head.iter().position(|&byte| byte == b'\n') {
+            return Some(String::from_utf8_lossy(&head[..end]).trim_end().to_string());
+        }
+        if head.len() >= LIMIT {
+            return None;
+        }
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+}
+
 /// Serves the endpoint until the task is dropped.
 pub async fn serve(
     addr: SocketAddr,
@@ -68,19 +94,10 @@ pub async fn serve(
         let readiness = readiness.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buffer = vec![0u8; 4096];
-            let read = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut buffer),
-            )
-            .await
-            {
-                Ok(Ok(read)) => read,
-                _ => return,
+            let Some(request_line) = read_request_line(&mut stream).await else {
+                return;
             };
-            let head = String::from_utf8_lossy(&buffer[..read]);
-            let request_line = head.lines().next().unwrap_or_default();
-            let (code, content_type, body) = respond(request_line, &readiness, &metrics);
+            let (code, content_type, body) = respond(&request_line, &readiness, &metrics);
             let reason = match code {
                 200 => "OK",
                 404 => "Not Found",
@@ -119,5 +136,30 @@ mod tests {
             200
         );
         assert_eq!(respond("GET /nope HTTP/1.1", &readiness, &metrics).0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_request_line_split_across_segments_is_still_routed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let server = tokio::spawn(serve(addr, Readiness::default(), Metrics::default()));
+        let mut client = loop {
+            if let Ok(client) = tokio::net::TcpStream::connect(addr).await {
+                break client;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        client.write_all(b"GET ").await.expect("write");
+        client.flush().await.expect("flush");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        client
+            .write_all(b"/healthz HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        server.abort();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

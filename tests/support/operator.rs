@@ -193,7 +193,7 @@ impl Operator {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return String::new();
         };
-        let _ = write!(stream, "GET {path} HTTP/1.1\r\n\r\n");
+        let _ = stream.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer
