@@ -9,6 +9,7 @@ pub mod database;
 pub mod duration;
 pub mod exec;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod repository;

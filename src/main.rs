@@ -28,6 +28,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    rewind::memory::bound_allocator();
     let parsed = Cli::parse();
     // Both ring (kube) and aws-lc-rs (object_store) are linked: name the TLS provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
