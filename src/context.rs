@@ -46,6 +46,8 @@ pub struct Context {
     pub step_timeouts: StepTimeouts,
     /// The operator's namespace (leases, temporary snapshot references).
     pub namespace: String,
+    /// The operator-wide limit on Running backups.
+    pub backup_limit: crate::backup::limit::RunningLimit,
     /// Where backup data lives.
     pub store: Arc<dyn crate::backup::store::SnapshotStore>,
 }

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod error;
 pub mod execute;
 pub mod hooks;
+pub mod limit;
 pub mod observe;
 pub mod progress;
 pub mod store;
@@ -42,10 +43,22 @@ pub const FINALIZER: &str = "rewind.dev/release-backup-data";
 /// How often a Queued backup looks again whether it may start.
 const QUEUED_RECHECK: Duration = Duration::from_secs(5);
 
+/// Reconciles in flight beyond the Running limit: Queued rechecks, deletions and expiries go on
+/// while the limit's worth of backups copy.
+const SPARE_RECONCILES: u16 = 16;
+
 /// Runs the controller until `shutdown` is cancelled (in-flight reconciles finish first).
-pub async fn run(ctx: Arc<Context>, concurrency: u16, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    ctx.backup_limit.watch(controller.store());
+    let concurrency = match ctx.backup_limit.limit() {
+        0 => 0,
+        limit => u16::try_from(limit)
+            .unwrap_or(u16::MAX)
+            .saturating_add(SPARE_RECONCILES),
+    };
+    controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -207,20 +220,39 @@ async fn try_start(
             Ok(Action::requeue(QUEUED_RECHECK))
         }
         StartDecision::TryStart => {
+            let uid = backup.metadata.uid.clone().unwrap_or_default();
+            if let Err(reached) = ctx.backup_limit.try_claim(&uid).await {
+                write(
+                    api,
+                    backup,
+                    &decide::queued_status(backup, &reached.behind(), now),
+                )
+                .await?;
+                return Ok(Action::requeue(QUEUED_RECHECK));
+            }
             let client = ctx.client.clone();
             let lock = ctx
                 .locks
                 .try_acquire(&backup.spec.account, &holder(backup), |identity| {
                     observe::holder_is_active(client, identity)
                 })
-                .await?;
+                .await;
             match lock {
-                LockOutcome::Busy { behind } => {
+                Err(err) => {
+                    ctx.backup_limit.unclaim(&uid).await;
+                    Err(err.into())
+                }
+                Ok(LockOutcome::Busy { behind }) => {
+                    ctx.backup_limit.unclaim(&uid).await;
                     write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
                     Ok(Action::requeue(QUEUED_RECHECK))
                 }
-                LockOutcome::Held => {
-                    write(api, backup, &decide::started_status(backup, now)).await?;
+                Ok(LockOutcome::Held) => {
+                    if let Err(err) = write(api, backup, &decide::started_status(backup, now)).await
+                    {
+                        ctx.backup_limit.unclaim(&uid).await;
+                        return Err(err);
+                    }
                     publish(
                         ctx,
                         backup,

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "REWIND_PROBE_ADDR", default_value = "0.0.0.0:8080")]
     pub probe_addr: SocketAddr,
-    /// How many backups run at the same time (across accounts; one per account always).
+    /// How many backups may be Running at the same time, across accounts (one per account always); the rest wait in Queued. 0: no limit.
     #[arg(long, env = "REWIND_MAX_CONCURRENT_BACKUPS", default_value_t = 4)]
     pub max_concurrent_backups: u16,
     /// A backup or restore Running longer than this fails with DeadlineExceeded (Go duration).

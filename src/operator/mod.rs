@@ -72,10 +72,13 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         operation_timeout,
         step_timeouts,
         namespace: args.namespace.clone(),
+        backup_limit: crate::backup::limit::RunningLimit::new(usize::from(
+            args.max_concurrent_backups,
+        )),
         store,
     });
     let controllers = futures::future::join3(
-        crate::backup::run(ctx.clone(), args.max_concurrent_backups, shutdown.clone()),
+        crate::backup::run(ctx.clone(), shutdown.clone()),
         crate::restore::controller::run(ctx.clone(), shutdown.clone()),
         crate::schedule::run(ctx, shutdown.clone()),
     );
