@@ -258,8 +258,35 @@ pub fn expired_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupSt
     status
 }
 
-/// What the copy step produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Status of a backup rebuilt from its repository snapshot: as it was when it finished, with
+/// `restorableUntil` counted from the original completion.
+pub fn imported_status(
+    backup: &AccountBackup,
+    snapshot_id: &str,
+    outcome: &BackupOutcome,
+    completed_at: Timestamp,
+    now: Timestamp,
+) -> AccountBackupStatus {
+    let outcome = BackupOutcome {
+        snapshot_id: snapshot_id.to_string(),
+        ..outcome.clone()
+    };
+    let mut status = finished_status(backup, &outcome, completed_at);
+    push_activity(
+        &mut status.activity,
+        ActivityLevel::Info,
+        format!(
+            "imported from repository snapshot {snapshot_id}: the AccountBackup object had been lost"
+        ),
+        now,
+    );
+    status
+}
+
+/// What the copy step produced. Also stored in the snapshot (stream `backup/outcome.json`) so a
+/// lost AccountBackup object can be rebuilt from the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct BackupOutcome {
     /// The repository snapshot written.
     pub snapshot_id: String,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -54,6 +54,15 @@ pub fn snapshot_metadata(backup: &AccountBackup, now: Timestamp) -> BTreeMap<Str
         metadata.insert("requested-by".into(), requested_by);
     }
     metadata.insert("ttl".into(), backup.spec.ttl.clone());
+    if let Ok(spec) = serde_json::to_string(&backup.spec) {
+        metadata.insert(super::sync::SPEC_METADATA.into(), spec);
+    }
+    if let Some(schedule) = backup
+        .labels()
+        .get(crate::schedule::observe::SCHEDULE_LABEL)
+    {
+        metadata.insert(super::sync::SCHEDULE_METADATA.into(), schedule.clone());
+    }
     metadata.insert("started-at".into(), now.to_string());
     metadata
 }
@@ -162,6 +171,18 @@ pub async fn copy_account(
         info!(project = %summary.name, resources = summary.resources, volumes = summary.volumes, databases = summary.databases, "project backed up");
         outcome.projects.push(summary);
     }
+    // What this backup produced goes into the snapshot too, so the object can be rebuilt from
+    // the repository if it is ever lost (see `sync`).
+    sink.start_stream(super::sync::OUTCOME_STREAM)
+        .await
+        .map_err(store_error)?;
+    sink.write(Bytes::from(super::sync::encode_outcome(
+        &outcome,
+        Timestamp::now(),
+    )))
+    .await
+    .map_err(store_error)?;
+    sink.finish_stream().await.map_err(store_error)?;
     outcome.snapshot_id = sink.commit().await.map_err(store_error)?;
     Ok(outcome)
 }

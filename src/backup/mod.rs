@@ -13,6 +13,7 @@ pub mod limit;
 pub mod observe;
 pub mod progress;
 pub mod store;
+pub mod sync;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -141,7 +142,21 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     let phase = backup.status.as_ref().and_then(|s| s.phase);
+    let imported_from = backup
+        .annotations()
+        .get(sync::IMPORTED_FROM_ANNOTATION)
+        .cloned();
     match phase {
+        None if imported_from.is_some() => {
+            import(
+                &api,
+                &backup,
+                ctx,
+                imported_from.as_deref().unwrap_or_default(),
+                now,
+            )
+            .await
+        }
         None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
         Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,
         Some(BackupPhase::Completed | BackupPhase::PartiallyFailed) => {
@@ -195,6 +210,81 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
         }
         Some(BackupPhase::Failed) => Ok(Action::await_change()),
     }
+}
+
+/// Fills an imported backup's status from its repository snapshot; it never copies anything.
+async fn import(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    ctx: &Context,
+    snapshot_id: &str,
+    now: Timestamp,
+) -> Result<Action, BackupError> {
+    let recorded = read_outcome(ctx, snapshot_id).await;
+    let status = match recorded {
+        Ok((outcome, completed_at)) => {
+            decide::imported_status(backup, snapshot_id, &outcome, completed_at, now)
+        }
+        Err(ReadOutcomeError::Retry(message)) => return Err(BackupError::Repository(message)),
+        Err(ReadOutcomeError::Permanent(message)) => decide::failed_status(
+            backup,
+            "ImportFailed",
+            &format!(
+                "cannot import repository snapshot {snapshot_id}: {message}; delete this AccountBackup (its data is released with it)"
+            ),
+            now,
+        ),
+    };
+    write(api, backup, &status).await?;
+    publish(
+        ctx,
+        backup,
+        if status.phase == Some(BackupPhase::Failed) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        "Imported",
+        format!("rebuilt from repository snapshot {snapshot_id}"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Why the outcome of a snapshot could not be read.
+enum ReadOutcomeError {
+    /// The repository could not be reached: try again.
+    Retry(String),
+    /// The snapshot is gone or does not record its outcome.
+    Permanent(String),
+}
+
+async fn read_outcome(
+    ctx: &Context,
+    snapshot_id: &str,
+) -> Result<(decide::BackupOutcome, Timestamp), ReadOutcomeError> {
+    use tokio::io::AsyncReadExt;
+    /// The outcome of a backup of thousands of items is well below this.
+    const LIMIT: u64 = 64 * 1024 * 1024;
+    let classify = |err: store::StoreError| {
+        if err.permanent {
+            ReadOutcomeError::Permanent(err.message)
+        } else {
+            ReadOutcomeError::Retry(err.message)
+        }
+    };
+    let reader = ctx
+        .store
+        .read_stream(snapshot_id, sync::OUTCOME_STREAM)
+        .await
+        .map_err(classify)?;
+    let mut bytes = Vec::new();
+    reader
+        .take(LIMIT)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|err| ReadOutcomeError::Retry(err.to_string()))?;
+    sync::decode_outcome(&bytes).map_err(ReadOutcomeError::Permanent)
 }
 
 async fn try_start(

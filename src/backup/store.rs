@@ -26,6 +26,19 @@ pub struct StoreError {
     pub permanent: bool,
 }
 
+/// A committed snapshot as the backup sync sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// Snapshot id.
+    pub id: String,
+    /// RFC 3339 time of commit.
+    pub created: String,
+    /// Its metadata (account, backup, ttl, ...).
+    pub metadata: BTreeMap<String, String>,
+    /// Its stream names.
+    pub streams: Vec<String>,
+}
+
 /// A snapshot being written; nothing is visible until [`SnapshotSink::commit`].
 #[async_trait]
 pub trait SnapshotSink: Send {
@@ -57,6 +70,8 @@ pub trait SnapshotStore: Send + Sync {
         snapshot_id: &str,
         name: &str,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, StoreError>;
+    /// Every committed snapshot, oldest first.
+    async fn list(&self) -> Result<Vec<StoredSnapshot>, StoreError>;
 }
 
 /// The repository as a [`SnapshotSink`].
@@ -130,5 +145,18 @@ impl SnapshotStore for crate::repository::Repository {
             .await
             .map_err(store_error)?;
         Ok(Box::new(reader))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredSnapshot>, StoreError> {
+        let manifests = self.list_snapshots().await.map_err(store_error)?;
+        Ok(manifests
+            .into_iter()
+            .map(|manifest| StoredSnapshot {
+                id: manifest.id,
+                created: manifest.created,
+                metadata: manifest.metadata,
+                streams: manifest.streams.into_iter().map(|s| s.name).collect(),
+            })
+            .collect())
     }
 }

@@ -31,6 +31,9 @@ pub struct RunArgs {
     /// How many backups may be Running at the same time, across accounts (one per account always); the rest wait in Queued. 0: no limit.
     #[arg(long, env = "REWIND_MAX_CONCURRENT_BACKUPS", default_value_t = 4)]
     pub max_concurrent_backups: u16,
+    /// How often the repository is compared with the cluster, recreating AccountBackups whose objects were lost (Go duration; 0s: never).
+    #[arg(long, env = "REWIND_SYNC_INTERVAL", default_value = "5m")]
+    pub sync_interval: String,
     /// A backup or restore Running longer than this fails with DeadlineExceeded (Go duration).
     #[arg(long, env = "REWIND_OPERATION_TIMEOUT", default_value = "6h")]
     pub operation_timeout: String,

@@ -36,6 +36,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         dump: parse_duration(&args.dump_timeout).context("--dump-timeout")?,
         hook: parse_duration(&args.hook_timeout).context("--hook-timeout")?,
     };
+    let sync_interval = parse_duration(&args.sync_interval).context("--sync-interval")?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes connection: set KUBECONFIG or run inside a cluster")?;
@@ -77,10 +78,11 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         )),
         store,
     });
-    let controllers = futures::future::join3(
+    let controllers = futures::future::join4(
         crate::backup::run(ctx.clone(), shutdown.clone()),
         crate::restore::controller::run(ctx.clone(), shutdown.clone()),
-        crate::schedule::run(ctx, shutdown.clone()),
+        crate::schedule::run(ctx.clone(), shutdown.clone()),
+        crate::backup::sync::run(ctx, sync_interval, shutdown.clone()),
     );
     let lost_lease = async {
         if args.no_leader_election {

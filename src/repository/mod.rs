@@ -269,7 +269,7 @@ impl Repository {
         format::open_json(self.keys(), &name, &sealed)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first (one deleted while the list is read is left out).
     pub async fn list_snapshots(&self) -> Result<Vec<Manifest>, RepoError> {
         let mut ids: Vec<String> = self
             .list_names("snapshots")
@@ -280,7 +280,11 @@ impl Repository {
         ids.sort();
         let mut manifests = Vec::with_capacity(ids.len());
         for id in ids {
-            manifests.push(self.manifest(&id).await?);
+            match self.manifest(&id).await {
+                Ok(manifest) => manifests.push(manifest),
+                Err(RepoError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
         }
         Ok(manifests)
     }

@@ -1,0 +1,305 @@
+//! Backup sync: AccountBackup objects rebuilt from the repository after they were lost.
+//!
+//! Every snapshot records what its backup produced (stream [`OUTCOME_STREAM`]). When a
+//! repository holds a snapshot whose AccountBackup is gone — the cluster was rebuilt, the
+//! object was removed without its finalizer — the sync creates the object again, labelled
+//! `rewind.dev/imported=true` and annotated with the snapshot id; the backup controller then
+//! fills its status from the snapshot instead of taking a backup, so it can be restored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::decide::BackupOutcome;
+use super::store::StoredSnapshot;
+use crate::api::{ACCOUNT_LABEL, AccountBackup, AccountBackupSpec};
+use crate::context::Context;
+
+/// The stream that records a backup's outcome, written just before the snapshot commits.
+pub const OUTCOME_STREAM: &str = "backup/outcome.json";
+/// Label of an AccountBackup recreated from the repository.
+pub const IMPORTED_LABEL: &str = "rewind.dev/imported";
+/// Annotation naming the repository snapshot an imported AccountBackup stands for.
+pub const IMPORTED_FROM_ANNOTATION: &str = "rewind.dev/imported-from-snapshot";
+/// Snapshot metadata key of the backup's spec (JSON).
+pub const SPEC_METADATA: &str = "spec";
+/// Snapshot metadata key of the schedule that created the backup, if any.
+pub const SCHEDULE_METADATA: &str = "schedule";
+
+/// What the outcome stream holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordedOutcome {
+    /// When the copy step finished (RFC 3339).
+    completed_at: String,
+    /// Its result.
+    outcome: BackupOutcome,
+}
+
+/// The bytes of the outcome stream.
+pub fn encode_outcome(outcome: &BackupOutcome, completed_at: Timestamp) -> Vec<u8> {
+    serde_json::to_vec(&RecordedOutcome {
+        completed_at: completed_at.to_string(),
+        outcome: outcome.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// Reads the outcome stream back: the copy step's result and when it finished.
+pub fn decode_outcome(bytes: &[u8]) -> Result<(BackupOutcome, Timestamp), String> {
+    let recorded: RecordedOutcome = serde_json::from_slice(bytes)
+        .map_err(|err| format!("the snapshot's {OUTCOME_STREAM} is not readable: {err}"))?;
+    let completed_at = recorded
+        .completed_at
+        .parse()
+        .map_err(|err| format!("the snapshot's completion time is not readable: {err}"))?;
+    Ok((recorded.outcome, completed_at))
+}
+
+/// An AccountBackup to recreate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Import {
+    /// The backup's name (as it was).
+    pub name: String,
+    /// The snapshot it stands for.
+    pub snapshot_id: String,
+    /// The snapshot's metadata (account, notes, ttl, schedule ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Which snapshots have no AccountBackup (pure). `existing` must be listed BEFORE the snapshots:
+/// a backup deleted through its finalizer releases its snapshot before the object goes, so a
+/// name missing from an earlier object list never meets that snapshot in a later snapshot list.
+///
+/// Only snapshots that record their outcome, account and backup name qualify; when several
+/// snapshots claim one name, the newest wins.
+pub fn plan_imports(snapshots: &[StoredSnapshot], existing: &BTreeSet<String>) -> Vec<Import> {
+    let mut newest: BTreeMap<&str, &StoredSnapshot> = BTreeMap::new();
+    for snapshot in snapshots {
+        let (Some(name), Some(_account)) = (
+            snapshot.metadata.get("backup"),
+            snapshot.metadata.get("account"),
+        ) else {
+            continue;
+        };
+        if name.is_empty()
+            || existing.contains(name)
+            || !snapshot.streams.iter().any(|s| s == OUTCOME_STREAM)
+        {
+            continue;
+        }
+        match newest.get(name.as_str()) {
+            Some(kept) if kept.created >= snapshot.created => {}
+            _ => {
+                newest.insert(name, snapshot);
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(name, snapshot)| Import {
+            name: name.to_string(),
+            snapshot_id: snapshot.id.clone(),
+            metadata: snapshot.metadata.clone(),
+        })
+        .collect()
+}
+
+/// The AccountBackup object an import creates (status comes from the controller).
+pub fn imported_object(import: &Import) -> AccountBackup {
+    let meta = &import.metadata;
+    let account = meta.get("account").cloned().unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (ACCOUNT_LABEL.to_string(), account.clone()),
+        (IMPORTED_LABEL.to_string(), "true".to_string()),
+    ]);
+    if let Some(schedule) = meta.get(SCHEDULE_METADATA) {
+        labels.insert(
+            crate::schedule::observe::SCHEDULE_LABEL.to_string(),
+            schedule.clone(),
+        );
+    }
+    // The whole spec is recorded; the single fields are for snapshots of older operators.
+    let spec = meta
+        .get(SPEC_METADATA)
+        .and_then(|spec| serde_json::from_str::<AccountBackupSpec>(spec).ok())
+        .unwrap_or_else(|| AccountBackupSpec {
+            account: account.clone(),
+            display_name: meta.get("display-name").cloned(),
+            notes: meta.get("notes").cloned(),
+            ttl: meta
+                .get("ttl")
+                .cloned()
+                .unwrap_or_else(|| "168h".to_string()),
+            volume_snapshot_class_name: None,
+            databases: Default::default(),
+            token_selector: None,
+        });
+    AccountBackup {
+        metadata: ObjectMeta {
+            name: Some(import.name.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                IMPORTED_FROM_ANNOTATION.to_string(),
+                import.snapshot_id.clone(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// One pass: recreate every AccountBackup the repository knows and the cluster lost.
+pub async fn sync_once(ctx: &Context) -> Result<usize, String> {
+    let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+    // Objects first, then snapshots: see `plan_imports`.
+    let existing: BTreeSet<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|err| format!("listing AccountBackups: {err}"))?
+        .items
+        .iter()
+        .map(|object| object.name_any())
+        .collect();
+    let snapshots = ctx
+        .store
+        .list()
+        .await
+        .map_err(|err| format!("listing repository snapshots: {}", err.message))?;
+    let mut created = 0;
+    for import in plan_imports(&snapshots, &existing) {
+        match api
+            .create(&PostParams::default(), &imported_object(&import))
+            .await
+        {
+            Ok(_) => {
+                created += 1;
+                info!(backup = %import.name, account = import.metadata.get("account").map(String::as_str).unwrap_or_default(), snapshot = %import.snapshot_id, "AccountBackup imported from the repository");
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => {
+                warn!(backup = %import.name, error = %err, "importing an AccountBackup failed; next sync retries")
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Syncs every `interval` until `shutdown` (an interval of zero: never).
+pub async fn run(ctx: Arc<Context>, interval: Duration, shutdown: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        if let Err(err) = sync_once(&ctx).await {
+            warn!(error = %err, "backup sync failed; retrying at the next interval");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(id: &str, created: &str, backup: &str, with_outcome: bool) -> StoredSnapshot {
+        let mut streams = vec!["projects/shop/manifests.jsonl".to_string()];
+        if with_outcome {
+            streams.push(OUTCOME_STREAM.to_string());
+        }
+        StoredSnapshot {
+            id: id.into(),
+            created: created.into(),
+            metadata: BTreeMap::from([
+                ("account".to_string(), "acme".to_string()),
+                ("backup".to_string(), backup.to_string()),
+                ("ttl".to_string(), "48h".to_string()),
+            ]),
+            streams,
+        }
+    }
+
+    #[test]
+    fn snapshots_without_an_object_are_imported_and_existing_names_are_left_alone() {
+        let snapshots = [
+            snapshot("s1", "2026-11-01T03:00:00Z", "daily-1", true),
+            snapshot("s2", "2026-11-02T03:00:00Z", "daily-2", true),
+        ];
+        let existing = BTreeSet::from(["daily-2".to_string()]);
+        let imports = plan_imports(&snapshots, &existing);
+        assert_eq!(imports.len(), 1);
+        assert_eq!(imports[0].name, "daily-1");
+        assert_eq!(imports[0].snapshot_id, "s1");
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_record_its_outcome_is_not_imported() {
+        let snapshots = [snapshot("s1", "2026-11-01T03:00:00Z", "old", false)];
+        assert!(plan_imports(&snapshots, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn when_two_snapshots_claim_one_name_the_newest_wins() {
+        let snapshots = [
+            snapshot("s2", "2026-11-02T03:00:00Z", "same", true),
+            snapshot("s1", "2026-11-01T03:00:00Z", "same", true),
+        ];
+        let imports = plan_imports(&snapshots, &BTreeSet::new());
+        assert_eq!(imports.len(), 1);
+        assert_eq!(imports[0].snapshot_id, "s2");
+    }
+
+    #[test]
+    fn an_imported_object_is_labelled_annotated_and_keeps_the_recorded_spec() {
+        let mut import = plan_imports(
+            &[snapshot("s1", "2026-11-01T03:00:00Z", "daily-1", true)],
+            &BTreeSet::new(),
+        )
+        .remove(0);
+        import.metadata.insert(
+            SPEC_METADATA.into(),
+            r#"{"account":"acme","notes":"before the upgrade","ttl":"72h","databases":{"enabled":false}}"#
+                .into(),
+        );
+        import
+            .metadata
+            .insert(SCHEDULE_METADATA.into(), "nightly".into());
+        let object = imported_object(&import);
+        let labels = object.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels[ACCOUNT_LABEL], "acme");
+        assert_eq!(labels[IMPORTED_LABEL], "true");
+        assert_eq!(labels[crate::schedule::observe::SCHEDULE_LABEL], "nightly");
+        assert_eq!(
+            object.metadata.annotations.unwrap_or_default()[IMPORTED_FROM_ANNOTATION],
+            "s1"
+        );
+        assert_eq!(object.spec.ttl, "72h");
+        assert_eq!(object.spec.notes.as_deref(), Some("before the upgrade"));
+        assert!(!object.spec.databases.enabled);
+    }
+
+    #[test]
+    fn the_outcome_survives_the_round_trip_through_the_repository() {
+        let outcome = BackupOutcome {
+            items: 7,
+            logical_bytes: 1234,
+            warnings: vec!["hook slow".into()],
+            ..BackupOutcome::default()
+        };
+        let at: Timestamp = "2026-11-01T03:00:09Z".parse().expect("time");
+        let (back, completed) = decode_outcome(&encode_outcome(&outcome, at)).expect("decode");
+        assert_eq!(back, outcome);
+        assert_eq!(completed, at);
+        assert!(decode_outcome(b"{").is_err());
+    }
+}
