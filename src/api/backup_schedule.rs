@@ -1,6 +1,7 @@
 //! `BackupSchedule`: creates AccountBackups on a cron schedule and prunes old ones.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,16 +45,17 @@ pub struct BackupScheduleSpec {
     pub account: String,
     /// When to take a backup, in cron syntax (5 fields, or @daily, @hourly, @weekly, @monthly). Default `0 3 * * *`.
     /// `@daily-spread` / `@hourly-spread` place the account on a stable minute of the day / hour.
-    /// Checked at admission by shape; ranges (e.g. minute 75) are reported in the `Ready` condition.
+    /// Checked at admission field by field (numbers within each field's range, `*`, ranges, steps, lists);
+    /// what admission cannot see (a reversed range, a date that never comes such as `0 0 30 2 *`) is reported in the `Ready` condition.
     #[serde(default = "default_schedule")]
     #[schemars(length(max = 200))]
-    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly|daily-spread|hourly-spread)|([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*( +([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,([*]|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*){4})$')").message("schedule must be 5 cron fields of numbers, '*', ranges a-b, steps /n and lists (e.g. '0 3 * * *'), or one of @yearly, @monthly, @weekly, @daily, @hourly, @daily-spread, @hourly-spread"))]
+    #[x_kube(validation = cron_rule())]
     pub schedule: String,
     /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default UTC.
-    /// Checked at admission by shape (`Area/Location`, `UTC`); unknown names are reported in the `Ready` condition.
+    /// Checked at admission against the operator's bundled time zone database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$')").message("timeZone must be an IANA time zone name such as Europe/Berlin or UTC"))]
+    #[x_kube(validation = time_zone_rule())]
     pub time_zone: Option<String>,
     /// Stop creating backups; existing ones are kept and still pruned.
     #[serde(default)]
@@ -68,6 +70,47 @@ pub struct BackupScheduleSpec {
     /// The spec of each AccountBackup created, except `account`.
     #[serde(default)]
     pub template: AccountBackupTemplate,
+}
+
+/// A cron field: comma-separated items of `*`, a number or a range `a-b`, each with an optional step `/n`.
+fn cron_field(number: &str) -> String {
+    let item = format!("([*]|{number}(-{number})?)(/[1-9][0-9]?)?");
+    format!("{item}(,{item})*")
+}
+
+/// The admission rule of `schedule`: an @-form, or five fields with numbers in each field's range.
+pub fn cron_rule() -> Rule {
+    let minute = cron_field("[0-5]?[0-9]");
+    let hour = cron_field("([01]?[0-9]|2[0-3])");
+    let day = cron_field("(0?[1-9]|[12][0-9]|3[01])");
+    let month = cron_field("(0?[1-9]|1[0-2])");
+    let weekday = cron_field("[0-7]");
+    let regex = format!(
+        "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly|daily-spread|hourly-spread)|{minute} +{hour} +{day} +{month} +{weekday})$"
+    );
+    Rule::new(format!("self.matches('{regex}')")).message(
+        "schedule must be 5 cron fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-7) \
+         of numbers, '*', ranges a-b, steps /n and lists, e.g. '0 3 * * *', or one of @yearly, @monthly, @weekly, \
+         @daily, @hourly, @daily-spread, @hourly-spread",
+    )
+}
+
+/// The admission rule of `timeZone`: a name of the operator's bundled time zone database.
+pub fn time_zone_rule() -> Rule {
+    let mut names: Vec<String> = jiff::tz::TimeZoneDatabase::bundled()
+        .available()
+        .map(|name| name.as_str().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    let list = names
+        .iter()
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Rule::new(format!("self in [{list}]")).message(
+        "timeZone must be an IANA time zone name such as Europe/Berlin, America/New_York or UTC",
+    )
 }
 
 /// `0 3 * * *`: every day at 03:00.
@@ -160,4 +203,27 @@ pub struct BackupScheduleStatus {
     /// Standard conditions; `Ready` is False when the schedule cannot run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_knows_the_zones_the_schedule_controller_knows() {
+        let rule = time_zone_rule().rule;
+        for zone in [
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+        ] {
+            assert!(rule.contains(&format!("'{zone}'")), "{zone}");
+            assert!(
+                crate::schedule::cron::time_zone(Some(zone)).is_ok(),
+                "{zone}"
+            );
+        }
+        assert!(!rule.contains("'Mars/Olympus'"));
+    }
 }

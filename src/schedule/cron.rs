@@ -277,11 +277,16 @@ impl Cron {
     }
 }
 
-/// Looks up an IANA zone in the bundled database (`None`/empty: UTC).
+/// Looks up an IANA zone in the bundled database (`None`/empty: UTC) — the same database
+/// admission checks names against, whatever the host's `/usr/share/zoneinfo` holds.
 pub fn time_zone(name: Option<&str>) -> Result<TimeZone, CronError> {
+    static BUNDLED: std::sync::LazyLock<jiff::tz::TimeZoneDatabase> =
+        std::sync::LazyLock::new(jiff::tz::TimeZoneDatabase::bundled);
     match name.map(str::trim) {
         None | Some("") | Some("UTC") => Ok(TimeZone::UTC),
-        Some(name) => TimeZone::get(name).map_err(|_| CronError::TimeZone(name.to_string())),
+        Some(name) => BUNDLED
+            .get(name)
+            .map_err(|_| CronError::TimeZone(name.to_string())),
     }
 }
 
