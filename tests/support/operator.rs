@@ -89,6 +89,7 @@ impl Operator {
             "--for=condition=Established",
             "crd/accountbackups.rewind.dev",
             "crd/projectrestores.rewind.dev",
+            "crd/backupschedules.rewind.dev",
             "--timeout=60s",
         ]);
     }
