@@ -12,3 +12,8 @@ bench-backup: ## backup throughput on the test bed: 10k/50k objects, a database 
 bench-restore: ## restore throughput on the test bed: a 5,000-object project and a ~200 MB database
 	$(MAKE) cluster-up
 	$(CARGO) test --release --locked --test bench_restore -- --ignored --nocapture
+
+.PHONY: bench-schedule
+bench-schedule: ## 1,000 BackupSchedules on the same minute, limit 10: time to all completed, most Running at once, peak RSS
+	$(MAKE) cluster-up
+	$(CARGO) test --release --locked --test bench_schedule -- --ignored --nocapture

@@ -70,9 +70,11 @@ pub struct LimitReached {
 impl LimitReached {
     /// What a Queued backup shows in `queuedBehind`.
     pub fn behind(&self) -> String {
+        // The running count is left out: it changes often, and each change would be a new
+        // activity entry and a status write of every queued backup.
         format!(
-            "the operator's limit of {} concurrent backups ({} running; --max-concurrent-backups)",
-            self.limit, self.running
+            "the operator's limit of {} concurrent backups (--max-concurrent-backups)",
+            self.limit
         )
     }
 }
@@ -95,6 +97,29 @@ impl RunningLimit {
     /// Connects the controller's cache; until then every start is allowed.
     pub fn watch(&self, cache: Store<AccountBackup>) {
         let _ = self.cache.set(cache);
+    }
+
+    /// Whether the limit is reached for `me` now, without claiming anything (a cheap first look).
+    pub async fn check(&self, me: &str) -> Result<(), LimitReached> {
+        let Some(cache) = self.cache.get() else {
+            return Ok(());
+        };
+        let claimed = self.claimed.lock().await;
+        let backups = cache.state();
+        let running = running_besides(
+            backups.iter().map(AsRef::as_ref),
+            &claimed,
+            me,
+            Instant::now(),
+        );
+        if crate::schedule::decide::may_start(running, self.limit) {
+            Ok(())
+        } else {
+            Err(LimitReached {
+                running,
+                limit: self.limit,
+            })
+        }
     }
 
     /// Claims a slot for the backup with UID `me`, or says why not.

@@ -287,12 +287,31 @@ async fn read_outcome(
     sync::decode_outcome(&bytes).map_err(ReadOutcomeError::Permanent)
 }
 
+/// Holds a backup in Queued behind `behind`, writing its status only when that changes.
+async fn queue(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    behind: &str,
+    now: Timestamp,
+) -> Result<Action, BackupError> {
+    let status = decide::queued_status(backup, behind, now);
+    if backup.status.as_ref() != Some(&status) {
+        write(api, backup, &status).await?;
+    }
+    Ok(Action::requeue(QUEUED_RECHECK))
+}
+
 async fn try_start(
     api: &Api<AccountBackup>,
     backup: &AccountBackup,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, BackupError> {
+    let uid = backup.metadata.uid.clone().unwrap_or_default();
+    // While the operator's limit is reached, a queued backup costs no API call but its status.
+    if let Err(reached) = ctx.backup_limit.check(&uid).await {
+        return queue(api, backup, &reached.behind(), now).await;
+    }
     let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
     match decide::decide_start(backup, &projects) {
         StartDecision::Fail { reason, message } => {
@@ -305,20 +324,10 @@ async fn try_start(
             publish(ctx, backup, EventType::Warning, reason, message).await;
             Ok(Action::await_change())
         }
-        StartDecision::Queue { behind } => {
-            write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
-            Ok(Action::requeue(QUEUED_RECHECK))
-        }
+        StartDecision::Queue { behind } => queue(api, backup, &behind, now).await,
         StartDecision::TryStart => {
-            let uid = backup.metadata.uid.clone().unwrap_or_default();
             if let Err(reached) = ctx.backup_limit.try_claim(&uid).await {
-                write(
-                    api,
-                    backup,
-                    &decide::queued_status(backup, &reached.behind(), now),
-                )
-                .await?;
-                return Ok(Action::requeue(QUEUED_RECHECK));
+                return queue(api, backup, &reached.behind(), now).await;
             }
             let client = ctx.client.clone();
             let lock = ctx
@@ -334,8 +343,7 @@ async fn try_start(
                 }
                 Ok(LockOutcome::Busy { behind }) => {
                     ctx.backup_limit.unclaim(&uid).await;
-                    write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
-                    Ok(Action::requeue(QUEUED_RECHECK))
+                    queue(api, backup, &behind, now).await
                 }
                 Ok(LockOutcome::Held) => {
                     if let Err(err) = write(api, backup, &decide::started_status(backup, now)).await
