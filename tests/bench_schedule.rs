@@ -233,6 +233,14 @@ async fn bench_a_thousand_schedules_on_the_same_minute() {
     let first = (first_start.as_millisecond() - slot.as_millisecond()) as f64 / 1000.0;
     let most = most_at_once(&intervals);
     let rss = peak_rss_mib(&operator);
+    let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
+    let kept_log = support::repo_root().join("target/bench-schedule-operator.log");
+    let _ = std::fs::write(&kept_log, &log);
+    let retried = log.matches("reconcile failed; retrying").count();
+    eprintln!(
+        "operator log: {} ({retried} reconciles failed and were retried)",
+        kept_log.display()
+    );
     println!(
         "\n| schedules | limit | completed | slot → all completed | slot → first start | backups/s | most Running at once (from status times) | most Running seen by polling | operator peak RSS |"
     );

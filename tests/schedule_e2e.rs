@@ -307,9 +307,8 @@ fn an_operator_restart_at_the_slot_boundary_yields_exactly_one_backup_per_slot()
         WAIT,
         || {
             let backups = backups_of(&bed, &schedule);
-            backups
-                .values()
-                .all(|(phase, _)| phase == "Completed")
+            let next = format!("{schedule}-{next_slot}");
+            (backups.contains_key(&next) && backups.values().all(|(phase, _)| phase == "Completed"))
                 .then_some(backups)
         },
         || second.log_tail(),

@@ -123,7 +123,8 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<()> {
         RepoCommand::Cat { snapshot, stream } => {
             let mut reader = repo.read_stream(&snapshot, &stream).await?;
             let mut stdout = tokio::io::stdout();
-            tokio::io::copy(&mut reader, &mut stdout)
+            // Whole chunks per write: an 8 KiB copy buffer would cost a blocking-pool hop each.
+            tokio::io::copy_buf(&mut reader, &mut stdout)
                 .await
                 .context("reading the stream back")?;
             stdout.flush().await?;

@@ -148,11 +148,39 @@ pub mod names {
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
+thread_local! {
+    /// One zstd context per thread: creating one per chunk would allocate and clear its
+    /// tables every time.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(1).ok());
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
+fn compress(chunk: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR
+        .with(|cell| {
+            cell.borrow_mut()
+                .as_mut()
+                .map(|compressor| compressor.compress(chunk))
+        })
+        .unwrap_or_else(|| zstd::bulk::compress(chunk, 1))
+        .ok()
+}
+
+fn decompress(body: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR
+        .with(|cell| {
+            cell.borrow_mut()
+                .as_mut()
+                .map(|decompressor| decompressor.decompress(body, limit))
+        })
+        .unwrap_or_else(|| zstd::bulk::decompress(body, limit))
+}
+
 /// Compresses (when it helps) and seals one chunk into a blob (pure apart from the nonce).
 pub fn encode_blob(keys: &RepoKeys, id: &ChunkId, chunk: &[u8]) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(chunk, 1)
-        .ok()
-        .filter(|c| c.len() + 64 < chunk.len());
+    let compressed = compress(chunk).filter(|c| c.len() + 64 < chunk.len());
     let mut plain = Vec::with_capacity(1 + compressed.as_ref().map_or(chunk.len(), Vec::len));
     match compressed {
         Some(compressed) => {
@@ -204,7 +232,7 @@ pub fn decode_plain(plain: &[u8], raw_length: usize, object: &str) -> Result<Vec
         ZSTD => {
             // A blob never holds more than its chunk; refuse to inflate beyond it.
             let limit = raw_length.clamp(1, 64 * 1024 * 1024);
-            zstd::bulk::decompress(body, limit)
+            decompress(body, limit)
                 .map_err(|e| RepoError::corrupt(object, format!("does not decompress: {e}")))
         }
         other => Err(RepoError::corrupt(

@@ -35,6 +35,16 @@ impl AsyncRead for StreamReader {
     }
 }
 
+impl tokio::io::AsyncBufRead for StreamReader {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        Pin::new(&mut self.get_mut().inner).poll_fill_buf(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amount: usize) {
+        Pin::new(&mut self.get_mut().inner).consume(amount);
+    }
+}
+
 fn io_error(err: RepoError) -> std::io::Error {
     std::io::Error::other(err)
 }

@@ -2,7 +2,10 @@
 //! sealed on every core, packed into ~8 MiB packs uploaded as they fill; the manifest last.
 //! Memory is bounded by the batch and pack sizes, whatever a stream's length.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use jiff::Timestamp;
 use object_store::{PutMode, PutOptions, PutPayload};
@@ -22,6 +25,9 @@ const PACK_TARGET: usize = 8 * 1024 * 1024;
 const CHUNK_MAX: usize = 1024 * 1024;
 /// Packs uploading at once.
 const UPLOADS_IN_FLIGHT: usize = 1;
+/// Batches being hashed, compressed and sealed at once: two keep both cores busy while the
+/// next batch is read and cut.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Totals of one finished stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,31 +45,65 @@ pub struct StreamSummary {
 struct OpenStream {
     name: String,
     buffer: Vec<u8>,
-    hasher: Sha256,
+    checksum: Checksum,
     size: u64,
     stored: u64,
     chunks: Vec<String>,
+}
+
+/// The stream's SHA-256, computed in order on its own blocking thread beside the chunk work.
+struct Checksum {
+    batches: tokio::sync::mpsc::Sender<Bytes>,
+    digest: tokio::task::JoinHandle<Sha256>,
+}
+
+impl Checksum {
+    fn start() -> Self {
+        let (batches, mut received) = tokio::sync::mpsc::channel::<Bytes>(BATCHES_IN_FLIGHT + 1);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(batch) = received.blocking_recv() {
+                hasher.update(&batch);
+            }
+            hasher
+        });
+        Self { batches, digest }
+    }
+
+    async fn add(&self, batch: Bytes) -> Result<(), RepoError> {
+        self.batches
+            .send(batch)
+            .await
+            .map_err(|_| RepoError::Io(std::io::Error::other("the checksum task stopped")))
+    }
+
+    async fn finish(self) -> Result<String, RepoError> {
+        drop(self.batches);
+        let hasher = self
+            .digest
+            .await
+            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
 }
 
 /// A snapshot being written.
 pub struct SnapshotWriter {
     repo: Repository,
     metadata: BTreeMap<String, String>,
-    known: HashSet<ChunkId>,
+    known: Arc<Mutex<HashSet<ChunkId>>>,
     pack: Vec<u8>,
     pack_entries: Vec<IndexEntry>,
     uploads: JoinSet<Result<(), RepoError>>,
     streams: Vec<StreamEntry>,
     current: Option<OpenStream>,
-    pending: Option<tokio::task::JoinHandle<Batch>>,
+    pending: VecDeque<tokio::task::JoinHandle<Batch>>,
     lock: Option<HeldLock>,
 }
 
 /// A batch sealed on the blocking pool: each chunk with its blob when it is new.
 struct Batch {
     chunks: Vec<(ChunkId, u32, Option<Vec<u8>>)>,
-    known: HashSet<ChunkId>,
-    hasher: Sha256,
 }
 
 /// Runs `work` over `items` on every core, keeping order.
@@ -91,7 +131,7 @@ impl SnapshotWriter {
         metadata: BTreeMap<String, String>,
     ) -> Result<Self, RepoError> {
         let lock = locks::acquire(&repo, "writer", "prune").await?;
-        let known = repo.load_index().await?.into_keys().collect();
+        let known = Arc::new(Mutex::new(repo.load_index().await?.into_keys().collect()));
         Ok(Self {
             repo,
             metadata,
@@ -101,7 +141,7 @@ impl SnapshotWriter {
             uploads: JoinSet::new(),
             streams: Vec::new(),
             current: None,
-            pending: None,
+            pending: VecDeque::new(),
             lock: Some(lock),
         })
     }
@@ -114,7 +154,7 @@ impl SnapshotWriter {
         self.current = Some(OpenStream {
             name: name.to_string(),
             buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
-            hasher: Sha256::new(),
+            checksum: Checksum::start(),
             size: 0,
             stored: 0,
             chunks: Vec::new(),
@@ -137,7 +177,7 @@ impl SnapshotWriter {
 
     /// Drops the open stream: it will not be part of the snapshot (its chunks become garbage).
     pub async fn abort_stream(&mut self) -> Result<(), RepoError> {
-        self.collect_pending().await?;
+        self.collect_pending(0).await?;
         self.current = None;
         Ok(())
     }
@@ -149,7 +189,7 @@ impl SnapshotWriter {
             .current
             .take()
             .ok_or_else(|| RepoError::NotFound("an open stream".into()))?;
-        let sha256 = hex::encode(stream.hasher.finalize());
+        let sha256 = stream.checksum.finish().await?;
         let summary = StreamSummary {
             name: stream.name.clone(),
             logical_bytes: stream.size,
@@ -167,8 +207,9 @@ impl SnapshotWriter {
         Ok(summary)
     }
 
-    /// Chunks the buffered input (all of it when `last`) and hands the batch to the blocking pool;
-    /// the batch before it is collected first, so reading the next batch overlaps sealing this one.
+    /// Chunks the buffered input (all of it when `last`) and hands the batch to the blocking pool.
+    /// Up to [`BATCHES_IN_FLIGHT`] batches seal at once while the next one is read and cut;
+    /// they are collected in order, so streams list their chunks in order.
     async fn process(&mut self, last: bool) -> Result<(), RepoError> {
         let params = self.repo.chunker();
         let batch = match self.current.as_mut() {
@@ -185,37 +226,35 @@ impl SnapshotWriter {
                     cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
                 }
                 let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
-                let input =
+                let mut input =
                     std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + CHUNK_MAX));
                 stream.buffer.extend_from_slice(&input[consumed..]);
-                Some((input, cuts, consumed))
+                input.truncate(consumed);
+                let input = Bytes::from(input);
+                stream.checksum.add(input.clone()).await?;
+                Some((input, cuts))
             }
             _ => None,
         };
-        if let Some((input, cuts, consumed)) = batch {
-            // Dedup decisions and the stream checksum must follow the previous batch.
-            self.collect_pending().await?;
+        if let Some((input, cuts)) = batch {
+            self.collect_pending(BATCHES_IN_FLIGHT - 1).await?;
             let keys = self.repo.keys().clone();
-            let mut known = std::mem::take(&mut self.known);
-            let mut hasher = match self.current.as_mut() {
-                Some(stream) => std::mem::take(&mut stream.hasher),
-                None => Sha256::new(),
-            };
-            self.pending = Some(tokio::task::spawn_blocking(move || {
-                let ids = std::thread::scope(|scope| {
-                    let digest = scope.spawn(|| hasher.update(&input[..consumed]));
-                    let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
-                    let ids = parallel_map(&pieces, |piece| keys.chunk_id(piece));
-                    let _ = digest.join();
-                    ids
-                });
-                let fresh: Vec<bool> = ids.iter().map(|id| known.insert(*id)).collect();
-                let to_encode: Vec<(ChunkId, &[u8])> = cuts
+            let known = self.known.clone();
+            self.pending.push_back(tokio::task::spawn_blocking(move || {
+                let pieces: Vec<&[u8]> = cuts.iter().map(|(o, l)| &input[*o..o + l]).collect();
+                let ids = parallel_map(&pieces, |piece| keys.chunk_id(piece));
+                // One chunk is encoded once, by whichever batch claims it first; the shared set
+                // makes that safe with several batches in flight.
+                let fresh: Vec<bool> = match known.lock() {
+                    Ok(mut known) => ids.iter().map(|id| known.insert(*id)).collect(),
+                    Err(_) => vec![true; ids.len()],
+                };
+                let to_encode: Vec<(ChunkId, &[u8])> = pieces
                     .iter()
                     .zip(&ids)
                     .zip(&fresh)
                     .filter(|(_, fresh)| **fresh)
-                    .map(|(((o, l), id), _)| (*id, &input[*o..o + l]))
+                    .map(|((piece, id), _)| (*id, *piece))
                     .collect();
                 let mut blobs = parallel_map(&to_encode, |(id, piece)| {
                     format::encode_blob(&keys, id, piece)
@@ -229,49 +268,43 @@ impl SnapshotWriter {
                         (id, *length as u32, if fresh { blobs.next() } else { None })
                     })
                     .collect();
-                Batch {
-                    chunks,
-                    known,
-                    hasher,
-                }
+                Batch { chunks }
             }));
         }
         if last {
-            self.collect_pending().await?;
+            self.collect_pending(0).await?;
         }
         Ok(())
     }
 
-    /// Appends the sealed batch in flight to the stream and the pack.
-    async fn collect_pending(&mut self) -> Result<(), RepoError> {
-        let Some(pending) = self.pending.take() else {
-            return Ok(());
-        };
-        let batch = pending
-            .await
-            .map_err(|e| RepoError::Io(std::io::Error::other(e)))?;
-        self.known = batch.known;
-        let Some(stream) = self.current.as_mut() else {
-            return Ok(());
-        };
-        stream.hasher = batch.hasher;
-        for (id, raw_length, blob) in batch.chunks {
-            let stream = self
-                .current
-                .as_mut()
-                .ok_or_else(|| RepoError::NotFound("an open stream".into()))?;
-            stream.chunks.push(hex::encode(id));
-            let Some(blob) = blob else { continue };
-            stream.stored += blob.len() as u64;
-            self.pack_entries.push(IndexEntry {
-                id: hex::encode(id),
-                offset: self.pack.len() as u64,
-                length: blob.len() as u32,
-                raw_length,
-            });
-            self.pack.extend_from_slice(&blob);
-            if self.pack.len() >= PACK_TARGET {
-                self.flush_pack().await?;
+    /// Appends sealed batches, oldest first, to the stream and the pack until at most `keep`
+    /// remain in flight.
+    async fn collect_pending(&mut self, keep: usize) -> Result<(), RepoError> {
+        while self.pending.len() > keep {
+            let Some(pending) = self.pending.pop_front() else {
+                break;
+            };
+            let batch = pending
+                .await
+                .map_err(|e| RepoError::Io(std::io::Error::other(e)))?;
+            for (id, raw_length, blob) in batch.chunks {
+                // A new chunk goes into the pack even when its stream was aborted: the set of
+                // known chunks already counts it, so a later stream may refer to it.
+                if let Some(stream) = self.current.as_mut() {
+                    stream.chunks.push(hex::encode(id));
+                    stream.stored += blob.as_ref().map_or(0, |b| b.len() as u64);
+                }
+                let Some(blob) = blob else { continue };
+                self.pack_entries.push(IndexEntry {
+                    id: hex::encode(id),
+                    offset: self.pack.len() as u64,
+                    length: blob.len() as u32,
+                    raw_length,
+                });
+                self.pack.extend_from_slice(&blob);
+                if self.pack.len() >= PACK_TARGET {
+                    self.flush_pack().await?;
+                }
             }
         }
         Ok(())
