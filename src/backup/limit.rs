@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Mutex;
 
 use crate::api::{AccountBackup, BackupPhase};
@@ -21,10 +21,12 @@ pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
 ///
 /// `claimed` maps backup UIDs this operator has just started to when it did; a claim
 /// counts until the cache shows that backup in any phase past Queued, or until it is older
-/// than [`CLAIM_GRACE`].
+/// than [`CLAIM_GRACE`]. `ended` maps UIDs of backups that have just finished to when: they
+/// no longer count though the cache may still show them Running.
 pub fn running_besides<'a>(
     backups: impl IntoIterator<Item = &'a AccountBackup>,
     claimed: &BTreeMap<String, Instant>,
+    ended: &BTreeMap<String, Instant>,
     me: &str,
     now: Instant,
 ) -> usize {
@@ -36,7 +38,10 @@ pub fn running_besides<'a>(
         if !matches!(phase, None | Some(BackupPhase::Queued)) {
             seen_started.insert(uid, ());
         }
-        if phase == Some(BackupPhase::Running) && uid != me {
+        let just_ended = ended
+            .get(uid)
+            .is_some_and(|at| now.saturating_duration_since(*at) < CLAIM_GRACE);
+        if phase == Some(BackupPhase::Running) && uid != me && !just_ended {
             counted.insert(uid, ());
         }
     }
@@ -51,11 +56,52 @@ pub fn running_besides<'a>(
     counted.len()
 }
 
+/// The start of `queuedBehind` of a backup waiting for the limit.
+const LIMIT_BEHIND: &str = "the operator's limit of ";
+
+/// The backups waiting for the limit, oldest first, at most `count` (pure): those to wake when
+/// a Running backup ends, so a free slot is taken at once rather than at the next recheck.
+pub fn next_in_line<'a>(
+    backups: impl IntoIterator<Item = &'a AccountBackup>,
+    count: usize,
+) -> Vec<&'a AccountBackup> {
+    let mut waiting: Vec<&AccountBackup> = backups
+        .into_iter()
+        .filter(|backup| backup.metadata.deletion_timestamp.is_none())
+        .filter(|backup| {
+            let status = backup.status.as_ref();
+            match status.and_then(|s| s.phase) {
+                None => true,
+                Some(BackupPhase::Queued) => status
+                    .and_then(|s| s.queued_behind.as_deref())
+                    .is_some_and(|behind| behind.starts_with(LIMIT_BEHIND)),
+                _ => false,
+            }
+        })
+        .collect();
+    waiting.sort_by(|a, b| {
+        let created = |backup: &AccountBackup| {
+            backup
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|time| time.0)
+        };
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    waiting.truncate(count);
+    waiting
+}
+
 /// The limit, checked and claimed under one lock so two reconciles never both take the last slot.
 pub struct RunningLimit {
     limit: usize,
     cache: OnceLock<Store<AccountBackup>>,
+    waker: OnceLock<tokio::sync::mpsc::UnboundedSender<ObjectRef<AccountBackup>>>,
     claimed: Mutex<BTreeMap<String, Instant>>,
+    ended: Mutex<BTreeMap<String, Instant>>,
 }
 
 /// The limit is reached: how many run and what the limit is.
@@ -85,7 +131,9 @@ impl RunningLimit {
         Self {
             limit,
             cache: OnceLock::new(),
+            waker: OnceLock::new(),
             claimed: Mutex::new(BTreeMap::new()),
+            ended: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -99,16 +147,44 @@ impl RunningLimit {
         let _ = self.cache.set(cache);
     }
 
+    /// Where to send backups that should be reconciled now (the controller's extra trigger).
+    pub fn wake_with(&self, waker: tokio::sync::mpsc::UnboundedSender<ObjectRef<AccountBackup>>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// The Running backup `uid` ended (its final status is written): it stops counting at once,
+    /// and the oldest backups waiting for the limit are woken.
+    pub async fn slot_freed(&self, uid: &str) {
+        {
+            let mut ended = self.ended.lock().await;
+            let now = Instant::now();
+            ended.retain(|_, at| now.saturating_duration_since(*at) < CLAIM_GRACE);
+            ended.insert(uid.to_string(), now);
+        }
+        let (Some(cache), Some(waker)) = (self.cache.get(), self.waker.get()) else {
+            return;
+        };
+        if self.limit == 0 {
+            return;
+        }
+        let backups = cache.state();
+        for backup in next_in_line(backups.iter().map(AsRef::as_ref), self.limit) {
+            let _ = waker.send(ObjectRef::from_obj(backup));
+        }
+    }
+
     /// Whether the limit is reached for `me` now, without claiming anything (a cheap first look).
     pub async fn check(&self, me: &str) -> Result<(), LimitReached> {
         let Some(cache) = self.cache.get() else {
             return Ok(());
         };
         let claimed = self.claimed.lock().await;
+        let ended = self.ended.lock().await.clone();
         let backups = cache.state();
         let running = running_besides(
             backups.iter().map(AsRef::as_ref),
             &claimed,
+            &ended,
             me,
             Instant::now(),
         );
@@ -128,9 +204,10 @@ impl RunningLimit {
             return Ok(());
         };
         let mut claimed = self.claimed.lock().await;
+        let ended = self.ended.lock().await.clone();
         let now = Instant::now();
         let backups = cache.state();
-        let running = running_besides(backups.iter().map(AsRef::as_ref), &claimed, me, now);
+        let running = running_besides(backups.iter().map(AsRef::as_ref), &claimed, &ended, me, now);
         claimed.retain(|_, at| now.saturating_duration_since(*at) < CLAIM_GRACE);
         if crate::schedule::decide::may_start(running, self.limit) {
             claimed.insert(me.to_string(), now);
@@ -167,6 +244,41 @@ mod tests {
     }
 
     #[test]
+    fn the_oldest_backups_waiting_for_the_limit_are_next_in_line() {
+        let at = |second: i64| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(second).expect("time"),
+            )
+        };
+        let mut waiting_long = backup("long", Some(BackupPhase::Queued));
+        waiting_long.metadata.creation_timestamp = Some(at(10));
+        if let Some(status) = waiting_long.status.as_mut() {
+            status.queued_behind = Some(
+                LimitReached {
+                    running: 10,
+                    limit: 10,
+                }
+                .behind(),
+            );
+        }
+        let mut new = backup("new", None);
+        new.metadata.creation_timestamp = Some(at(20));
+        let mut behind_account = backup("account", Some(BackupPhase::Queued));
+        behind_account.metadata.creation_timestamp = Some(at(5));
+        if let Some(status) = behind_account.status.as_mut() {
+            status.queued_behind = Some("AccountBackup other".into());
+        }
+        let running = backup("running", Some(BackupPhase::Running));
+        let backups = [new, running, behind_account, waiting_long];
+        let names: Vec<String> = next_in_line(&backups, 10)
+            .iter()
+            .map(|b| b.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["long", "new"]);
+        assert_eq!(next_in_line(&backups, 1).len(), 1);
+    }
+
+    #[test]
     fn only_running_backups_count_and_never_the_asker() {
         let backups = [
             backup("a", Some(BackupPhase::Running)),
@@ -175,7 +287,13 @@ mod tests {
             backup("d", None),
             backup("me", Some(BackupPhase::Running)),
         ];
-        let count = running_besides(&backups, &BTreeMap::new(), "me", Instant::now());
+        let count = running_besides(
+            &backups,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            "me",
+            Instant::now(),
+        );
         assert_eq!(count, 1);
     }
 
@@ -184,11 +302,35 @@ mod tests {
         let now = Instant::now();
         let claimed = BTreeMap::from([("b".to_string(), now)]);
         let queued = [backup("b", Some(BackupPhase::Queued))];
-        assert_eq!(running_besides(&queued, &claimed, "me", now), 1);
+        assert_eq!(
+            running_besides(&queued, &claimed, &BTreeMap::new(), "me", now),
+            1
+        );
         let running = [backup("b", Some(BackupPhase::Running))];
-        assert_eq!(running_besides(&running, &claimed, "me", now), 1);
+        assert_eq!(
+            running_besides(&running, &claimed, &BTreeMap::new(), "me", now),
+            1
+        );
         let finished = [backup("b", Some(BackupPhase::Completed))];
-        assert_eq!(running_besides(&finished, &claimed, "me", now), 0);
+        assert_eq!(
+            running_besides(&finished, &claimed, &BTreeMap::new(), "me", now),
+            0
+        );
+    }
+
+    #[test]
+    fn a_backup_that_just_ended_stops_counting_before_the_cache_shows_it() {
+        let now = Instant::now();
+        let stale = [backup("b", Some(BackupPhase::Running))];
+        let ended = BTreeMap::from([("b".to_string(), now)]);
+        assert_eq!(
+            running_besides(&stale, &BTreeMap::new(), &BTreeMap::new(), "me", now),
+            1
+        );
+        assert_eq!(
+            running_besides(&stale, &BTreeMap::new(), &ended, "me", now),
+            0
+        );
     }
 
     #[test]
@@ -197,7 +339,13 @@ mod tests {
         let claimed = BTreeMap::from([("b".to_string(), claimed_at)]);
         let queued = [backup("b", None)];
         let later = claimed_at + CLAIM_GRACE + Duration::from_secs(1);
-        assert_eq!(running_besides(&queued, &claimed, "me", claimed_at), 1);
-        assert_eq!(running_besides(&queued, &claimed, "me", later), 0);
+        assert_eq!(
+            running_besides(&queued, &claimed, &BTreeMap::new(), "me", claimed_at),
+            1
+        );
+        assert_eq!(
+            running_besides(&queued, &claimed, &BTreeMap::new(), "me", later),
+            0
+        );
     }
 }

@@ -41,6 +41,9 @@ use crate::status::apply_status;
 /// The finalizer that releases a backup's data before the object goes.
 pub const FINALIZER: &str = "rewind.dev/release-backup-data";
 
+/// How soon a reconcile that found its cached object stale looks again.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
+
 /// How often a Queued backup looks again whether it may start.
 const QUEUED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -51,8 +54,14 @@ const SPARE_RECONCILES: u16 = 16;
 /// Runs the controller until `shutdown` is cancelled (in-flight reconciles finish first).
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
+    let controller = Controller::new(api, watcher::Config::default().any_semantic()).reconcile_on(
+        futures::stream::unfold(woken, |mut woken| async move {
+            woken.recv().await.map(|object| (object, woken))
+        }),
+    );
     ctx.backup_limit.watch(controller.store());
+    ctx.backup_limit.wake_with(waker);
     let concurrency = match ctx.backup_limit.limit() {
         0 => 0,
         limit => u16::try_from(limit)
@@ -326,6 +335,10 @@ async fn try_start(
         }
         StartDecision::Queue { behind } => queue(api, backup, &behind, now).await,
         StartDecision::TryStart => {
+            // The cache may be behind: start only what the API server still shows as waiting.
+            if !in_phase(api, backup, &[None, Some(BackupPhase::Queued)]).await? {
+                return Ok(Action::requeue(CACHE_CATCH_UP));
+            }
             if let Err(reached) = ctx.backup_limit.try_claim(&uid).await {
                 return queue(api, backup, &reached.behind(), now).await;
             }
@@ -367,11 +380,30 @@ async fn try_start(
     }
 }
 
+/// Whether the API server (not the cache) shows the backup in one of `phases`. A reconcile may
+/// run on a cached object older than the status the previous reconcile wrote; acting on it
+/// would start again a backup that has just finished.
+async fn in_phase(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    phases: &[Option<BackupPhase>],
+) -> Result<bool, BackupError> {
+    let Some(current) = api.get_opt(&backup.name_any()).await? else {
+        return Ok(false);
+    };
+    let same_object = current.metadata.uid == backup.metadata.uid;
+    let phase = current.status.as_ref().and_then(|s| s.phase);
+    Ok(same_object && phases.contains(&phase))
+}
+
 async fn run_copy(
     api: &Api<AccountBackup>,
     backup: &AccountBackup,
     ctx: &Context,
 ) -> Result<Action, BackupError> {
+    if !in_phase(api, backup, &[Some(BackupPhase::Running)]).await? {
+        return Ok(Action::requeue(CACHE_CATCH_UP));
+    }
     let started = std::time::Instant::now();
     let status = backup.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -430,6 +462,9 @@ async fn run_copy(
         Ok(outcome) => {
             let status = decide::finished_status(&latest, &outcome, Timestamp::now());
             write(api, &latest, &status).await?;
+            ctx.backup_limit
+                .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
+                .await;
             ctx.locks
                 .release(&backup.spec.account, &holder(backup))
                 .await?;
@@ -492,6 +527,9 @@ async fn fail(
         &decide::failed_status(backup, reason, message, Timestamp::now()),
     )
     .await?;
+    ctx.backup_limit
+        .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
+        .await;
     ctx.locks
         .release(&backup.spec.account, &holder(backup))
         .await?;
