@@ -249,19 +249,10 @@ async fn bench_a_thousand_schedules_on_the_same_minute() {
         "| {count} | {limit} | {completed} | {total:.0} s | {first:.1} s | {:.1} | {most} | {most_running_seen} | {rss:.0} MiB |",
         count as f64 / total.max(0.001)
     );
-    assert_eq!(completed, count, "every scheduled backup completed");
-    assert!(
-        most <= limit,
-        "never more than {limit} Running at once ({most})"
-    );
-
-    // Clean up without a thousand repository prunes: the repository is a temp dir.
+    // Clean up first (a failed assertion must not leave a thousand schedules running), and
+    // without a thousand repository prunes: the repository is a temp dir.
     operator.stop();
     let selector = ListParams::default().labels(&run_label);
-    schedules
-        .delete_collection(&DeleteParams::background(), &selector)
-        .await
-        .expect("delete schedules");
     futures::stream::iter(ours.iter().map(|b| b.name_any()))
         .map(|name| {
             let backups = backups.clone();
@@ -276,10 +267,18 @@ async fn bench_a_thousand_schedules_on_the_same_minute() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+    let _ = schedules
+        .delete_collection(&DeleteParams::background(), &selector)
+        .await;
     let _ = namespaces
         .delete_collection(&DeleteParams::default(), &selector)
         .await;
     let _ = bed.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+    assert_eq!(completed, count, "every scheduled backup completed");
+    assert!(
+        most <= limit,
+        "never more than {limit} Running at once ({most})"
+    );
 }
 
 #[test]

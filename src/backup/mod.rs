@@ -359,8 +359,9 @@ async fn try_start(
                     queue(api, backup, &behind, now).await
                 }
                 Ok(LockOutcome::Held) => {
-                    if let Err(err) = write(api, backup, &decide::started_status(backup, now)).await
-                    {
+                    // startedAt is when the slot was taken, not when this reconcile began.
+                    let started = decide::started_status(backup, Timestamp::now());
+                    if let Err(err) = write(api, backup, &started).await {
                         ctx.backup_limit.unclaim(&uid).await;
                         return Err(err);
                     }
