@@ -13,19 +13,6 @@ use serde_json::Value;
 use support::operator::Operator;
 use support::{Bed, unique};
 
-fn peak_rss_mib(operator: &Operator) -> f64 {
-    let pid = std::fs::read_to_string(operator.log.with_extension("pid")).unwrap_or_default();
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn seconds(status: &Value) -> f64 {
     let parse = |field: &str| {
         status[field]
@@ -140,7 +127,7 @@ async fn bench_backup_objects_databases_and_volumes() {
             "| {target} ConfigMaps+Secrets | {resources} objects in {secs:.1} s (wall {:.1} s) | **{:.0} objects/s** | operator peak RSS {:.0} MiB |",
             wall.as_secs_f64(),
             resources as f64 / secs,
-            peak_rss_mib(operator)
+            operator.peak_rss_mib()
         ));
     }
     drop(project);

@@ -12,18 +12,6 @@ use serde_json::Value;
 use support::operator::Operator;
 use support::{Bed, unique};
 
-fn peak_rss_mib(operator: &Operator) -> f64 {
-    let pid = std::fs::read_to_string(operator.log.with_extension("pid")).unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn wait_done(bed: &Bed, kind: &str, name: &str) -> Value {
     bed.wait_until(
         &format!("{kind} {name}"),
@@ -97,7 +85,7 @@ async fn bench_restore_objects_and_database() {
     report.push(format!(
         "| project of 5,000 ConfigMaps | {resources} objects restored in {wall:.1} s wall | **{:.0} objects/s** (target: 5,000 in ≤ 30 s) | operator peak RSS {:.0} MiB |",
         resources as f64 / wall,
-        peak_rss_mib(operator)
+        operator.peak_rss_mib()
     ));
     let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
     drop(project);
@@ -165,7 +153,7 @@ async fn bench_restore_objects_and_database() {
         "| PostgreSQL database of {size} (dump {:.1} MB) | restored ({}) in {wall:.1} s wall | | operator peak RSS {:.0} MiB |",
         backup_status["databaseDumps"][0]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
         status["phase"].as_str().unwrap_or("?"),
-        peak_rss_mib(operator)
+        operator.peak_rss_mib()
     ));
     pg(&["dropdb", "--force", &ns]);
     pg(&["dropdb", "--force", &target]);

@@ -24,19 +24,6 @@ fn env_number(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn peak_rss_mib(operator: &Operator) -> f64 {
-    let pid = std::fs::read_to_string(operator.log.with_extension("pid")).unwrap_or_default();
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// The most intervals open at one instant (a sweep over starts and ends).
 fn most_at_once(intervals: &[(Timestamp, Timestamp)]) -> usize {
     let mut edges: Vec<(Timestamp, i32)> = intervals
@@ -232,7 +219,7 @@ async fn bench_a_thousand_schedules_on_the_same_minute() {
     let total = (last_end.as_millisecond() - slot.as_millisecond()) as f64 / 1000.0;
     let first = (first_start.as_millisecond() - slot.as_millisecond()) as f64 / 1000.0;
     let most = most_at_once(&intervals);
-    let rss = peak_rss_mib(&operator);
+    let rss = operator.peak_rss_mib();
     let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
     let kept_log = support::repo_root().join("target/bench-schedule-operator.log");
     let _ = std::fs::write(&kept_log, &log);

@@ -209,6 +209,11 @@ impl Repository {
         }
     }
 
+    pub(crate) async fn put_payload(&self, name: &str, body: PutPayload) -> Result<(), RepoError> {
+        self.store().put(&path(name), body).await?;
+        Ok(())
+    }
+
     pub(crate) async fn put_object(&self, name: &str, body: Vec<u8>) -> Result<(), RepoError> {
         self.store()
             .put(&path(name), PutPayload::from(body))

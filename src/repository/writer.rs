@@ -53,24 +53,25 @@ struct OpenStream {
 
 /// The stream's SHA-256, computed in order on its own blocking thread beside the chunk work.
 struct Checksum {
-    batches: tokio::sync::mpsc::Sender<Bytes>,
+    batches: tokio::sync::mpsc::Sender<Arc<Vec<u8>>>,
     digest: tokio::task::JoinHandle<Sha256>,
 }
 
 impl Checksum {
     fn start() -> Self {
-        let (batches, mut received) = tokio::sync::mpsc::channel::<Bytes>(BATCHES_IN_FLIGHT + 1);
+        let (batches, mut received) =
+            tokio::sync::mpsc::channel::<Arc<Vec<u8>>>(BATCHES_IN_FLIGHT + 1);
         let digest = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
             while let Some(batch) = received.blocking_recv() {
-                hasher.update(&batch);
+                hasher.update(batch.as_slice());
             }
             hasher
         });
         Self { batches, digest }
     }
 
-    async fn add(&self, batch: Bytes) -> Result<(), RepoError> {
+    async fn add(&self, batch: Arc<Vec<u8>>) -> Result<(), RepoError> {
         self.batches
             .send(batch)
             .await
@@ -92,8 +93,14 @@ pub struct SnapshotWriter {
     repo: Repository,
     metadata: BTreeMap<String, String>,
     known: Arc<Mutex<HashSet<ChunkId>>>,
-    pack: Vec<u8>,
+    /// The blobs of the pack being filled; uploaded as one object without being copied
+    /// into one buffer (a fresh megabyte buffer per pack costs page faults on every pack).
+    pack: Vec<Bytes>,
+    pack_len: usize,
+    pack_hasher: blake3::Hasher,
     pack_entries: Vec<IndexEntry>,
+    /// Batch buffers given back after sealing, reused for the next batches.
+    spare_buffers: Vec<Vec<u8>>,
     uploads: JoinSet<Result<(), RepoError>>,
     streams: Vec<StreamEntry>,
     current: Option<OpenStream>,
@@ -104,6 +111,8 @@ pub struct SnapshotWriter {
 /// A batch sealed on the blocking pool: each chunk with its blob when it is new.
 struct Batch {
     chunks: Vec<(ChunkId, u32, Option<Vec<u8>>)>,
+    /// The input, handed back so its buffer can be reused once the checksum is done with it.
+    input: Arc<Vec<u8>>,
 }
 
 /// Runs `work` over `items` on every core, keeping order.
@@ -136,8 +145,11 @@ impl SnapshotWriter {
             repo,
             metadata,
             known,
-            pack: Vec::with_capacity(PACK_TARGET + 1024 * 1024),
+            pack: Vec::new(),
+            pack_len: 0,
+            pack_hasher: blake3::Hasher::new(),
             pack_entries: Vec::new(),
+            spare_buffers: Vec::new(),
             uploads: JoinSet::new(),
             streams: Vec::new(),
             current: None,
@@ -212,6 +224,11 @@ impl SnapshotWriter {
     /// they are collected in order, so streams list their chunks in order.
     async fn process(&mut self, last: bool) -> Result<(), RepoError> {
         let params = self.repo.chunker();
+        let mut next_buffer = self
+            .spare_buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH + CHUNK_MAX));
+        next_buffer.clear();
         let batch = match self.current.as_mut() {
             Some(stream) if !stream.buffer.is_empty() => {
                 let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
@@ -226,15 +243,17 @@ impl SnapshotWriter {
                     cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
                 }
                 let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
-                let mut input =
-                    std::mem::replace(&mut stream.buffer, Vec::with_capacity(BATCH + CHUNK_MAX));
+                let mut input = std::mem::replace(&mut stream.buffer, next_buffer);
                 stream.buffer.extend_from_slice(&input[consumed..]);
                 input.truncate(consumed);
-                let input = Bytes::from(input);
+                let input = Arc::new(input);
                 stream.checksum.add(input.clone()).await?;
                 Some((input, cuts))
             }
-            _ => None,
+            _ => {
+                self.spare_buffers.push(next_buffer);
+                None
+            }
         };
         if let Some((input, cuts)) = batch {
             self.collect_pending(BATCHES_IN_FLIGHT - 1).await?;
@@ -268,7 +287,8 @@ impl SnapshotWriter {
                         (id, *length as u32, if fresh { blobs.next() } else { None })
                     })
                     .collect();
-                Batch { chunks }
+                drop(pieces);
+                Batch { chunks, input }
             }));
         }
         if last {
@@ -287,6 +307,11 @@ impl SnapshotWriter {
             let batch = pending
                 .await
                 .map_err(|e| RepoError::Io(std::io::Error::other(e)))?;
+            if let Ok(buffer) = Arc::try_unwrap(batch.input)
+                && self.spare_buffers.len() < BATCHES_IN_FLIGHT + 1
+            {
+                self.spare_buffers.push(buffer);
+            }
             for (id, raw_length, blob) in batch.chunks {
                 // A new chunk goes into the pack even when its stream was aborted: the set of
                 // known chunks already counts it, so a later stream may refer to it.
@@ -297,12 +322,14 @@ impl SnapshotWriter {
                 let Some(blob) = blob else { continue };
                 self.pack_entries.push(IndexEntry {
                     id: hex::encode(id),
-                    offset: self.pack.len() as u64,
+                    offset: self.pack_len as u64,
                     length: blob.len() as u32,
                     raw_length,
                 });
-                self.pack.extend_from_slice(&blob);
-                if self.pack.len() >= PACK_TARGET {
+                self.pack_len += blob.len();
+                self.pack_hasher.update(&blob);
+                self.pack.push(Bytes::from(blob));
+                if self.pack_len >= PACK_TARGET {
                     self.flush_pack().await?;
                 }
             }
@@ -315,12 +342,13 @@ impl SnapshotWriter {
         if self.pack_entries.is_empty() {
             return Ok(());
         }
-        let pack = std::mem::replace(
-            &mut self.pack,
-            Vec::with_capacity(PACK_TARGET + 1024 * 1024),
-        );
+        let pack: PutPayload = std::mem::take(&mut self.pack).into_iter().collect();
+        self.pack_len = 0;
         let entries = std::mem::take(&mut self.pack_entries);
-        let id = blake3::hash(&pack).to_hex().to_string();
+        let id = std::mem::take(&mut self.pack_hasher)
+            .finalize()
+            .to_hex()
+            .to_string();
         let index = PackIndex {
             version: VERSION,
             pack: id.clone(),
@@ -334,7 +362,7 @@ impl SnapshotWriter {
             }
         }
         self.uploads.spawn(async move {
-            repo.put_object(&names::pack(&id), pack).await?;
+            repo.put_payload(&names::pack(&id), pack).await?;
             repo.put_object(&names::index(&id), sealed_index).await
         });
         Ok(())

@@ -215,6 +215,19 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// The operator process's peak resident memory (VmHWM), MiB; NaN when it is gone.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+        std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
     /// The operator's repository, opened with its key.
     pub async fn repository(&self) -> Repository {
         let key = MasterKey::from_text(&self.key_hex).expect("key");
