@@ -34,8 +34,14 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match parsed.command {
-        Command::Crd(args) => cli::crd::run(args),
-        Command::Repo(args) => runtime.block_on(repo_cli::run(args)),
+        Command::Crd(args) => {
+            rewind::memory::quiet_on_closed_pipe();
+            cli::crd::run(args)
+        }
+        Command::Repo(args) => {
+            rewind::memory::quiet_on_closed_pipe();
+            runtime.block_on(repo_cli::run(args))
+        }
         Command::Run(args) => runtime.block_on(async move {
             rewind::operator::logging::init(args.log_format);
             let key = repo_cli::master_key(args.repository_key_file.as_deref())?;

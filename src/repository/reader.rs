@@ -102,9 +102,19 @@ pub async fn open(
         .iter()
         .map(|id| format::parse_id(id, &names::snapshot(snapshot)))
         .collect::<Result<Vec<_>, _>>()?;
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    // The stream's SHA-256 runs on its own blocking thread, in order, beside decoding; the
+    // end of the stream waits for it and fails if it does not match.
+    let (to_hasher, mut hashed) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD);
+    let digest = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = hashed.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hex::encode(hasher.finalize())
+    });
+    let sender = Arc::new(Mutex::new(Some(to_hasher)));
+    let chunk_sender = sender.clone();
     let repo = repo.clone();
-    let chunk_hasher = hasher.clone();
     let chunks = futures::stream::iter(ids)
         .map(move |id| {
             let repo = repo.clone();
@@ -112,20 +122,23 @@ pub async fn open(
             async move { fetch_chunk(&repo, &index, &id).await }
         })
         .buffered(READ_AHEAD)
-        .map(move |chunk| {
-            let chunk = chunk.map_err(io_error)?;
-            if let Ok(mut hasher) = chunk_hasher.lock() {
-                hasher.update(&chunk);
+        .then(move |chunk| {
+            let to_hasher = chunk_sender.lock().ok().and_then(|s| s.clone());
+            async move {
+                let chunk = Bytes::from(chunk.map_err(io_error)?);
+                if let Some(to_hasher) = to_hasher {
+                    let _ = to_hasher.send(chunk.clone()).await;
+                }
+                Ok(chunk)
             }
-            Ok(Bytes::from(chunk))
         });
     let expected = entry.sha256.clone();
     let stream_name = format!("stream {name} of snapshot {snapshot}");
     let verify = futures::stream::once(async move {
-        let actual = hasher
-            .lock()
-            .map(|h| hex::encode(h.clone().finalize()))
-            .unwrap_or_default();
+        if let Ok(mut sender) = sender.lock() {
+            sender.take();
+        }
+        let actual = digest.await.unwrap_or_default();
         if actual == expected {
             Ok(Bytes::new())
         } else {
