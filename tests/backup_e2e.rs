@@ -477,17 +477,7 @@ fn a_second_backup_of_the_same_account_waits_behind_the_first_then_runs() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep 5\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
         project.name
     ));
-    bed.wait_until(
-        "the pod to run",
-        DONE,
-        || {
-            (bed.jsonpath(&["-n", &project.name, "pod", "slow"], "{.status.phase}")
-                .as_deref()
-                == Some("Running"))
-            .then_some(())
-        },
-        || bed.describe(&project.name),
-    );
+    bed.wait_for_phase(&project.name, "pod", "slow", "Running", DONE);
     let first = unique("first");
     create_backup(&bed, &first, &account);
     wait_phase(&bed, operator, &first, &["Running"]);

@@ -94,17 +94,7 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep 8\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
         project.name
     ));
-    bed.wait_until(
-        "the pod to run",
-        WAIT,
-        || {
-            (bed.jsonpath(&["-n", &project.name, "pod", "slow"], "{.status.phase}")
-                .as_deref()
-                == Some("Running"))
-            .then_some(())
-        },
-        || bed.describe(&project.name),
-    );
+    bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
     let name = unique("crashed");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     bed.wait_until(
@@ -205,17 +195,7 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     bed.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: {ns}\n  annotations:\n    rewind.dev/database: custom\n    rewind.dev/backup-command: echo hello-data\n    rewind.dev/restore-command: sleep 8; cat >/dev/null\nspec: {{containers: [{{name: db, image: busybox}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-me, namespace: {ns}}}\ndata: {{a: b}}\n"
     ));
-    bed.wait_until(
-        "db-0 to run",
-        WAIT,
-        || {
-            (bed.jsonpath(&["-n", &ns, "pod", "db-0"], "{.status.phase}")
-                .as_deref()
-                == Some("Running"))
-            .then_some(())
-        },
-        || bed.describe(&ns),
-    );
+    bed.wait_for_phase(&ns, "pod", "db-0", "Running", WAIT);
     let backup = unique("rr-backup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
     bed.wait_until(

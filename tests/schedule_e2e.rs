@@ -94,17 +94,7 @@ fn slow_account<'b>(bed: &'b Bed, prefix: &str, seconds: u32) -> (String, TestNa
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep {seconds}\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
         project.name
     ));
-    bed.wait_until(
-        "the slow pod to run",
-        WAIT,
-        || {
-            (bed.jsonpath(&["-n", &project.name, "pod", "slow"], "{.status.phase}")
-                .as_deref()
-                == Some("Running"))
-            .then_some(())
-        },
-        || bed.describe(&project.name),
-    );
+    bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
     (account, project)
 }
 

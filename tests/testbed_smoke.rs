@@ -59,17 +59,7 @@ fn volume_dir(bed: &Bed, namespace: &str, pvc: &str) -> std::path::PathBuf {
 }
 
 fn wait_bound(bed: &Bed, namespace: &str, pvc: &str) {
-    bed.wait_until(
-        &format!("PVC {namespace}/{pvc} to bind"),
-        WAIT,
-        || {
-            (bed.jsonpath(&["-n", namespace, "pvc", pvc], "{.status.phase}")
-                .as_deref()
-                == Some("Bound"))
-            .then_some(())
-        },
-        || bed.describe(namespace),
-    );
+    bed.wait_for_phase(namespace, "pvc", pvc, "Bound", WAIT);
 }
 
 fn pvc_yaml(name: &str, snapshot: Option<&str>) -> String {

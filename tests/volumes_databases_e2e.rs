@@ -94,20 +94,6 @@ fn db_pod(name: &str, annotations: &str) -> String {
     )
 }
 
-fn wait_running(bed: &Bed, namespace: &str, pod: &str) {
-    bed.wait_until(
-        &format!("pod {namespace}/{pod} to run"),
-        DONE,
-        || {
-            (bed.jsonpath(&["-n", namespace, "pod", pod], "{.status.phase}")
-                .as_deref()
-                == Some("Running"))
-            .then_some(())
-        },
-        || bed.describe(namespace),
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
     let bed = Bed::get();
@@ -138,18 +124,8 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: uploads, namespace: {ns}, labels: {{rewind.dev/exclude: \"true\"}}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
     ));
     bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(db_pod("db-0", "    rewind.dev/database: postgres\n    rewind.dev/pre-backup: \"psql -c CHECKPOINT\"").as_bytes())).expect("db pod");
-    wait_running(&bed, &ns, "db-0");
-    bed.wait_until(
-        "the PVC to bind",
-        DONE,
-        || {
-            (bed.jsonpath(&["-n", &ns, "pvc", "data"], "{.status.phase}")
-                .as_deref()
-                == Some("Bound"))
-            .then_some(())
-        },
-        || bed.describe(&ns),
-    );
+    bed.wait_for_phase(&ns, "pod", "db-0", "Running", DONE);
+    bed.wait_for_phase(&ns, "pvc", "data", "Bound", DONE);
     let volume = bed
         .jsonpath(&["-n", &ns, "pvc", "data"], "{.spec.volumeName}")
         .expect("volume");
@@ -333,23 +309,13 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
             Some(db_pod(pod, &custom(command)).as_bytes()),
         )
         .expect("pod");
-        wait_running(&bed, &ns, pod);
+        bed.wait_for_phase(&ns, "pod", pod, "Running", DONE);
     }
     let pv = unique("nosnap-pv");
     bed.apply(&format!(
         "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  persistentVolumeReclaimPolicy: Retain\n  csi: {{driver: nosnap.e2e.rewind.dev, volumeHandle: {pv}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: legacy, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], storageClassName: \"\", volumeName: {pv}, resources: {{requests: {{storage: 1Gi}}}}}}\n"
     ));
-    bed.wait_until(
-        "the static PVC to bind",
-        DONE,
-        || {
-            (bed.jsonpath(&["-n", &ns, "pvc", "legacy"], "{.status.phase}")
-                .as_deref()
-                == Some("Bound"))
-            .then_some(())
-        },
-        || bed.describe(&ns),
-    );
+    bed.wait_for_phase(&ns, "pvc", "legacy", "Bound", DONE);
 
     let name = unique("failbackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
@@ -435,7 +401,7 @@ fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
     );
     bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(pod.as_bytes()))
         .expect("pod");
-    wait_running(&bed, &ns, "big");
+    bed.wait_for_phase(&ns, "pod", "big", "Running", DONE);
     let before = vm_kib(operator, "VmRSS:");
     let name = unique("bigdump");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
@@ -482,18 +448,8 @@ fn hooked_project<'b>(
     );
     bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(pod.as_bytes()))
         .expect("pod");
-    wait_running(bed, &ns, "app");
-    bed.wait_until(
-        "the PVC to bind",
-        DONE,
-        || {
-            (bed.jsonpath(&["-n", &ns, "pvc", "data"], "{.status.phase}")
-                .as_deref()
-                == Some("Bound"))
-            .then_some(())
-        },
-        || bed.describe(&ns),
-    );
+    bed.wait_for_phase(&ns, "pod", "app", "Running", DONE);
+    bed.wait_for_phase(&ns, "pvc", "data", "Bound", DONE);
     project
 }
 

@@ -104,11 +104,9 @@ pub struct RunningLimit {
     ended: Mutex<BTreeMap<String, Instant>>,
 }
 
-/// The limit is reached: how many run and what the limit is.
+/// The limit is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitReached {
-    /// Backups Running now.
-    pub running: usize,
     /// The operator's limit.
     pub limit: usize,
 }
@@ -116,8 +114,8 @@ pub struct LimitReached {
 impl LimitReached {
     /// What a Queued backup shows in `queuedBehind`.
     pub fn behind(&self) -> String {
-        // The running count is left out: it changes often, and each change would be a new
-        // activity entry and a status write of every queued backup.
+        // No running count: it changes often, and each change would be a new activity entry
+        // and a status write of every queued backup.
         format!(
             "the operator's limit of {} concurrent backups (--max-concurrent-backups)",
             self.limit
@@ -175,49 +173,33 @@ impl RunningLimit {
 
     /// Whether the limit is reached for `me` now, without claiming anything (a cheap first look).
     pub async fn check(&self, me: &str) -> Result<(), LimitReached> {
-        let Some(cache) = self.cache.get() else {
-            return Ok(());
-        };
-        let claimed = self.claimed.lock().await;
-        let ended = self.ended.lock().await.clone();
-        let backups = cache.state();
-        let running = running_besides(
-            backups.iter().map(AsRef::as_ref),
-            &claimed,
-            &ended,
-            me,
-            Instant::now(),
-        );
-        if crate::schedule::decide::may_start(running, self.limit) {
-            Ok(())
-        } else {
-            Err(LimitReached {
-                running,
-                limit: self.limit,
-            })
-        }
+        self.admit(me, false).await
     }
 
     /// Claims a slot for the backup with UID `me`, or says why not.
     pub async fn try_claim(&self, me: &str) -> Result<(), LimitReached> {
+        self.admit(me, true).await
+    }
+
+    /// Counts what runs besides `me` and, when a slot is free and `claim` is set, claims it —
+    /// all under the claims' lock, so two reconciles never both take the last slot.
+    async fn admit(&self, me: &str, claim: bool) -> Result<(), LimitReached> {
         let Some(cache) = self.cache.get() else {
             return Ok(());
         };
         let mut claimed = self.claimed.lock().await;
-        let ended = self.ended.lock().await.clone();
+        let ended = self.ended.lock().await;
         let now = Instant::now();
         let backups = cache.state();
         let running = running_besides(backups.iter().map(AsRef::as_ref), &claimed, &ended, me, now);
-        claimed.retain(|_, at| now.saturating_duration_since(*at) < CLAIM_GRACE);
-        if crate::schedule::decide::may_start(running, self.limit) {
-            claimed.insert(me.to_string(), now);
-            Ok(())
-        } else {
-            Err(LimitReached {
-                running,
-                limit: self.limit,
-            })
+        if !crate::schedule::decide::may_start(running, self.limit) {
+            return Err(LimitReached { limit: self.limit });
         }
+        if claim {
+            claimed.retain(|_, at| now.saturating_duration_since(*at) < CLAIM_GRACE);
+            claimed.insert(me.to_string(), now);
+        }
+        Ok(())
     }
 
     /// Gives a claim back (the backup did not start after all).
@@ -253,13 +235,7 @@ mod tests {
         let mut waiting_long = backup("long", Some(BackupPhase::Queued));
         waiting_long.metadata.creation_timestamp = Some(at(10));
         if let Some(status) = waiting_long.status.as_mut() {
-            status.queued_behind = Some(
-                LimitReached {
-                    running: 10,
-                    limit: 10,
-                }
-                .behind(),
-            );
+            status.queued_behind = Some(LimitReached { limit: 10 }.behind());
         }
         let mut new = backup("new", None);
         new.metadata.creation_timestamp = Some(at(20));

@@ -151,20 +151,10 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     let phase = backup.status.as_ref().and_then(|s| s.phase);
-    let imported_from = backup
-        .annotations()
-        .get(sync::IMPORTED_FROM_ANNOTATION)
-        .cloned();
+    let imported_from = backup.annotations().get(sync::IMPORTED_FROM_ANNOTATION);
     match phase {
-        None if imported_from.is_some() => {
-            import(
-                &api,
-                &backup,
-                ctx,
-                imported_from.as_deref().unwrap_or_default(),
-                now,
-            )
-            .await
+        None if let Some(snapshot) = imported_from => {
+            import(&api, &backup, ctx, snapshot, now).await
         }
         None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
         Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,

@@ -260,6 +260,30 @@ spec:
         }
     }
 
+    /// Waits until `kind/name` in `namespace` reports `status.phase == phase` (a pod Running,
+    /// a PVC Bound), printing the namespace when it gives up.
+    pub fn wait_for_phase(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) {
+        self.wait_until(
+            &format!("{kind} {namespace}/{name} to be {phase}"),
+            timeout,
+            || {
+                (self
+                    .jsonpath(&["-n", namespace, kind, name], "{.status.phase}")
+                    .as_deref()
+                    == Some(phase))
+                .then_some(())
+            },
+            || self.describe(namespace),
+        );
+    }
+
     /// A jsonpath of one object, or None when it (or the field) is absent.
     pub fn jsonpath(&self, args: &[&str], path: &str) -> Option<String> {
         let template = format!("jsonpath={path}");
