@@ -1,15 +1,21 @@
 //! Commands in pods over the API server's exec (websocket), with streamed stdout/stdin,
 //! a bounded stderr tail, the exit code and a timeout. A stream that ends without an
-//! exit status is a failure, never a success.
+//! exit status is a failure, never a success; `sh -c` commands are framed ([`frame`]) so a
+//! lost stdout tail or a lost exit status cannot pass for success either.
+
+pub mod frame;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Api;
 use kube::api::AttachParams;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use frame::{Frame, TrailerScanner};
 
 /// Bytes of stderr kept for messages (the end of it, where errors are).
 pub const STDERR_TAIL: usize = 2048;
@@ -81,7 +87,7 @@ pub struct ExecOutput {
 }
 
 /// The exit code in an exec status: 0 on Success, the ExitCode cause on failure (pure).
-pub fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> Option<i32> {
+pub fn exit_code(status: &Status) -> Option<i32> {
     if status.status.as_deref() == Some("Success") {
         return Some(0);
     }
@@ -117,9 +123,57 @@ pub fn append_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// How a command ended, from what arrived (pure): the framed trailer's exit code wins over the
+/// exec status, which a torn-down connection can lose or turn into a false Success.
+pub fn outcome(
+    framed: bool,
+    trailer_code: Option<i32>,
+    status: Option<&Status>,
+    stdout_bytes: u64,
+    stderr_tail: String,
+) -> Result<String, ExecError> {
+    let status_code = status.and_then(exit_code);
+    match (framed, trailer_code) {
+        (true, Some(0)) => Ok(stderr_tail),
+        (true, Some(code)) => Err(ExecError::NonZeroExit { code, stderr_tail }),
+        (true, None) => match status_code {
+            Some(code) if code > 0 => Err(ExecError::NonZeroExit { code, stderr_tail }),
+            _ => Err(ExecError::StreamBroken(format!(
+                "stdout ended after {stdout_bytes} bytes without the command's end marker: the exec connection dropped the rest (kubernetes/kubernetes#124571); nothing was kept as complete{}",
+                if stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr: {stderr_tail}")
+                }
+            ))),
+        },
+        (false, _) => {
+            let Some(status) = status else {
+                return Err(ExecError::StreamBroken(if stderr_tail.is_empty() {
+                    "the connection closed".into()
+                } else {
+                    stderr_tail
+                }));
+            };
+            match status_code {
+                Some(0) => Ok(stderr_tail),
+                Some(-1) | None => Err(ExecError::Failed {
+                    message: status
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "no exit code".into()),
+                    stderr_tail,
+                }),
+                Some(code) => Err(ExecError::NonZeroExit { code, stderr_tail }),
+            }
+        }
+    }
+}
+
 /// Runs `command` in a pod's container, feeding `stdin` and sending stdout chunk by chunk
 /// to `stdout_to` (a bounded channel: a slow consumer slows the command, memory stays flat).
-/// Succeeds only when the command reports exit code 0.
+/// `sh -c` commands run inside a [`Frame`]: success needs the frame's end marker with exit
+/// code 0, so a stdout tail lost in transit is an error, never a short success.
 pub async fn run(
     pods: &Api<Pod>,
     pod: &str,
@@ -129,14 +183,18 @@ pub async fn run(
     timeout: Duration,
     stdout_to: Option<tokio::sync::mpsc::Sender<Bytes>>,
 ) -> Result<ExecOutput, ExecError> {
+    let frame = Frame::random();
+    let framed = frame.wrap(command, stdin.is_some());
+    let is_framed = framed.is_some();
+    let command = framed.unwrap_or_else(|| command.to_vec());
     let mut params = AttachParams::default()
         .stdout(true)
         .stderr(true)
-        .stdin(stdin.is_some());
+        .stdin(stdin.is_some() || is_framed);
     if let Some(container) = container {
         params = params.container(container);
     }
-    let mut process = pods.exec(pod, command.to_vec(), &params).await?;
+    let mut process = pods.exec(pod, command, &params).await?;
     let status = process
         .take_status()
         .ok_or_else(|| ExecError::StreamBroken("no status channel".into()))?;
@@ -147,17 +205,29 @@ pub async fn run(
         .stderr()
         .ok_or_else(|| ExecError::StreamBroken("no stderr channel".into()))?;
     let stdin_writer = process.stdin();
+    let (ended, trailer_read) = tokio::sync::oneshot::channel::<()>();
 
     let feed = async move {
-        if let (Some(mut source), Some(mut writer)) = (stdin, stdin_writer) {
+        let Some(mut writer) = stdin_writer else {
+            return Ok(());
+        };
+        if let Some(mut source) = stdin {
             tokio::io::copy(&mut source, &mut writer)
                 .await
                 .map_err(|e| ExecError::StreamBroken(format!("sending stdin: {e}")))?;
-            writer
-                .shutdown()
-                .await
-                .map_err(|e| ExecError::StreamBroken(format!("closing stdin: {e}")))?;
         }
+        if is_framed {
+            // The shell waits for this before it exits; errors are moot once the trailer is in.
+            if trailer_read.await.is_ok() {
+                let _ = writer.write_all(frame::ACK).await;
+                let _ = writer.shutdown().await;
+            }
+            return Ok(());
+        }
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| ExecError::StreamBroken(format!("closing stdin: {e}")))?;
         Ok::<(), ExecError>(())
     };
     let collect_stderr = async move {
@@ -171,28 +241,51 @@ pub async fn run(
         }
         String::from_utf8_lossy(&tail).trim().to_string()
     };
+    let mut scanner = is_framed.then(|| frame.scanner());
     let collect_stdout = async {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut buffer = vec![0u8; CHUNK];
+        let mut ended = Some(ended);
         loop {
-            let read = stdout
-                .read(&mut buffer)
-                .await
-                .map_err(|e| ExecError::StreamBroken(format!("reading stdout: {e}")))?;
+            let read = match stdout.read(&mut buffer).await {
+                Ok(read) => read,
+                // Once the trailer is in, the connection going away is the normal end.
+                Err(_) if scanner.as_ref().is_some_and(|s| s.exit_code().is_some()) => 0,
+                Err(e) => return Err(ExecError::StreamBroken(format!("reading stdout: {e}"))),
+            };
             if read == 0 {
                 break;
             }
-            hasher.update(&buffer[..read]);
-            total += read as u64;
+            let output = match scanner.as_mut() {
+                Some(scanner) => {
+                    let mut output = Vec::with_capacity(read);
+                    scanner
+                        .push(&buffer[..read], &mut output)
+                        .map_err(|e| ExecError::StreamBroken(e.to_string()))?;
+                    if scanner.exit_code().is_some()
+                        && let Some(ended) = ended.take()
+                    {
+                        let _ = ended.send(());
+                    }
+                    Bytes::from(output)
+                }
+                None => Bytes::copy_from_slice(&buffer[..read]),
+            };
+            if output.is_empty() {
+                continue;
+            }
+            hasher.update(&output);
+            total += output.len() as u64;
             if let Some(sender) = &stdout_to {
                 sender
-                    .send(Bytes::copy_from_slice(&buffer[..read]))
+                    .send(output)
                     .await
                     .map_err(|_| ExecError::Sink("the receiver stopped".into()))?;
             }
         }
         drop(stdout_to);
+        drop(ended);
         Ok::<(u64, String), ExecError>((total, hex::encode(hasher.finalize())))
     };
     let everything = async { tokio::join!(feed, collect_stdout, collect_stderr, status) };
@@ -209,25 +302,19 @@ pub async fn run(
         };
     fed?;
     let (stdout_bytes, stdout_sha256) = collected?;
-    let Some(status) = status else {
-        return Err(ExecError::StreamBroken(if stderr_tail.is_empty() {
-            "the connection closed".into()
-        } else {
-            stderr_tail
-        }));
-    };
-    match exit_code(&status) {
-        Some(0) => Ok(ExecOutput {
-            stdout_bytes,
-            stdout_sha256,
-            stderr_tail,
-        }),
-        Some(-1) | None => Err(ExecError::Failed {
-            message: status.message.unwrap_or_else(|| "no exit code".into()),
-            stderr_tail,
-        }),
-        Some(code) => Err(ExecError::NonZeroExit { code, stderr_tail }),
-    }
+    let trailer_code = scanner.as_ref().and_then(TrailerScanner::exit_code);
+    let stderr_tail = outcome(
+        is_framed,
+        trailer_code,
+        status.as_ref(),
+        stdout_bytes,
+        stderr_tail,
+    )?;
+    Ok(ExecOutput {
+        stdout_bytes,
+        stdout_sha256,
+        stderr_tail,
+    })
 }
 
 #[cfg(test)]
@@ -279,6 +366,46 @@ mod tests {
             ..Status::default()
         };
         assert_eq!(exit_code(&status), Some(-1));
+    }
+
+    #[test]
+    fn a_framed_command_without_its_trailer_is_broken_even_when_the_status_says_success() {
+        let success = Status {
+            status: Some("Success".into()),
+            ..Status::default()
+        };
+        let err = outcome(true, None, Some(&success), 196_284_416, String::new())
+            .expect_err("a lost tail is never success");
+        assert_eq!(err.category(), "exec-stream");
+        assert!(err.to_string().contains("196284416 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_framed_commands_trailer_decides_even_when_the_status_is_lost() {
+        assert_eq!(
+            outcome(true, Some(0), None, 5, "warn".into()).ok(),
+            Some("warn".to_string())
+        );
+        let err = outcome(true, Some(2), None, 5, String::new()).expect_err("non-zero");
+        assert!(
+            matches!(err, ExecError::NonZeroExit { code: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_framed_command_that_never_ran_reports_the_shells_exit_code() {
+        let failed = Status {
+            status: Some("Failure".into()),
+            message: Some("command terminated: exit status 127".into()),
+            ..Status::default()
+        };
+        let err =
+            outcome(true, None, Some(&failed), 0, "sh: not found".into()).expect_err("not found");
+        assert!(
+            matches!(err, ExecError::NonZeroExit { code: 127, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -100,6 +100,19 @@ impl Bed {
         command
     }
 
+    /// A kube client for the bed's cluster, from its kubeconfig (not the process environment).
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let path = self
+            .var("KUBECONFIG")
+            .expect("the bed names its KUBECONFIG");
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("the bed's kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("a client configuration");
+        kube::Client::try_from(config).expect("a client")
+    }
+
     /// Runs kubectl; Ok(stdout) on success, Err(stderr) otherwise.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.kubectl_with_stdin(args, None)
