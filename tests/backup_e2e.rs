@@ -70,6 +70,34 @@ fn wait_phase(bed: &Bed, operator: &Operator, name: &str, phases: &[&str]) -> Va
     )
 }
 
+/// A new account whose one project holds a ConfigMap, and a Completed backup of it:
+/// (project, backup name, status, repository snapshot).
+fn completed_backup<'b>(
+    bed: &'b Bed,
+    operator: &Operator,
+    prefix: &str,
+) -> (support::TestNamespace<'b>, String, Value, String) {
+    let account = unique(prefix);
+    let project = bed.namespace(prefix);
+    label_project(bed, &project.name, &account);
+    bed.kubectl_ok(&[
+        "-n",
+        &project.name,
+        "create",
+        "configmap",
+        "c",
+        "--from-literal=k=v",
+    ]);
+    let name = unique(prefix);
+    create_backup(bed, &name, &account);
+    let status = wait_phase(bed, operator, &name, &["Completed"]);
+    let snapshot = status["repositorySnapshot"]
+        .as_str()
+        .expect("snapshot")
+        .to_string();
+    (project, name, status, snapshot)
+}
+
 async fn read_stream(operator: &Operator, snapshot: &str, stream: &str) -> Vec<u8> {
     let repo = operator.repository().await;
     let mut reader = repo
@@ -415,24 +443,7 @@ fn backup_spec_is_immutable_and_bad_input_is_refused_at_admission() {
 async fn deleting_a_backup_releases_its_repository_snapshot() {
     let bed = Bed::get();
     let operator = operator(&bed);
-    let account = unique("gone");
-    let project = bed.namespace("gone");
-    label_project(&bed, &project.name, &account);
-    bed.kubectl_ok(&[
-        "-n",
-        &project.name,
-        "create",
-        "configmap",
-        "c",
-        "--from-literal=k=v",
-    ]);
-    let name = unique("doomed");
-    create_backup(&bed, &name, &account);
-    let status = wait_phase(&bed, operator, &name, &["Completed"]);
-    let snapshot = status["repositorySnapshot"]
-        .as_str()
-        .expect("snapshot")
-        .to_string();
+    let (_project, name, _status, snapshot) = completed_backup(&bed, operator, "gone");
     assert!(
         operator
             .repository()
@@ -501,4 +512,61 @@ fn a_second_backup_of_the_same_account_waits_behind_the_first_then_runs() {
         "the second starts by itself"
     );
     bed.kubectl_ok(&["delete", "accountbackup", &first, &second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_resumed_after_its_snapshot_was_committed_adopts_it_instead_of_copying_again() {
+    let bed = Bed::get();
+    let operator = operator(&bed);
+    let (_project, name, first, snapshot) = completed_backup(&bed, operator, "adopt");
+    // The operator's death between commit and status write, as the cluster sees it: the
+    // snapshot is in the repository, the object still says Running after "copying".
+    bed.kubectl_ok(&[
+        "patch",
+        "accountbackup",
+        &name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","completedAt":null,"repositorySnapshot":null,"restorableUntil":null}}"#,
+    ]);
+    let resumed = wait_phase(&bed, operator, &name, &["Completed"]);
+    assert_eq!(
+        resumed["repositorySnapshot"], snapshot,
+        "the committed snapshot is adopted: {resumed}"
+    );
+    assert!(
+        resumed["activity"]
+            .to_string()
+            .contains("adopted it instead of copying again"),
+        "the activity log says what happened: {}",
+        resumed["activity"]
+    );
+    assert_eq!(
+        resumed["projects"], first["projects"],
+        "the status is rebuilt from the recorded outcome"
+    );
+    let uid = bed.kubectl_ok(&[
+        "get",
+        "accountbackup",
+        &name,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let ours: Vec<String> = operator
+        .repository()
+        .await
+        .list_snapshots()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|m| m.metadata.get("backup-uid") == Some(&uid))
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ours,
+        [snapshot],
+        "one snapshot for the backup, none orphaned"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=60s"]);
 }

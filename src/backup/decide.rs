@@ -166,7 +166,7 @@ pub fn started_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupSt
 
 /// The activity entry that opens a copy attempt: "copying" the first time, a resume warning after.
 pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'static str) {
-    if status.activity.iter().any(|e| e.message == COPYING) {
+    if is_resumed(status) {
         (
             ActivityLevel::Warning,
             "resumed after an operator restart: copying again (data already stored is deduplicated)",
@@ -174,6 +174,11 @@ pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'sta
     } else {
         (ActivityLevel::Info, COPYING)
     }
+}
+
+/// Whether a copy attempt already started for this backup: the operator stopped mid-copy.
+pub fn is_resumed(status: &AccountBackupStatus) -> bool {
+    status.activity.iter().any(|e| e.message == COPYING)
 }
 
 const COPYING: &str = "copying";

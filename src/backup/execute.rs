@@ -42,7 +42,7 @@ pub fn snapshot_metadata(backup: &AccountBackup, now: Timestamp) -> BTreeMap<Str
         backup.metadata.name.clone().unwrap_or_default(),
     );
     if let Some(uid) = &backup.metadata.uid {
-        metadata.insert("backup-uid".into(), uid.clone());
+        metadata.insert(super::resume::BACKUP_UID_KEY.into(), uid.clone());
     }
     if let Some(notes) = &backup.spec.notes {
         metadata.insert("notes".into(), notes.clone());

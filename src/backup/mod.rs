@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod limit;
 pub mod observe;
 pub mod progress;
+pub mod resume;
 pub mod store;
 pub mod sync;
 pub mod volumes;
@@ -33,7 +34,7 @@ use tracing::{info, instrument, warn};
 use self::decide::{FinishedDecision, StartDecision};
 use self::error::BackupError;
 use crate::account_lock::{Holder, LockOutcome};
-use crate::api::{AccountBackup, AccountBackupStatus, BackupPhase};
+use crate::api::{AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase};
 use crate::context::Context;
 use crate::metrics::{AccountLabels, OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
@@ -418,7 +419,28 @@ async fn run_copy(
         return Ok(Action::requeue(QUEUED_RECHECK));
     }
     // The first copy attempt logs "copying" and writes it at once; finding it again means the
-    // operator stopped mid-copy and this is a resumed attempt.
+    // operator stopped mid-copy and this is a resumed attempt — which may find its work done.
+    if decide::is_resumed(&status)
+        && let Some((outcome, completed_at)) = resume::committed_earlier(
+            ctx.store.as_ref(),
+            backup.metadata.uid.as_deref().unwrap_or_default(),
+        )
+        .await?
+    {
+        let mut adopted = status.clone();
+        crate::status::push_activity(
+            &mut adopted.activity,
+            ActivityLevel::Warning,
+            format!(
+                "resumed after an operator restart: snapshot {} was already committed; adopted it instead of copying again",
+                outcome.snapshot_id
+            ),
+            now,
+        );
+        let mut latest = backup.clone();
+        latest.status = Some(adopted);
+        return finish_copy(api, backup, &latest, ctx, &outcome, completed_at, started).await;
+    }
     let mut running = status.clone();
     running.projects.clear();
     let (level, message) = decide::copy_attempt_entry(&status);
@@ -451,58 +473,86 @@ async fn run_copy(
     latest.status = Some(reporter.into_status());
     match copied {
         Ok(outcome) => {
-            let status = decide::finished_status(&latest, &outcome, Timestamp::now());
-            write(api, &latest, &status).await?;
-            ctx.backup_limit
-                .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
-                .await;
-            ctx.locks
-                .release(&backup.spec.account, &holder(backup))
-                .await?;
-            let phase = status.phase.unwrap_or(BackupPhase::Completed);
-            ctx.metrics
-                .backup_logical_bytes
-                .inc_by(outcome.logical_bytes);
-            ctx.metrics.backup_stored_bytes.inc_by(outcome.stored_bytes);
-            ctx.metrics
-                .operation_duration
-                .get_or_create(&OperationLabels {
-                    operation: "backup",
-                    phase: phase_label(phase),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            if phase == BackupPhase::Completed {
-                ctx.metrics
-                    .last_successful_backup
-                    .get_or_create(&AccountLabels {
-                        account: backup.spec.account.clone(),
-                    })
-                    .set(Timestamp::now().as_second() as f64);
-            }
-            let message = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == crate::status::READY)
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            let type_ = if phase == BackupPhase::Completed {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            publish(ctx, backup, type_, phase_label(phase), message).await;
-            info!(
-                phase = phase_label(phase),
-                items = outcome.items,
-                "backup finished"
-            );
-            Ok(Action::await_change())
+            finish_copy(
+                api,
+                backup,
+                &latest,
+                ctx,
+                &outcome,
+                Timestamp::now(),
+                started,
+            )
+            .await
         }
         Err(err) if err.is_permanent() => {
             fail(api, &latest, ctx, err.category(), &err.to_string()).await
         }
         Err(err) => Err(err),
     }
+}
+
+/// Writes a copied (or adopted) backup's final status, frees its slot and lock, and reports it.
+async fn finish_copy(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    latest: &AccountBackup,
+    ctx: &Context,
+    outcome: &decide::BackupOutcome,
+    finished_at: Timestamp,
+    started: std::time::Instant,
+) -> Result<Action, BackupError> {
+    let status = decide::finished_status(latest, outcome, finished_at);
+    write(api, latest, &status).await?;
+    release_slot_and_lock(ctx, backup).await?;
+    let phase = status.phase.unwrap_or(BackupPhase::Completed);
+    ctx.metrics
+        .backup_logical_bytes
+        .inc_by(outcome.logical_bytes);
+    ctx.metrics.backup_stored_bytes.inc_by(outcome.stored_bytes);
+    ctx.metrics
+        .operation_duration
+        .get_or_create(&OperationLabels {
+            operation: "backup",
+            phase: phase_label(phase),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    if phase == BackupPhase::Completed {
+        ctx.metrics
+            .last_successful_backup
+            .get_or_create(&AccountLabels {
+                account: backup.spec.account.clone(),
+            })
+            .set(Timestamp::now().as_second() as f64);
+    }
+    let message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let type_ = if phase == BackupPhase::Completed {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    publish(ctx, backup, type_, phase_label(phase), message).await;
+    info!(
+        phase = phase_label(phase),
+        items = outcome.items,
+        "backup finished"
+    );
+    Ok(Action::await_change())
+}
+
+/// A finished backup gives back its place under the concurrency limit and its account lock.
+async fn release_slot_and_lock(ctx: &Context, backup: &AccountBackup) -> Result<(), BackupError> {
+    ctx.backup_limit
+        .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
+        .await;
+    ctx.locks
+        .release(&backup.spec.account, &holder(backup))
+        .await?;
+    Ok(())
 }
 
 async fn fail(
@@ -518,12 +568,7 @@ async fn fail(
         &decide::failed_status(backup, reason, message, Timestamp::now()),
     )
     .await?;
-    ctx.backup_limit
-        .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
-        .await;
-    ctx.locks
-        .release(&backup.spec.account, &holder(backup))
-        .await?;
+    release_slot_and_lock(ctx, backup).await?;
     publish(ctx, backup, EventType::Warning, reason, message.to_string()).await;
     Ok(Action::await_change())
 }

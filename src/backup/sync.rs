@@ -208,25 +208,40 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, shutdown: CancellationTo
     }
 }
 
+/// A stored snapshot of one project's manifests, for tests of code that reads listings.
+#[cfg(test)]
+pub(crate) fn stored_snapshot(
+    id: &str,
+    created: &str,
+    metadata: &[(&str, &str)],
+    with_outcome: bool,
+) -> StoredSnapshot {
+    let mut streams = vec!["projects/shop/manifests.jsonl".to_string()];
+    if with_outcome {
+        streams.push(OUTCOME_STREAM.to_string());
+    }
+    StoredSnapshot {
+        id: id.into(),
+        created: created.into(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        streams,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn snapshot(id: &str, created: &str, backup: &str, with_outcome: bool) -> StoredSnapshot {
-        let mut streams = vec!["projects/shop/manifests.jsonl".to_string()];
-        if with_outcome {
-            streams.push(OUTCOME_STREAM.to_string());
-        }
-        StoredSnapshot {
-            id: id.into(),
-            created: created.into(),
-            metadata: BTreeMap::from([
-                ("account".to_string(), "acme".to_string()),
-                ("backup".to_string(), backup.to_string()),
-                ("ttl".to_string(), "48h".to_string()),
-            ]),
-            streams,
-        }
+        stored_snapshot(
+            id,
+            created,
+            &[("account", "acme"), ("backup", backup), ("ttl", "48h")],
+            with_outcome,
+        )
     }
 
     #[test]
