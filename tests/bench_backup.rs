@@ -103,13 +103,7 @@ async fn bench_backup_objects_databases_and_volumes() {
 
     // 1. Many small objects.
     let account = unique("objects");
-    let project = bed.namespace("objects");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let project = bed.project("objects", &account);
     let mut created = 0;
     for target in [10_000usize, 50_000] {
         let started = Instant::now();
@@ -134,14 +128,8 @@ async fn bench_backup_objects_databases_and_volumes() {
 
     // 2. A database dump through exec into the repository, beside pg_dump to /dev/null.
     let account = unique("db");
-    let project = bed.namespace("db");
+    let project = bed.project("db", &account);
     let ns = project.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     let pg = |args: &[&str]| {
         let output = std::process::Command::new(format!(
@@ -199,13 +187,7 @@ async fn bench_backup_objects_databases_and_volumes() {
 
     // 3. Twenty PVCs snapshotted in parallel.
     let account = unique("pvcs");
-    let project = bed.namespace("pvcs");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let project = bed.project("pvcs", &account);
     let mut yaml = String::new();
     for i in 0..20 {
         yaml.push_str(&format!("---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data-{i}, namespace: {}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n", project.name));

@@ -50,13 +50,7 @@ async fn bench_restore_objects_and_database() {
 
     // 1. A project of 5,000 objects.
     let account = unique("many");
-    let project = bed.namespace("many");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let project = bed.project("many", &account);
     let configmaps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), &project.name);
     futures::stream::iter(0..5_000)
         .map(|i| {
@@ -92,15 +86,9 @@ async fn bench_restore_objects_and_database() {
 
     // 2. A ~200 MB database (pgbench scale 14).
     let account = unique("bigdb");
-    let project = bed.namespace("bigdb");
+    let project = bed.project("bigdb", &account);
     let ns = project.name.clone();
     let target = format!("{ns}-r");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     bed.bind_exec(&target, &target);
     let pg = |args: &[&str]| {

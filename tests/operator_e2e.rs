@@ -22,6 +22,39 @@ fn lease_holder(bed: &Bed, namespace: &str) -> Option<String> {
     )
 }
 
+/// An operator deployment of a crash test's own: one namespace, repository and key shared by
+/// the replicas it launches.
+struct OwnDeployment {
+    namespace: String,
+    state: tempfile::TempDir,
+    key: String,
+    args: &'static [&'static str],
+}
+
+impl OwnDeployment {
+    fn new(bed: &Bed, prefix: &str, args: &'static [&'static str]) -> Self {
+        Operator::install_crds(bed);
+        let namespace = unique(prefix);
+        bed.kubectl_ok(&["create", "namespace", &namespace]);
+        OwnDeployment {
+            namespace,
+            state: tempfile::tempdir().expect("temp dir"),
+            key: new_key_hex(),
+            args,
+        }
+    }
+
+    fn launch<'a>(&'a self, identity: &'a str) -> Launch<'a> {
+        Launch {
+            namespace: &self.namespace,
+            identity,
+            state_dir: self.state.path(),
+            key_hex: &self.key,
+            extra_args: self.args,
+        }
+    }
+}
+
 fn phase(bed: &Bed, name: &str) -> Value {
     bed.kubectl(&["get", "accountbackup", name, "-o", "json"])
         .ok()
@@ -42,18 +75,9 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
         );
         return;
     }
-    Operator::install_crds(&bed);
-    let namespace = unique("rewind-ha");
-    bed.kubectl_ok(&["create", "namespace", &namespace]);
-    let state = tempfile::tempdir().expect("temp dir");
-    let key = new_key_hex();
-    let launch = |identity: &'static str| Launch {
-        namespace: &namespace,
-        identity,
-        state_dir: state.path(),
-        key_hex: &key,
-        extra_args: &["--hook-timeout", "60s"],
-    };
+    let deployment = OwnDeployment::new(&bed, "rewind-ha", &["--hook-timeout", "60s"]);
+    let namespace = deployment.namespace.clone();
+    let launch = |identity: &'static str| deployment.launch(identity);
     let mut first = Operator::spawn(&bed, &launch("replica-a"));
     bed.wait_until(
         "replica-a to lead",
@@ -82,13 +106,7 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
 
     // A backup whose pre-backup hook takes a while, so it is Running when the leader dies.
     let account = unique("ha");
-    let project = bed.namespace("ha");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let project = bed.project("ha", &account);
     bed.bind_exec(&project.name, &project.name);
     bed.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"sleep 8\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
@@ -166,30 +184,15 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
         );
         return;
     }
-    Operator::install_crds(&bed);
-    let namespace = unique("rewind-restart");
-    bed.kubectl_ok(&["create", "namespace", &namespace]);
-    let state = tempfile::tempdir().expect("temp dir");
-    let key = new_key_hex();
-    let launch = |identity: &'static str| Launch {
-        namespace: &namespace,
-        identity,
-        state_dir: state.path(),
-        key_hex: &key,
-        extra_args: &[],
-    };
+    let deployment = OwnDeployment::new(&bed, "rewind-restart", &[]);
+    let namespace = deployment.namespace.clone();
+    let launch = |identity: &'static str| deployment.launch(identity);
     let mut first = Operator::spawn(&bed, &launch("before-crash"));
 
     let account = unique("rr");
-    let project = bed.namespace("rr");
+    let project = bed.project("rr", &account);
     let ns = project.name.clone();
     let target = format!("{ns}-back");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     bed.bind_exec(&target, &target);
     bed.apply(&format!(
@@ -257,4 +260,116 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--wait=false"]);
     let _ = bed.kubectl(&["delete", "namespace", &target, &namespace, "--wait=false"]);
     bed.unbind_exec(&target);
+}
+
+#[test]
+fn a_backup_interrupted_after_its_volume_snapshot_leaves_no_orphaned_snapshot() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "reading snapshots on the host") else {
+        return;
+    };
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow dump"
+        );
+        return;
+    }
+    let deployment = OwnDeployment::new(&bed, "rewind-orphan", &["--dump-timeout", "60s"]);
+    let launch = |identity: &'static str| deployment.launch(identity);
+    let mut first = Operator::spawn(&bed, &launch("before-crash"));
+
+    let account = unique("orphan");
+    let project = bed.project("orphan", &account);
+    let ns = project.name.clone();
+    bed.bind_exec(&ns, &ns);
+    // Volumes are snapshotted before databases are dumped: the slow dump holds the copy open
+    // after the snapshot was taken and detached, which is where the operator dies.
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: {ns}\n  annotations:\n    rewind.dev/database: custom\n    rewind.dev/backup-command: sleep 6; echo dumped\n    rewind.dev/restore-command: cat >/dev/null\nspec: {{containers: [{{name: db, image: busybox}}]}}\n"
+    ));
+    bed.wait_for_phase(&ns, "pvc", "data", "Bound", WAIT);
+    bed.wait_for_phase(&ns, "pod", "db-0", "Running", WAIT);
+    let backup = unique("orphan-backup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let uid = bed.kubectl_ok(&[
+        "get",
+        "accountbackup",
+        &backup,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let pending = format!("rewind.dev/pending-for-backup={uid}");
+    let first_handle = bed.wait_until(
+        "the volume snapshot to be taken, detached and pending",
+        WAIT,
+        || {
+            bed.kubectl(&[
+                "get",
+                "volumesnapshotcontents",
+                "-l",
+                &pending,
+                "-o",
+                "jsonpath={.items[0].status.snapshotHandle}",
+            ])
+            .ok()
+            .filter(|handle| !handle.is_empty())
+        },
+        || first.log_tail(),
+    );
+    first.kill_hard();
+    let tarball = |handle: &str| {
+        std::path::Path::new(&csi_state)
+            .join("snapshots")
+            .join(format!("{handle}.tgz"))
+    };
+    assert!(
+        tarball(&first_handle).exists(),
+        "the first attempt's snapshot exists on the host"
+    );
+
+    let second = Operator::spawn(&bed, &launch("after-crash"));
+    let status = bed.wait_until(
+        "the interrupted backup to complete after the restart",
+        WAIT,
+        || {
+            let status = phase(&bed, &backup);
+            ["Completed", "PartiallyFailed", "Failed"]
+                .contains(&status["phase"].as_str().unwrap_or_default())
+                .then_some(status)
+        },
+        || format!("{}\n{}", phase(&bed, &backup), second.log_tail()),
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let kept = status["volumeSnapshots"][0]["snapshotHandle"]
+        .as_str()
+        .expect("the backup records its volume snapshot")
+        .to_string();
+    assert!(tarball(&kept).exists(), "the recorded snapshot exists");
+    assert_ne!(kept, first_handle, "the resumed attempt snapshotted again");
+    assert!(
+        !tarball(&first_handle).exists(),
+        "the interrupted attempt's snapshot {first_handle} was deleted, not orphaned"
+    );
+    assert_eq!(
+        bed.kubectl_ok(&[
+            "get",
+            "volumesnapshotcontents",
+            "-l",
+            &pending,
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "",
+        "no pending VolumeSnapshotContent is left once the backup is committed"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=90s"]);
+    assert!(
+        !tarball(&kept).exists(),
+        "deleting the backup deletes its snapshot"
+    );
+    bed.unbind_exec(&ns);
 }

@@ -106,15 +106,9 @@ async fn project_comes_back_isolated_sanitized_with_its_data_and_fresh_tokens() 
         "--timeout=60s",
     ]);
     let account = unique("shop");
-    let original = bed.namespace("shop");
+    let original = bed.project("shop", &account);
     let ns = original.name.clone();
     let target = format!("{ns}-copy");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     bed.bind_exec(&target, &target);
     psql(&bed, "postgres", &format!("CREATE DATABASE \"{ns}\""));
@@ -537,13 +531,7 @@ fn restore_from_an_expired_backup_is_refused() {
     let bed = Bed::get();
     let operator = operator(&bed);
     let account = unique("brief");
-    let project = bed.namespace("brief");
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let _project = bed.project("brief", &account);
     let backup = unique("brief");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}, ttl: 2s}}\n"));
     wait_phase(&bed, operator, "accountbackup", &backup, &["Expired"]);

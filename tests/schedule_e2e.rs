@@ -72,13 +72,7 @@ fn backups_of(bed: &Bed, schedule: &str) -> BTreeMap<String, (String, String)> {
 /// A project of a new account holding one ConfigMap.
 fn small_account<'b>(bed: &'b Bed, prefix: &str) -> (String, TestNamespace<'b>) {
     let account = unique(prefix);
-    let project = bed.namespace(prefix);
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &project.name,
-        &format!("rewind.dev/account={account}"),
-    ]);
+    let project = bed.project(prefix, &account);
     bed.apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-me, namespace: {}}}\ndata: {{a: b}}\n",
         project.name
@@ -384,9 +378,17 @@ fn backups_beyond_the_concurrency_limit_wait_in_queued_and_start_on_their_own() 
         "both backups to complete, one at a time",
         WAIT,
         || {
+            // One LIST: both phases as of one moment (two GETs could straddle a hand-over).
+            let listed = json(&bed, &["accountbackups"]);
             let statuses: Vec<Value> = names
                 .iter()
-                .map(|name| json(&bed, &["accountbackup", name])["status"].clone())
+                .map(|name| {
+                    listed["items"]
+                        .as_array()
+                        .and_then(|items| items.iter().find(|i| i["metadata"]["name"] == **name))
+                        .map(|item| item["status"].clone())
+                        .unwrap_or(Value::Null)
+                })
                 .collect();
             let running = statuses.iter().filter(|s| s["phase"] == "Running").count();
             most_running = most_running.max(running);

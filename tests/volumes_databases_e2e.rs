@@ -103,14 +103,8 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
     };
     let operator = operator(&bed);
     let account = unique("vol");
-    let project = bed.namespace("vol");
+    let project = bed.project("vol", &account);
     let ns = project.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     psql(&bed, "postgres", &format!("CREATE DATABASE \"{ns}\""));
     psql(
@@ -284,14 +278,8 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
     }
     let operator = operator(&bed);
     let account = unique("faildb");
-    let project = bed.namespace("faildb");
+    let project = bed.project("faildb", &account);
     let ns = project.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     let custom = |backup: &str| {
         format!(
@@ -386,14 +374,8 @@ fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
     }
     let operator = operator(&bed);
     let account = unique("bigdump");
-    let project = bed.namespace("bigdump");
+    let project = bed.project("bigdump", &account);
     let ns = project.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     let pod = db_pod(
         "big",
@@ -431,14 +413,8 @@ fn hooked_project<'b>(
     account: &str,
     annotations: &str,
 ) -> support::TestNamespace<'b> {
-    let project = bed.namespace("hooks");
+    let project = bed.project("hooks", account);
     let ns = project.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &ns,
-        &format!("rewind.dev/account={account}"),
-    ]);
     bed.bind_exec(&ns, &ns);
     bed.apply(&format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"

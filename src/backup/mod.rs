@@ -441,6 +441,10 @@ async fn run_copy(
         latest.status = Some(adopted);
         return finish_copy(api, backup, &latest, ctx, &outcome, completed_at, started).await;
     }
+    if decide::is_resumed(&status) {
+        // What the stopped attempt snapshotted was never recorded: it goes before copying again.
+        settle_snapshots(ctx, backup, None).await?;
+    }
     let mut running = status.clone();
     running.projects.clear();
     let (level, message) = decide::copy_attempt_entry(&status);
@@ -501,6 +505,7 @@ async fn finish_copy(
     finished_at: Timestamp,
     started: std::time::Instant,
 ) -> Result<Action, BackupError> {
+    settle_snapshots(ctx, backup, Some(outcome)).await?;
     let status = decide::finished_status(latest, outcome, finished_at);
     write(api, latest, &status).await?;
     release_slot_and_lock(ctx, backup).await?;
@@ -544,6 +549,38 @@ async fn finish_copy(
     Ok(Action::await_change())
 }
 
+/// Settles the backup's pending volume snapshots: those `outcome` records stay, the rest go.
+async fn settle_snapshots(
+    ctx: &Context,
+    backup: &AccountBackup,
+    outcome: Option<&decide::BackupOutcome>,
+) -> Result<(), BackupError> {
+    let recorded = outcome
+        .map(|o| {
+            o.volume_snapshots
+                .iter()
+                .filter_map(|v| v.snapshot_handle.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let deleted = crate::snapshot::pending::settle(
+        &ctx.client,
+        backup.metadata.uid.as_deref().unwrap_or_default(),
+        &recorded,
+        &ctx.namespace,
+        ctx.step_timeouts.snapshot,
+    )
+    .await
+    .map_err(|err| BackupError::Snapshot(err.to_string()))?;
+    if deleted > 0 {
+        info!(
+            deleted,
+            "deleted volume snapshots an unfinished copy attempt had taken"
+        );
+    }
+    Ok(())
+}
+
 /// A finished backup gives back its place under the concurrency limit and its account lock.
 async fn release_slot_and_lock(ctx: &Context, backup: &AccountBackup) -> Result<(), BackupError> {
     ctx.backup_limit
@@ -568,6 +605,10 @@ async fn fail(
         &decide::failed_status(backup, reason, message, Timestamp::now()),
     )
     .await?;
+    // A failed backup records no volume; what it snapshotted goes now, or when it is deleted.
+    if let Err(err) = settle_snapshots(ctx, backup, None).await {
+        warn!(error = %err, "deleting the failed backup's volume snapshots failed; deleting the AccountBackup retries");
+    }
     release_slot_and_lock(ctx, backup).await?;
     publish(ctx, backup, EventType::Warning, reason, message.to_string()).await;
     Ok(Action::await_change())
@@ -612,6 +653,7 @@ async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), Backu
 }
 
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
+    settle_snapshots(ctx, &backup, None).await?;
     release_data(&backup, ctx).await?;
     ctx.locks
         .release(&backup.spec.account, &holder(&backup))

@@ -6,10 +6,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::api::{AccountBackup, EXCLUDE_LABEL, ItemOutcome, VolumeSnapshotRecord};
-use crate::snapshot::{ClassInfo, SnapshotError, choose_class, snapshot_name, take_detached};
+use crate::snapshot::{
+    ClassInfo, SnapshotError, SnapshotRequest, choose_class, snapshot_name, take_detached,
+};
 
 /// PVCs snapshotted at the same time.
 const PARALLEL_SNAPSHOTS: usize = 8;
@@ -78,18 +79,16 @@ async fn snapshot_one(
         driver: driver.clone(),
     })?;
     let uid = backup.metadata.uid.clone().unwrap_or_default();
-    let labels =
-        json!({"rewind.dev/backup": backup.name_any(), "app.kubernetes.io/managed-by": "rewind"});
-    let taken = take_detached(
-        client,
-        project,
-        &name,
-        &snapshot_name(&uid, &name),
-        &class,
-        labels,
-        timeout,
-    )
-    .await?;
+    let backup_name = backup.name_any();
+    let request = SnapshotRequest {
+        namespace: project,
+        pvc: &name,
+        name: &snapshot_name(&uid, &name),
+        class: &class,
+        backup: &backup_name,
+        backup_uid: &uid,
+    };
+    let taken = take_detached(client, &request, timeout).await?;
     let spec = pvc.spec.clone().unwrap_or_default();
     Ok(VolumeSnapshotRecord {
         project: project.to_string(),

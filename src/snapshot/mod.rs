@@ -1,19 +1,22 @@
 //! CSI volume snapshots that outlive their namespace, and their deletion.
 //!
 //! Taking: a VolumeSnapshot of the PVC, wait for readyToUse, set its
-//! VolumeSnapshotContent's deletionPolicy to Retain, then remove both objects.
-//! The physical snapshot stays, known to the backup by its driver and handle.
+//! VolumeSnapshotContent's deletionPolicy to Retain and label it pending for the backup,
+//! then remove the VolumeSnapshot: deleting the namespace can no longer touch the snapshot.
+//! The content goes once the backup is committed ([`pending`]); from then on the physical
+//! snapshot is known to the backup by its driver and handle.
 //! Deleting: a temporary VolumeSnapshotContent with deletionPolicy Delete that
 //! points at the handle, then deleting it makes the CSI sidecar delete the snapshot.
 
 pub mod decide;
+pub mod pending;
 
 use std::time::Duration;
 
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::debug;
 
 pub use decide::{ClassInfo, choose_class, snapshot_name};
@@ -140,7 +143,10 @@ async fn create_if_absent(
     }
 }
 
-async fn delete_if_present(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+pub(crate) async fn delete_if_present(
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> Result<(), kube::Error> {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -148,16 +154,38 @@ async fn delete_if_present(api: &Api<DynamicObject>, name: &str) -> Result<(), k
     }
 }
 
-/// Takes a snapshot of `pvc` and detaches it from the namespace (idempotent under its deterministic name).
+/// One PVC to snapshot for one backup.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotRequest<'a> {
+    /// The PVC's namespace.
+    pub namespace: &'a str,
+    /// The PVC.
+    pub pvc: &'a str,
+    /// The VolumeSnapshot's (deterministic) name.
+    pub name: &'a str,
+    /// The VolumeSnapshotClass.
+    pub class: &'a str,
+    /// The backup's name (a label on the VolumeSnapshot).
+    pub backup: &'a str,
+    /// The backup's UID: the content stays labelled pending for it.
+    pub backup_uid: &'a str,
+}
+
+/// Takes a snapshot of a PVC and detaches it from the namespace (idempotent under its
+/// deterministic name); its content stays labelled pending for the backup.
 pub async fn take_detached(
     client: &Client,
-    namespace: &str,
-    pvc: &str,
-    name: &str,
-    class: &str,
-    labels: Value,
+    request: &SnapshotRequest<'_>,
     timeout: Duration,
 ) -> Result<TakenSnapshot, SnapshotError> {
+    let SnapshotRequest {
+        namespace,
+        pvc,
+        name,
+        class,
+        backup,
+        backup_uid: pending_for,
+    } = *request;
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
@@ -166,7 +194,15 @@ pub async fn take_detached(
         .data(json!({
             "spec": {"volumeSnapshotClassName": class, "source": {"persistentVolumeClaimName": pvc}}
         }));
-    object.metadata.labels = serde_json::from_value(labels).ok();
+    object.metadata.labels = Some(
+        [
+            ("rewind.dev/backup", backup),
+            ("app.kubernetes.io/managed-by", "rewind"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
     create_if_absent(&snapshots, &object).await?;
 
     let deadline = tokio::time::Instant::now() + timeout;
@@ -193,7 +229,10 @@ pub async fn take_detached(
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
-    let retain = json!({"spec": {"deletionPolicy": "Retain"}});
+    let retain = json!({
+        "metadata": {"labels": {pending::PENDING_LABEL: pending_for}},
+        "spec": {"deletionPolicy": "Retain"},
+    });
     let content = contents
         .patch(
             &content_name,
@@ -222,8 +261,7 @@ pub async fn take_detached(
     }
     delete_if_present(&snapshots, name).await?;
     wait_gone(&snapshots, name, timeout).await?;
-    delete_if_present(&contents, &content_name).await?;
-    debug!(pvc, handle = %taken.handle, "snapshot detached from its namespace");
+    debug!(pvc, handle = %taken.handle, content = %content_name, "snapshot detached from its namespace, pending until the backup commits");
     Ok(taken)
 }
 

@@ -185,6 +185,18 @@ impl Bed {
         }
     }
 
+    /// A new namespace that is a project of `account` (labelled `rewind.dev/account`).
+    pub fn project(&self, prefix: &str, account: &str) -> TestNamespace<'_> {
+        let project = self.namespace(prefix);
+        self.kubectl_ok(&[
+            "label",
+            "namespace",
+            &project.name,
+            &format!("rewind.dev/account={account}"),
+        ]);
+        project
+    }
+
     /// A new namespace named `<prefix>-<random>`, deleted when the returned guard drops.
     pub fn namespace(&self, prefix: &str) -> TestNamespace<'_> {
         let name = unique(prefix);

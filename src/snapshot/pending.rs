@@ -1,0 +1,110 @@
+//! Snapshots taken but not yet recorded by a committed backup.
+//!
+//! Until its backup's repository snapshot is committed, a detached snapshot's
+//! VolumeSnapshotContent stays (deletionPolicy Retain, its namespaced VolumeSnapshot already
+//! gone), labelled with the backup's UID. A copy that never finishes — the operator stopped,
+//! the backup failed or was deleted — is then settled from the cluster, not from process
+//! memory: snapshots the committed outcome records are kept, every other one is deleted.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::api::{DynamicObject, ListParams};
+use kube::{Api, Client, ResourceExt};
+
+use super::{SnapshotError, delete_if_present, delete_physical, volume_snapshot_contents};
+
+/// Label on a VolumeSnapshotContent whose snapshot a backup (by UID) took and has not recorded.
+pub const PENDING_LABEL: &str = "rewind.dev/pending-for-backup";
+
+/// One pending content as listed: object name, CSI driver, snapshot handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The VolumeSnapshotContent.
+    pub content: String,
+    /// Its CSI driver.
+    pub driver: String,
+    /// The physical snapshot's handle (empty if the sidecar never reported one).
+    pub handle: String,
+}
+
+/// Which pending snapshots to delete physically (pure): all but those `recorded` names.
+pub fn to_delete<'a>(pending: &'a [Pending], recorded: &BTreeSet<String>) -> Vec<&'a Pending> {
+    pending
+        .iter()
+        .filter(|p| !p.handle.is_empty() && !recorded.contains(&p.handle))
+        .collect()
+}
+
+fn pending_of(object: &DynamicObject) -> Pending {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    Pending {
+        content: object.name_any(),
+        driver: text(&object.data["spec"]["driver"]),
+        handle: text(&object.data["status"]["snapshotHandle"]),
+    }
+}
+
+/// Settles backup `uid`'s pending snapshots: the `recorded` ones stay (only their object goes),
+/// every other one is deleted. Idempotent; returns how many were deleted.
+pub async fn settle(
+    client: &Client,
+    uid: &str,
+    recorded: &BTreeSet<String>,
+    operator_namespace: &str,
+    timeout: Duration,
+) -> Result<usize, SnapshotError> {
+    if uid.is_empty() {
+        return Ok(0);
+    }
+    let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
+    let listed = contents
+        .list(&ListParams::default().labels(&format!("{PENDING_LABEL}={uid}")))
+        .await?;
+    let pending: Vec<Pending> = listed.items.iter().map(pending_of).collect();
+    let doomed = to_delete(&pending, recorded);
+    for snapshot in &doomed {
+        delete_physical(
+            client,
+            &snapshot.driver,
+            &snapshot.handle,
+            operator_namespace,
+            timeout,
+        )
+        .await?;
+    }
+    for snapshot in &pending {
+        delete_if_present(&contents, &snapshot.content).await?;
+    }
+    Ok(doomed.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(content: &str, handle: &str) -> Pending {
+        Pending {
+            content: content.into(),
+            driver: "hostpath.csi.rewind.dev".into(),
+            handle: handle.into(),
+        }
+    }
+
+    #[test]
+    fn snapshots_the_committed_backup_records_are_kept_the_rest_deleted() {
+        let listed = [pending("c1", "h1"), pending("c2", "h2"), pending("c3", "")];
+        let recorded = BTreeSet::from(["h1".to_string()]);
+        let doomed: Vec<&str> = to_delete(&listed, &recorded)
+            .iter()
+            .map(|p| p.content.as_str())
+            .collect();
+        assert_eq!(doomed, ["c2"], "no handle: nothing physical to delete");
+    }
+
+    #[test]
+    fn with_nothing_recorded_every_pending_snapshot_is_deleted() {
+        let listed = [pending("c1", "h1"), pending("c2", "h2")];
+        assert_eq!(to_delete(&listed, &BTreeSet::new()).len(), 2);
+    }
+}
