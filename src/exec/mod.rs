@@ -211,19 +211,23 @@ pub async fn run(
         let Some(mut writer) = stdin_writer else {
             return Ok(());
         };
-        if let Some(mut source) = stdin {
-            tokio::io::copy(&mut source, &mut writer)
+        let sent = match stdin {
+            Some(mut source) => tokio::io::copy(&mut source, &mut writer)
                 .await
-                .map_err(|e| ExecError::StreamBroken(format!("sending stdin: {e}")))?;
-        }
+                .map(|_| ())
+                .map_err(|e| ExecError::StreamBroken(format!("sending stdin: {e}"))),
+            None => Ok(()),
+        };
         if is_framed {
-            // The shell waits for this before it exits; errors are moot once the trailer is in.
+            // The shell waits for this before it exits, even when sending its input failed
+            // (that error stands); write errors are moot once the trailer is in.
             if trailer_read.await.is_ok() {
                 let _ = writer.write_all(frame::ACK).await;
                 let _ = writer.shutdown().await;
             }
-            return Ok(());
+            return sent;
         }
+        sent?;
         writer
             .shutdown()
             .await
@@ -300,9 +304,12 @@ pub async fn run(
                 });
             }
         };
-    fed?;
-    let (stdout_bytes, stdout_sha256) = collected?;
     let trailer_code = scanner.as_ref().and_then(TrailerScanner::exit_code);
+    // A command that reported a failure is that failure, whatever happened to its input.
+    if !matches!(trailer_code, Some(code) if code != 0) {
+        fed?;
+    }
+    let (stdout_bytes, stdout_sha256) = collected?;
     let stderr_tail = outcome(
         is_framed,
         trailer_code,
