@@ -337,6 +337,13 @@ fn an_invalid_cron_or_time_zone_is_rejected_by_kubectl_apply() {
             "{schedule}: {refused}"
         );
     }
+    for schedule in ["5-1 * * * *", "0 3 1,31-2 * *", "0 3 * * 5-1/2"] {
+        let refused = apply(schedule, "UTC").expect_err(schedule);
+        assert!(
+            refused.contains("spec.schedule") && refused.contains("reversed range"),
+            "{schedule}: {refused}"
+        );
+    }
     let refused = apply("0 3 * * *", "Mars/Olympus").expect_err("Mars/Olympus");
     assert!(
         refused.contains("spec.timeZone") && refused.contains("IANA time zone"),

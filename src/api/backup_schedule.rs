@@ -45,11 +45,12 @@ pub struct BackupScheduleSpec {
     pub account: String,
     /// When to take a backup, in cron syntax (5 fields, or @daily, @hourly, @weekly, @monthly). Default `0 3 * * *`.
     /// `@daily-spread` / `@hourly-spread` place the account on a stable minute of the day / hour.
-    /// Checked at admission field by field (numbers within each field's range, `*`, ranges, steps, lists);
-    /// what admission cannot see (a reversed range, a date that never comes such as `0 0 30 2 *`) is reported in the `Ready` condition.
+    /// Checked at admission field by field (numbers within each field's range, `*`, ranges, steps, lists,
+    /// no reversed range such as `5-1`); what admission cannot see (a date that never comes such as
+    /// `0 0 30 2 *`) is reported in the `Ready` condition.
     #[serde(default = "default_schedule")]
     #[schemars(length(max = 200))]
-    #[x_kube(validation = cron_rule())]
+    #[x_kube(validation = cron_rule(), validation = cron_range_rule())]
     pub schedule: String,
     /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default UTC.
     /// Checked at admission against the operator's bundled time zone database.
@@ -93,6 +94,15 @@ pub fn cron_rule() -> Rule {
          of numbers, '*', ranges a-b, steps /n and lists, e.g. '0 3 * * *', or one of @yearly, @monthly, @weekly, \
          @daily, @hourly, @daily-spread, @hourly-spread",
     )
+}
+
+/// The admission rule against reversed ranges (`5-1`): each `a-b` in the schedule has a <= b.
+/// Only digits are matched, so `int()` never fails; the form itself is [`cron_rule`]'s.
+pub fn cron_range_rule() -> Rule {
+    Rule::new(
+        "self.findAll('[0-9]{1,2}-[0-9]{1,2}').all(r, int(r.split('-')[0]) <= int(r.split('-')[1]))",
+    )
+    .message("schedule has a reversed range: write a-b with a <= b (e.g. 1-5, not 5-1)")
 }
 
 /// The admission rule of `timeZone`: a name of the operator's bundled time zone database.
