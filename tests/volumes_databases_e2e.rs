@@ -354,17 +354,6 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
     let _ = bed.kubectl(&["delete", "pv", &pv, "--wait=false"]);
 }
 
-fn vm_kib(operator: &Operator, field: &str) -> u64 {
-    let pid = std::fs::read_to_string(operator.log.with_extension("pid")).unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
     let bed = Bed::get();
@@ -384,7 +373,7 @@ fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
     bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(pod.as_bytes()))
         .expect("pod");
     bed.wait_for_phase(&ns, "pod", "big", "Running", DONE);
-    let before = vm_kib(operator, "VmRSS:");
+    let before = operator.memory_mib("VmRSS:");
     let name = unique("bigdump");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     let status = wait_finished(&bed, operator, &name);
@@ -393,12 +382,10 @@ fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
         status["databaseDumps"][0]["bytes"], 200_000_000u64,
         "{status}"
     );
-    let peak = vm_kib(operator, "VmHWM:");
-    let rise_mib = peak.saturating_sub(before) as f64 / 1024.0;
+    let peak = operator.peak_rss_mib();
+    let rise_mib = (peak - before).max(0.0);
     eprintln!(
-        "operator RSS before {:.0} MiB, peak after {:.0} MiB, rise {rise_mib:.0} MiB",
-        before as f64 / 1024.0,
-        peak as f64 / 1024.0
+        "operator RSS before {before:.0} MiB, peak after {peak:.0} MiB, rise {rise_mib:.0} MiB"
     );
     assert!(
         rise_mib <= 64.0,

@@ -420,28 +420,25 @@ async fn run_copy(
     }
     // The first copy attempt logs "copying" and writes it at once; finding it again means the
     // operator stopped mid-copy and this is a resumed attempt — which may find its work done.
-    if decide::is_resumed(&status)
-        && let Some((outcome, completed_at)) = resume::committed_earlier(
-            ctx.store.as_ref(),
-            backup.metadata.uid.as_deref().unwrap_or_default(),
-        )
-        .await?
-    {
-        let mut adopted = status.clone();
-        crate::status::push_activity(
-            &mut adopted.activity,
-            ActivityLevel::Warning,
-            format!(
-                "resumed after an operator restart: snapshot {} was already committed; adopted it instead of copying again",
-                outcome.snapshot_id
-            ),
-            now,
-        );
-        let mut latest = backup.clone();
-        latest.status = Some(adopted);
-        return finish_copy(api, backup, &latest, ctx, &outcome, completed_at, started).await;
-    }
     if decide::is_resumed(&status) {
+        let uid = backup.metadata.uid.as_deref().unwrap_or_default();
+        if let Some((outcome, completed_at)) =
+            resume::committed_earlier(ctx.store.as_ref(), uid).await?
+        {
+            let mut adopted = status.clone();
+            crate::status::push_activity(
+                &mut adopted.activity,
+                ActivityLevel::Warning,
+                format!(
+                    "resumed after an operator restart: snapshot {} was already committed; adopted it instead of copying again",
+                    outcome.snapshot_id
+                ),
+                now,
+            );
+            let mut latest = backup.clone();
+            latest.status = Some(adopted);
+            return finish_copy(api, backup, &latest, ctx, &outcome, completed_at, started).await;
+        }
         // What the stopped attempt snapshotted was never recorded: it goes before copying again.
         settle_snapshots(ctx, backup, None).await?;
     }

@@ -215,10 +215,7 @@ impl Repository {
     }
 
     pub(crate) async fn put_object(&self, name: &str, body: Vec<u8>) -> Result<(), RepoError> {
-        self.store()
-            .put(&path(name), PutPayload::from(body))
-            .await?;
-        Ok(())
+        self.put_payload(name, PutPayload::from(body)).await
     }
 
     pub(crate) async fn delete_object(&self, name: &str) -> Result<(), RepoError> {

@@ -217,11 +217,16 @@ impl Operator {
 
     /// The operator process's peak resident memory (VmHWM), MiB; NaN when it is gone.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.memory_mib("VmHWM:")
+    }
+
+    /// A memory figure of the process from /proc (`VmRSS:`, `VmHWM:` ...), in MiB; NaN if unknown.
+    pub fn memory_mib(&self, field: &str) -> f64 {
         let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
         std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
             .unwrap_or_default()
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .map(|kb| kb / 1024.0)
