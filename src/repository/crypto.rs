@@ -4,8 +4,8 @@
 //! repository keys stored in `config`; changing the master key re-wraps them
 //! without touching data.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 
 use super::error::RepoError;
 
@@ -113,29 +113,73 @@ impl RepoKeys {
         seal_with(&self.encryption, context, plain)
     }
 
+    /// A buffer for [`RepoKeys::seal_buffer`]: room for the nonce, and capacity for
+    /// `plain_capacity` bytes of plaintext and the tag.
+    pub fn sealing_buffer(plain_capacity: usize) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(NONCE_LEN + plain_capacity + TAG_LEN);
+        buffer.resize(NONCE_LEN, 0);
+        buffer
+    }
+
+    /// [`RepoKeys::seal`] without copying: `buffer` is a [`RepoKeys::sealing_buffer`] with
+    /// the plaintext appended; it is encrypted where it lies and returned as the sealed bytes.
+    pub fn seal_buffer(&self, context: &[u8], buffer: Vec<u8>) -> Vec<u8> {
+        seal_buffer_with(&self.encryption, context, buffer)
+    }
+
     /// Decrypts what [`RepoKeys::seal`] produced with the same context.
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
         open_with(&self.encryption, context, sealed)
     }
+
+    /// Decrypts `sealed` where it lies (no copy, no allocation); returns the plaintext's range
+    /// within it. On failure the bytes are left scrambled and must not be used.
+    pub fn open_in_place(
+        &self,
+        context: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, NotAuthentic> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(NotAuthentic);
+        }
+        let cipher = XChaCha20Poly1305::new((&self.encryption).into());
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| NotAuthentic)?;
+        let (message, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag = Tag::try_from(&*tag).map_err(|_| NotAuthentic)?;
+        cipher
+            .decrypt_inout_detached(&XNonce::from(nonce), context, message.into(), &tag)
+            .map_err(|_| NotAuthentic)?;
+        Ok(NONCE_LEN..sealed.len() - TAG_LEN)
+    }
 }
 
 fn seal_with(key: &[u8; 32], context: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut buffer = RepoKeys::sealing_buffer(plain.len());
+    buffer.extend_from_slice(plain);
+    seal_buffer_with(key, context, buffer)
+}
+
+fn seal_buffer_with(key: &[u8; 32], context: &[u8], mut buffer: Vec<u8>) -> Vec<u8> {
+    if buffer.len() < NONCE_LEN {
+        return Vec::new();
+    }
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce[..]);
-    let sealed = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: plain,
-                aad: context,
-            },
-        )
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    out
+    buffer[..NONCE_LEN].copy_from_slice(&nonce);
+    // Fails only for a message beyond 256 GiB; an empty blob then never opens.
+    match cipher.encrypt_inout_detached(
+        &XNonce::from(nonce),
+        context,
+        buffer[NONCE_LEN..].as_mut().into(),
+    ) {
+        Ok(tag) => {
+            buffer.extend_from_slice(&tag);
+            buffer
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 fn open_with(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
@@ -169,6 +213,20 @@ mod tests {
         let mut flipped = sealed.clone();
         flipped[30] ^= 1;
         assert!(keys.open(b"ctx", &flipped).is_err());
+    }
+
+    #[test]
+    fn opening_in_place_yields_the_plaintext_and_refuses_what_open_refuses() {
+        let keys = RepoKeys::generate();
+        let sealed = keys.seal(b"ctx", b"secret");
+        let mut buffer = sealed.clone();
+        let plain = keys.open_in_place(b"ctx", &mut buffer).expect("opens");
+        assert_eq!(&buffer[plain], b"secret");
+        assert!(keys.open_in_place(b"other", &mut sealed.clone()).is_err());
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert!(keys.open_in_place(b"ctx", &mut flipped).is_err());
+        assert!(keys.open_in_place(b"ctx", &mut [0u8; 39]).is_err());
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Repository {
                 report.streams += 1;
                 let outcome =
                     async {
-                        let mut reader = self.read_stream(&id, &stream.name).await?;
+                        let mut reader = self.read_stream_checked(&id, &stream.name).await?;
                         let mut buffer = vec![0u8; 1 << 20];
                         let mut total = 0u64;
                         loop {

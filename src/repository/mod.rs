@@ -13,7 +13,9 @@ pub mod error;
 pub mod format;
 mod locks;
 mod maintenance;
+mod read_plan;
 mod reader;
+mod stdio;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +30,7 @@ pub use crypto::MasterKey;
 pub use error::RepoError;
 pub use format::{ChunkerParams, Manifest, StreamEntry};
 pub use maintenance::{CheckProblem, CheckReport, PruneReport, SnapshotStats, Stats};
+pub use reader::{ChunkStream, Verify};
 pub use writer::{SnapshotWriter, StreamSummary};
 
 use crypto::RepoKeys;
@@ -299,13 +302,33 @@ impl Repository {
         SnapshotWriter::start(self.clone(), metadata).await
     }
 
-    /// Reads a stream back, verifying every chunk and the stream's checksum.
+    /// Reads a stream back, verifying every chunk and the stream's size (see [`Verify`]).
     pub async fn read_stream(
         &self,
         snapshot: &str,
         stream: &str,
     ) -> Result<reader::StreamReader, RepoError> {
-        reader::open(self, snapshot, stream).await
+        reader::open(self, snapshot, stream, Verify::Chunks).await
+    }
+
+    /// Reads a stream back verifying its SHA-256 too, as `check` does.
+    pub async fn read_stream_checked(
+        &self,
+        snapshot: &str,
+        stream: &str,
+    ) -> Result<reader::StreamReader, RepoError> {
+        reader::open(self, snapshot, stream, Verify::Checksum).await
+    }
+
+    /// Reads a stream back as its chunks, in order, each verified; the last item fails when
+    /// the stream's size (or, with [`Verify::Checksum`], its SHA-256) does not match.
+    pub async fn read_stream_chunks(
+        &self,
+        snapshot: &str,
+        stream: &str,
+        verify: Verify,
+    ) -> Result<reader::ChunkStream, RepoError> {
+        reader::chunks(self, snapshot, stream, verify).await
     }
 
     /// Deletes a snapshot's manifest; its data goes with the next prune unless shared.
