@@ -50,6 +50,8 @@ pub struct Context {
     pub backup_limit: crate::backup::limit::RunningLimit,
     /// Where backup data lives.
     pub store: Arc<dyn crate::backup::store::SnapshotStore>,
+    /// Delivers webhook notifications of outcomes, when configured.
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 impl Context {

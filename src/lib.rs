@@ -11,6 +11,7 @@ pub mod exec;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod repository;
 pub mod restore;

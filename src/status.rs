@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{ActivityEntry, ActivityLevel};
 
-/// The one field manager every status write of the operator uses.
+/// The field manager of every status write of the controllers (the notifier has its own).
 pub const FIELD_MANAGER: &str = "rewind-operator";
 
 /// How many entries the activity log keeps (the oldest are dropped first).
@@ -74,6 +74,20 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
+    apply_status_as(api, name, status, FIELD_MANAGER).await
+}
+
+/// Writes the part of `status` one field manager owns (the notifier's own field, for one).
+pub async fn apply_status_as<K, S>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+    manager: &str,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -81,7 +95,7 @@ where
     });
     api.patch_status(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(&patch),
     )
     .await

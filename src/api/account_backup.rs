@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActivityEntry, ByteSize, ItemOutcome, Progress};
+use super::{ActivityEntry, ByteSize, ItemOutcome, NotificationStatus, Progress};
 
 /// Take a backup of an account now: every project's manifests, volume
 /// snapshots and database dumps, stored in the operator's repository.
@@ -252,6 +252,9 @@ pub struct AccountBackupStatus {
     /// Free-form labels recorded with the repository snapshot.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// The webhook notification of the outcome, when notifications are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationStatus>,
     /// Standard conditions; `Ready` is True once the backup is restorable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -88,3 +88,29 @@ pub struct ActivityEntry {
     /// What happened, in words an admin can act on.
     pub message: String,
 }
+
+/// Delivery of the webhook notification of an operation's outcome (written by the notifier's
+/// own field manager, so the controllers' status writes never erase it).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    /// The outcome (phase) the webhook accepted a notification of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_phase: Option<String>,
+    /// When the webhook accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Time>,
+    /// Failed deliveries of the current outcome; the operator gives up after five.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
+    /// When the last delivery was tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+    /// Why the last delivery failed (the URL is never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

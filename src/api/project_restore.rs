@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActivityEntry, ItemOutcome, Progress};
+use super::{ActivityEntry, ItemOutcome, NotificationStatus, Progress};
 
 fn default_true() -> bool {
     true
@@ -149,6 +149,9 @@ pub struct ProjectRestoreStatus {
     /// Things to know about the restored project (e.g. excluded PVCs created empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The webhook notification of the outcome, when notifications are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationStatus>,
     /// Standard conditions; `Ready` is True once the restore completed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -159,7 +159,8 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
         }
         None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
         Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,
-        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed) => {
+        Some(finished @ (BackupPhase::Completed | BackupPhase::PartiallyFailed)) => {
+            let retry = notify_finished(ctx, &api, &backup, finished).await;
             match decide::decide_finished(
                 backup
                     .status
@@ -185,9 +186,12 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
                         .duration_since(now)
                         .unsigned_abs()
                         .max(Duration::from_secs(1));
-                    Ok(Action::requeue(wait.min(Duration::from_secs(3600))))
+                    Ok(crate::notify::sooner_of(&[
+                        retry,
+                        Some(wait.min(Duration::from_secs(3600))),
+                    ]))
                 }
-                FinishedDecision::Nothing => Ok(Action::await_change()),
+                FinishedDecision::Nothing => Ok(crate::notify::sooner_of(&[retry])),
             }
         }
         Some(BackupPhase::Expired) => {
@@ -208,8 +212,33 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
                 }
             }
         }
-        Some(BackupPhase::Failed) => Ok(Action::await_change()),
+        Some(BackupPhase::Failed) => {
+            let retry = notify_finished(ctx, &api, &backup, BackupPhase::Failed).await;
+            Ok(crate::notify::sooner_of(&[retry]))
+        }
     }
+}
+
+/// Sends the webhook notification of a finished backup once; returns when to retry. Backups
+/// imported from the repository by the sync are not notified: they finished long ago.
+async fn notify_finished(
+    ctx: &Context,
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+    phase: BackupPhase,
+) -> Option<Duration> {
+    if backup
+        .annotations()
+        .contains_key(sync::IMPORTED_FROM_ANNOTATION)
+    {
+        return None;
+    }
+    let phase = crate::notify::notice::phase_name(&phase);
+    let notice = crate::notify::notice::of_backup(backup, &phase);
+    crate::notify::notify_outcome(ctx, api, backup, &phase, notice, |b| {
+        b.status.as_ref().and_then(|s| s.notification.clone())
+    })
+    .await
 }
 
 /// Fills an imported backup's status from its repository snapshot; it never copies anything.

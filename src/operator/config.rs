@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// How long a pre- or post-backup hook may take unless its pod says otherwise (Go duration).
     #[arg(long, env = "REWIND_HOOK_TIMEOUT", default_value = "60s")]
     pub hook_timeout: String,
+    /// File holding a webhook URL (mount it from a Secret): each finished backup and restore is
+    /// POSTed there as JSON once (docs/notifications.md). Read at every delivery.
+    #[arg(long, env = "REWIND_NOTIFY_WEBHOOK_URL_FILE")]
+    pub notify_webhook_url_file: Option<PathBuf>,
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "REWIND_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

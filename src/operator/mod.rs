@@ -77,6 +77,10 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
             args.max_concurrent_backups,
         )),
         store,
+        notifier: args
+            .notify_webhook_url_file
+            .clone()
+            .map(crate::notify::Notifier::new),
     });
     let controllers = futures::future::join4(
         crate::backup::run(ctx.clone(), shutdown.clone()),

@@ -155,11 +155,31 @@ async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, Re
     match restore.status.as_ref().and_then(|s| s.phase) {
         None | Some(RestorePhase::Queued) => try_start(&api, &restore, ctx, now).await,
         Some(RestorePhase::Running) => run_restore(&api, &restore, ctx).await,
-        Some(RestorePhase::Completed | RestorePhase::PartiallyFailed) => {
-            expire_if_due(&api, &restore, ctx, now).await
+        Some(phase @ (RestorePhase::Completed | RestorePhase::PartiallyFailed)) => {
+            let retry = notify_finished(ctx, &api, &restore, phase).await;
+            let expiry = expire_if_due(&api, &restore, ctx, now).await?;
+            Ok(crate::notify::sooner_of(&[retry, expiry]))
         }
-        Some(RestorePhase::Failed) => Ok(Action::await_change()),
+        Some(RestorePhase::Failed) => {
+            let retry = notify_finished(ctx, &api, &restore, RestorePhase::Failed).await;
+            Ok(crate::notify::sooner_of(&[retry]))
+        }
     }
+}
+
+/// Sends the webhook notification of a finished restore once; returns when to retry.
+async fn notify_finished(
+    ctx: &Context,
+    api: &Api<ProjectRestore>,
+    restore: &ProjectRestore,
+    phase: RestorePhase,
+) -> Option<Duration> {
+    let phase = crate::notify::notice::phase_name(&phase);
+    let notice = crate::notify::notice::of_restore(restore, &phase);
+    crate::notify::notify_outcome(ctx, api, restore, &phase, notice, |r| {
+        r.status.as_ref().and_then(|s| s.notification.clone())
+    })
+    .await
 }
 
 async fn try_start(
@@ -347,12 +367,13 @@ async fn fail(
     Ok(Action::await_change())
 }
 
+/// Deletes an expired restore's namespaces; returns when to look again.
 async fn expire_if_due(
     api: &Api<ProjectRestore>,
     restore: &ProjectRestore,
     ctx: &Context,
     now: Timestamp,
-) -> Result<Action, RestoreError> {
+) -> Result<Option<Duration>, RestoreError> {
     let current = restore.status.clone().unwrap_or_default();
     let already = current
         .conditions
@@ -373,14 +394,14 @@ async fn expire_if_due(
                 "expireAfter passed: restored namespaces deleted".into(),
             )
             .await;
-            Ok(Action::await_change())
+            Ok(None)
         }
-        Some(Time(at)) if !already => Ok(Action::requeue(
+        Some(Time(at)) if !already => Ok(Some(
             at.duration_since(now)
                 .unsigned_abs()
                 .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
         )),
-        _ => Ok(Action::await_change()),
+        _ => Ok(None),
     }
 }
 
