@@ -2,3 +2,10 @@
 .PHONY: run
 run: ## run the operator on the sample account `demo` and show the backup it takes
 	hack/run.sh
+
+.PHONY: install-plugin
+install-plugin: ## build the release binary and link it as ~/.local/bin/kubectl-rewind (`kubectl rewind …`)
+	$(CARGO) build --release --locked
+	mkdir -p $(HOME)/.local/bin
+	ln -sf $(abspath $(or $(CARGO_TARGET_DIR),target))/release/rewind $(HOME)/.local/bin/kubectl-rewind
+	@echo "kubectl rewind is ready if ~/.local/bin is on your PATH"

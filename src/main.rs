@@ -25,11 +25,38 @@ enum Command {
     Crd(cli::crd::CrdArgs),
     /// Work with a backup repository directly.
     Repo(repo_cli::RepoArgs),
+    /// The kubectl plugin: install this binary as `kubectl-rewind` to run `kubectl rewind …`.
+    Kubectl(cli::plugin::PluginArgs),
+}
+
+/// `kubectl rewind …` runs this binary as `kubectl-rewind`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl rewind",
+    version,
+    about = "List, log, take and restore Rewind backups."
+)]
+struct Plugin {
+    #[command(flatten)]
+    args: cli::plugin::PluginArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     rewind::memory::bound_allocator();
-    let parsed = Cli::parse();
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().to_string())
+        });
+    let parsed = if invoked_as.as_deref() == Some("kubectl-rewind") {
+        Cli {
+            command: Command::Kubectl(Plugin::parse().args),
+        }
+    } else {
+        Cli::parse()
+    };
     // Both ring (kube) and aws-lc-rs (object_store) are linked: name the TLS provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -41,6 +68,10 @@ fn main() -> anyhow::Result<()> {
         Command::Repo(args) => {
             rewind::memory::quiet_on_closed_pipe();
             runtime.block_on(repo_cli::run(args))
+        }
+        Command::Kubectl(args) => {
+            rewind::memory::quiet_on_closed_pipe();
+            runtime.block_on(cli::plugin::run(args))
         }
         Command::Run(args) => runtime.block_on(async move {
             rewind::operator::logging::init(args.log_format);

@@ -1,0 +1,172 @@
+//! `kubectl rewind` (the `rewind` binary installed as `kubectl-rewind`, or `rewind kubectl`):
+//! list an account's backups, show an activity log, take a backup now, and restore after the
+//! user types `I understand`. Uses the caller's kubeconfig and permissions.
+
+pub mod render;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{AccountBackup, AccountBackupSpec, ProjectRestore, ProjectRestoreSpec};
+
+/// Backups and restores from kubectl.
+#[derive(clap::Args, Debug)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// The plugin's commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginCommand {
+    /// List backups, newest first, with date, size and notes.
+    List {
+        /// Only this account's backups.
+        account: Option<String>,
+    },
+    /// Show the activity log of an AccountBackup or ProjectRestore (errors in red on a terminal).
+    Log {
+        /// The AccountBackup or ProjectRestore.
+        name: String,
+    },
+    /// Take a backup of ACCOUNT now; prints the new AccountBackup's name.
+    Backup {
+        /// The account (its projects are the namespaces labelled rewind.dev/account=ACCOUNT).
+        account: String,
+        /// Notes shown in `list` (e.g. "before the 2.0 release").
+        #[arg(long)]
+        notes: Option<String>,
+        /// Wait until the backup finishes, then print its outcome.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Restore projects of BACKUP into new namespaces, after you type `I understand`.
+    Restore {
+        /// The AccountBackup to restore from.
+        backup: String,
+        /// A project to restore (repeat for several); default: every project of the backup.
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Name the new namespace of a project: --to shop=shop-yesterday (repeatable).
+        #[arg(long = "to", value_name = "PROJECT=NAMESPACE")]
+        targets: Vec<String>,
+    },
+}
+
+/// Runs one plugin command.
+pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting with your kubeconfig")?;
+    let backups: Api<AccountBackup> = Api::all(client.clone());
+    match args.command {
+        PluginCommand::List { account } => {
+            let params = ListParams::default();
+            let mut items = backups.list(&params).await?.items;
+            if let Some(account) = account {
+                items.retain(|b| b.spec.account == account);
+            }
+            print!("{}", render::backup_table(&items));
+        }
+        PluginCommand::Log { name } => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let restores: Api<ProjectRestore> = Api::all(client.clone());
+            let entries = if let Some(backup) = backups.get_opt(&name).await? {
+                backup.status.map(|s| s.activity).unwrap_or_default()
+            } else if let Some(restore) = restores.get_opt(&name).await? {
+                restore.status.map(|s| s.activity).unwrap_or_default()
+            } else {
+                bail!("no AccountBackup or ProjectRestore named {name}: see `kubectl rewind list`");
+            };
+            print!("{}", render::activity_log(&entries, color));
+        }
+        PluginCommand::Backup {
+            account,
+            notes,
+            wait,
+        } => {
+            let mut spec: AccountBackupSpec =
+                serde_json::from_value(serde_json::json!({ "account": account }))?;
+            spec.notes = notes;
+            let backup = AccountBackup {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{account}-now-")),
+                    ..Default::default()
+                },
+                spec,
+                status: None,
+            };
+            let created = backups.create(&PostParams::default(), &backup).await?;
+            let name = created.name_any();
+            println!("{name}");
+            if wait {
+                let phase = wait_finished(&backups, &name).await?;
+                println!("{name}: {phase} (kubectl rewind log {name})");
+                if phase == "Failed" {
+                    std::process::exit(1);
+                }
+            }
+        }
+        PluginCommand::Restore {
+            backup,
+            projects,
+            targets,
+        } => {
+            let Some(source) = backups.get_opt(&backup).await? else {
+                bail!("no AccountBackup named {backup}: see `kubectl rewind list`");
+            };
+            let targets = targets
+                .iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(from, to)| (from.to_string(), to.to_string()))
+                        .with_context(|| format!("--to takes PROJECT=NAMESPACE, not {pair}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            eprint!("{}", render::restore_prompt(&source, &projects, &targets));
+            std::io::stderr().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !render::confirms(&answer) {
+                bail!(
+                    "not confirmed: nothing was created (type `{}` exactly)",
+                    render::CONFIRMATION
+                );
+            }
+            let mut spec: ProjectRestoreSpec =
+                serde_json::from_value(serde_json::json!({ "backup": backup }))?;
+            spec.projects = projects;
+            spec.target_namespaces = targets.into_iter().collect();
+            let restore = ProjectRestore {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{backup}-restore-")),
+                    ..Default::default()
+                },
+                spec,
+                status: None,
+            };
+            let restores: Api<ProjectRestore> = Api::all(client);
+            let created = restores.create(&PostParams::default(), &restore).await?;
+            println!("{}", created.name_any());
+        }
+    }
+    Ok(())
+}
+
+/// Polls a backup until it has finished; returns its phase.
+async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Result<String> {
+    loop {
+        let backup = backups.get(name).await?;
+        if let Some(phase) = backup.status.and_then(|s| s.phase) {
+            let phase = crate::notify::notice::phase_name(&phase);
+            if matches!(phase.as_str(), "Completed" | "PartiallyFailed" | "Failed") {
+                return Ok(phase);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

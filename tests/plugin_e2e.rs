@@ -1,0 +1,146 @@
+//! `kubectl rewind` end to end: the real kubectl finds the plugin on PATH (the `rewind` binary
+//! installed as `kubectl-rewind`) and drives a real operator on the test bed.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::operator::Operator;
+use support::{Bed, unique};
+
+/// `kubectl rewind ARGS` with `stdin`; returns (success, stdout, stderr).
+fn kubectl_rewind(
+    bed: &Bed,
+    plugin_dir: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        bed.var("PATH")
+            .map(str::to_string)
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default()
+    );
+    let mut child = Command::new(bed.var("KUBECTL").unwrap_or("kubectl"))
+        .envs(bed.envs())
+        .env("PATH", path)
+        .arg("rewind")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(mut pipe) = child.stdin.take() {
+        let _ = pipe.write_all(stdin.as_bytes());
+    }
+    let output = child.wait_with_output().expect("kubectl finished");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands() {
+    let bed = Bed::get();
+    let operator = Operator::shared(&bed, &[]);
+    let plugin_dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_rewind"),
+        plugin_dir.path().join("kubectl-rewind"),
+    )
+    .expect("install the plugin");
+    let dir = plugin_dir.path();
+    let account = unique("plugin");
+    let project = bed.project("plugin", &account);
+    let ns = project.name.clone();
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{currency: EUR}}\n"
+    ));
+
+    let (ok, out, err) = kubectl_rewind(
+        &bed,
+        dir,
+        &[
+            "backup",
+            &account,
+            "--notes",
+            "before the release",
+            "--wait",
+        ],
+        "",
+    );
+    assert!(ok, "backup failed: {err}\n{}", operator.log_tail());
+    let backup = out.lines().next().unwrap_or_default().to_string();
+    assert!(backup.starts_with(&format!("{account}-now-")), "{out}");
+    assert!(out.contains(&format!("{backup}: Completed")), "{out}");
+
+    let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
+    assert!(ok, "{err}");
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&backup))
+        .unwrap_or_else(|| panic!("{backup} missing from:\n{table}"));
+    assert!(
+        row.contains("Completed") && row.contains(" UTC") && row.ends_with("before the release"),
+        "{table}"
+    );
+
+    let (ok, log, err) = kubectl_rewind(&bed, dir, &["log", &backup], "");
+    assert!(ok, "{err}");
+    assert!(log.lines().count() >= 2, "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "no colour when stdout is not a terminal: {log}"
+    );
+
+    let target = format!("{ns}-back");
+    let to = format!("{ns}={target}");
+    let before = bed.kubectl_ok(&["get", "projectrestores", "-o", "name"]);
+    let (ok, _, err) = kubectl_rewind(&bed, dir, &["restore", &backup, "--to", &to], "yes\n");
+    assert!(!ok, "a restore without the exact words must be refused");
+    assert!(
+        err.contains("I understand") && err.contains(&format!("{ns}  ->  {target}")),
+        "{err}"
+    );
+    assert!(err.contains("not confirmed: nothing was created"), "{err}");
+    assert_eq!(
+        bed.kubectl_ok(&["get", "projectrestores", "-o", "name"]),
+        before
+    );
+
+    let (ok, out, err) = kubectl_rewind(
+        &bed,
+        dir,
+        &["restore", &backup, "--to", &to],
+        "I understand\n",
+    );
+    assert!(ok, "{err}");
+    let restore = out.trim().to_string();
+    assert!(restore.starts_with(&format!("{backup}-restore-")), "{out}");
+    let phase = bed.wait_until(
+        &format!("ProjectRestore {restore} to finish"),
+        Duration::from_secs(120),
+        || {
+            bed.jsonpath(&["projectrestore", &restore], "{.status.phase}")
+                .filter(|p| p == "Completed" || p == "Failed" || p == "PartiallyFailed")
+        },
+        || operator.log_tail(),
+    );
+    let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
+    assert_eq!(phase, "Completed");
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &target, "configmap", "settings"],
+            "{.data.currency}"
+        )
+        .as_deref(),
+        Some("EUR")
+    );
+}
