@@ -313,3 +313,22 @@ fn cli_puts_lists_cats_and_checks() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_second_stream_with_a_name_already_written_is_refused_and_the_first_is_kept() {
+    let (_dir, repo) = new_repo().await;
+    let mut writer = repo.start_snapshot(BTreeMap::new()).await.expect("start");
+    writer.start_stream("dump").await.expect("stream");
+    writer.write(b"the first dump").await.expect("write");
+    writer.finish_stream().await.expect("finish");
+    let refused = writer.start_stream("dump").await;
+    assert!(
+        matches!(&refused, Err(RepoError::DuplicateStream(name)) if name == "dump"),
+        "{refused:?}"
+    );
+    let id = writer.commit().await.expect("commit").id;
+    assert_eq!(
+        read(&repo, &id, "dump").await.expect("read"),
+        b"the first dump"
+    );
+}

@@ -29,7 +29,7 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// 64 hex characters are the key itself; any other text (at least 16 characters) is
+    /// 64 hex characters are the key itself; any other text (at least 16 bytes) is
     /// stretched with BLAKE3's key derivation. Use `openssl rand -hex 32`.
     pub fn from_text(text: &str) -> Result<Self, RepoError> {
         let text = text.trim();
@@ -41,7 +41,7 @@ impl MasterKey {
         }
         if text.len() < 16 {
             return Err(RepoError::BadKey(
-                "shorter than 16 characters: generate one with `openssl rand -hex 32`".into(),
+                "shorter than 16 bytes: generate one with `openssl rand -hex 32`".into(),
             ));
         }
         Ok(Self(blake3::derive_key(

@@ -58,6 +58,9 @@ pub enum RepoError {
     /// Another operation holds the repository (prune beside writers).
     #[error("the repository is busy: {0}; try again when it ends")]
     Busy(String),
+    /// A snapshot already has a stream of this name.
+    #[error("stream {0} is already in this snapshot: give each stream its own name")]
+    DuplicateStream(String),
     /// Local I/O failed (stdin, stdout, files).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -78,6 +81,7 @@ impl RepoError {
             Self::Corrupt { .. } => "corrupt-object",
             Self::NotFound(_) => "not-found",
             Self::Busy(_) => "busy",
+            Self::DuplicateStream(_) => "duplicate-stream",
             Self::Io(_) => "io",
         }
     }

@@ -158,10 +158,14 @@ impl SnapshotWriter {
         })
     }
 
-    /// Starts a stream; a stream still open is finished first.
+    /// Starts a stream; a stream still open is finished first. A name already used in this
+    /// snapshot is refused (the first stream would otherwise be lost).
     pub async fn start_stream(&mut self, name: &str) -> Result<(), RepoError> {
         if self.current.is_some() {
             self.finish_stream().await?;
+        }
+        if self.streams.iter().any(|s| s.name == name) {
+            return Err(RepoError::DuplicateStream(name.to_string()));
         }
         self.current = Some(OpenStream {
             name: name.to_string(),
@@ -208,7 +212,6 @@ impl SnapshotWriter {
             stored_bytes: stream.stored,
             sha256: sha256.clone(),
         };
-        self.streams.retain(|s| s.name != stream.name);
         self.streams.push(StreamEntry {
             name: stream.name,
             size: stream.size,

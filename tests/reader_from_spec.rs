@@ -1,0 +1,401 @@
+//! docs/repository-format.md is enough to read a repository: a Python reader written from
+//! that document alone (tests/reader_from_spec/read_stream.py) reads back, byte for byte,
+//! what the real `rewind repo put` stored, and refuses damage and the wrong key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const HEX_KEY: &str = "3c9a5e01f4b2d87766e1a0c3b5d4f2e19a8b7c6d5e4f30211a2b3c4d5e6f7081";
+const PASSPHRASE: &str = "correct horse battery staple, but longer";
+
+fn spec_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader_from_spec")
+}
+
+/// The venv's python, created once at `$HOME/.cache/rewind/spec-reader-venv` and reused
+/// while it holds exactly the packages of requirements.txt.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let requirements = std::fs::read_to_string(spec_dir().join("requirements.txt"))
+            .expect("tests/reader_from_spec/requirements.txt");
+        let cache = std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".cache/rewind"))
+            .unwrap_or_else(|| std::env::temp_dir().join("rewind-cache"));
+        let venv = cache.join("spec-reader-venv");
+        let python = venv.join("bin/python");
+        let stamp = venv.join("rewind-requirements.txt");
+        let ready = |python: &Path, stamp: &Path| {
+            std::fs::read_to_string(stamp).is_ok_and(|s| s == requirements)
+                && Command::new(python)
+                    .args(["-c", "import nacl.bindings, blake3, zstandard"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+        };
+        if ready(&python, &stamp) {
+            return python;
+        }
+        match Command::new("python3").arg("--version").output() {
+            Ok(out) if out.status.success() => {}
+            _ => panic!(
+                "python3 is needed to run the reader written from docs/repository-format.md: \
+                 install Python 3 with its venv module (Debian: apt-get install python3 python3-venv)"
+            ),
+        }
+        // Build beside the final place and rename, so a half-built venv is never reused.
+        std::fs::create_dir_all(&cache).expect("create ~/.cache/rewind");
+        let building = cache.join(format!("spec-reader-venv.building-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&building);
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&building)
+            .output()
+            .expect("run python3 -m venv");
+        assert!(
+            created.status.success(),
+            "python3 -m venv failed (Debian: apt-get install python3-venv): {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let installed = Command::new(building.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(spec_dir().join("requirements.txt"))
+            .output()
+            .expect("run pip");
+        assert!(
+            installed.status.success(),
+            "pip install -r tests/reader_from_spec/requirements.txt failed: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
+        std::fs::write(building.join("rewind-requirements.txt"), &requirements).expect("stamp");
+        let _ = std::fs::remove_dir_all(&venv);
+        if std::fs::rename(&building, &venv).is_err() {
+            // Another test run finished first: use its venv if it is complete.
+            let _ = std::fs::remove_dir_all(&building);
+        }
+        assert!(
+            ready(&python, &stamp),
+            "the venv at {} is not usable",
+            venv.display()
+        );
+        python
+    })
+}
+
+/// A `file://` repository made with the real `rewind` binary.
+struct Repo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    key: String,
+}
+
+impl Repo {
+    fn init(key: &str) -> Repo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = Repo {
+            path: dir.path().join("repo"),
+            _dir: dir,
+            key: key.to_string(),
+        };
+        let out = repo.rewind(&["init"]).output().expect("rewind repo init");
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        repo
+    }
+
+    fn rewind(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rewind"));
+        command
+            .arg("repo")
+            .args(["--repo", &format!("file://{}", self.path.display())])
+            .args(args)
+            .env("REWIND_REPO_KEY", &self.key)
+            .env_remove("REWIND_REPOSITORY_KEY_FILE")
+            .env_remove("REWIND_REPOSITORY");
+        command
+    }
+
+    /// `rewind repo put --name NAME` with `data` on stdin; the new snapshot's id.
+    fn put(&self, name: &str, data: &[u8]) -> String {
+        let mut child = self
+            .rewind(&["put", "--name", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rewind repo put");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        let feeder = std::thread::spawn(move || stdin.write_all(&data));
+        let out = child.wait_with_output().expect("put output");
+        feeder.join().expect("feeder").expect("feed put");
+        assert!(
+            out.status.success(),
+            "put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8(out.stdout)
+            .expect("utf-8 id")
+            .trim()
+            .to_string();
+        assert!(!id.is_empty(), "put printed no snapshot id");
+        id
+    }
+
+    /// The Python reader, with `key` as REWIND_REPO_KEY.
+    fn spec_reader(&self, key: &str, args: &[&str]) -> Output {
+        Command::new(python())
+            .arg(spec_dir().join("read_stream.py"))
+            .arg(&self.path)
+            .args(args)
+            .env("REWIND_REPO_KEY", key)
+            .output()
+            .expect("run read_stream.py")
+    }
+
+    /// The stream's bytes as the Python reader prints them; panics on refusal.
+    fn cat(&self, snapshot: &str, stream: &str) -> Vec<u8> {
+        let out = self.spec_reader(&self.key, &["cat", snapshot, stream]);
+        assert!(
+            out.status.success(),
+            "read_stream.py cat {snapshot} {stream} refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// `ls` as the Python reader prints it: (snapshot id, stream names) per line.
+    fn ls(&self, key: &str) -> Vec<(String, Vec<String>)> {
+        let out = self.spec_reader(key, &["ls"]);
+        assert!(
+            out.status.success(),
+            "read_stream.py ls refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8 ls")
+            .lines()
+            .map(|line| {
+                let mut fields = line.split('\t').map(str::to_string);
+                let id = fields.next().expect("id");
+                (id, fields.collect())
+            })
+            .collect()
+    }
+
+    fn files_under(&self, sub: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.path.join(sub), &mut out);
+        out.sort();
+        out
+    }
+
+    fn stored_pack_bytes(&self) -> u64 {
+        self.files_under("packs")
+            .iter()
+            .map(|p| p.metadata().expect("pack metadata").len())
+            .sum()
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["alpha ", "beta ", "gamma ", "delta ", "row ", "1234 ", "\n"];
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(words[(state % words.len() as u64) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: the spec reader returned {} bytes that differ from the {} bytes stored",
+        got.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn a_reader_written_from_the_format_document_reads_every_stream_back() {
+    let repo = Repo::init(HEX_KEY);
+    let streams: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("tiny", b"hello, repository\n".to_vec()),
+        (
+            "projects/shop/databases/random.dump",
+            pseudo_random(5_000_000, 7),
+        ),
+        ("projects/shop/manifests.jsonl", text_like(5_000_000, 11)),
+    ];
+    let ids: Vec<String> = streams
+        .iter()
+        .map(|(name, data)| repo.put(name, data))
+        .collect();
+    for ((name, data), id) in streams.iter().zip(&ids) {
+        assert_same(&repo.cat(id, name), data, name);
+    }
+    let listed = repo.ls(HEX_KEY);
+    let mut expected: Vec<(String, Vec<String>)> = ids
+        .iter()
+        .zip(&streams)
+        .map(|(id, (name, _))| (id.clone(), vec![name.to_string()]))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected, "ls lists every snapshot with its stream");
+    // The compressible stream really was stored compressed (flag 1 blobs were read).
+    let text_stored = repo.stored_pack_bytes();
+    assert!(
+        text_stored < 5_000_000 + 5_000_000 / 2,
+        "5 MB of text should compress: packs hold {text_stored} bytes"
+    );
+}
+
+#[test]
+fn a_second_snapshot_that_shares_most_data_reads_back_through_the_shared_chunks() {
+    let repo = Repo::init(HEX_KEY);
+    let first = text_like(5_000_000, 3);
+    let mut second = first.clone();
+    second.splice(
+        2_500_000..2_500_000,
+        b"an edit in the middle of the dump\n".iter().copied(),
+    );
+    second.extend_from_slice(&pseudo_random(100_000, 5));
+    let a = repo.put("dump", &first);
+    let after_first = repo.stored_pack_bytes();
+    let b = repo.put("dump", &second);
+    let added = repo.stored_pack_bytes() - after_first;
+    assert!(
+        added < after_first / 2,
+        "the second snapshot should reuse most chunks: it added {added} of {after_first} bytes"
+    );
+    assert_same(&repo.cat(&a, "dump"), &first, "first snapshot");
+    assert_same(&repo.cat(&b, "dump"), &second, "second snapshot");
+}
+
+#[test]
+fn a_passphrase_master_key_is_derived_as_the_document_says() {
+    // rewind trims the key text; the reader gets it without the surrounding whitespace.
+    let repo = Repo::init(&format!("  {PASSPHRASE}\n"));
+    let data = text_like(300_000, 13);
+    let id = repo.put("dump", &data);
+    let out = repo.spec_reader(PASSPHRASE, &["cat", &id, "dump"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(&out.stdout, &data, "passphrase repository");
+    // A passphrase counts bytes, not characters: 8 two-byte characters are enough.
+    let accented = Repo::init("éééééééé");
+    let id = accented.put("tiny", b"x");
+    assert_same(&accented.cat(&id, "tiny"), b"x", "non-ASCII passphrase");
+}
+
+#[test]
+fn a_hex_master_key_is_the_key_itself_in_either_case() {
+    let repo = Repo::init(HEX_KEY);
+    let id = repo.put("tiny", b"abc");
+    let upper = repo.ls(&HEX_KEY.to_uppercase());
+    assert_eq!(upper, vec![(id.clone(), vec!["tiny".to_string()])]);
+    // One more hex digit makes it a passphrase, hence another key.
+    let out = repo.spec_reader(&format!("{HEX_KEY}0"), &["ls"]);
+    assert!(
+        !out.status.success(),
+        "65 hex characters are a passphrase, not this key"
+    );
+}
+
+#[test]
+fn the_reader_refuses_a_pack_with_one_flipped_bit() {
+    let repo = Repo::init(HEX_KEY);
+    let data = pseudo_random(3_000_000, 17);
+    let id = repo.put("dump", &data);
+    assert_same(&repo.cat(&id, "dump"), &data, "before the damage");
+    let packs = repo.files_under("packs");
+    assert!(!packs.is_empty(), "put stored no pack");
+    for pack in &packs {
+        let mut bytes = std::fs::read(pack).expect("read pack");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::fs::write(pack, &bytes).expect("write pack");
+        let out = repo.spec_reader(HEX_KEY, &["cat", &id, "dump"]);
+        assert!(
+            !out.status.success(),
+            "a flipped bit in {} must be refused",
+            pack.display()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("authentication failed"), "{stderr}");
+        assert!(
+            out.stdout.len() < data.len(),
+            "the damaged chunk was never printed"
+        );
+        bytes[middle] ^= 0x10;
+        std::fs::write(pack, &bytes).expect("restore pack");
+    }
+    assert_same(&repo.cat(&id, "dump"), &data, "after the repair");
+}
+
+#[test]
+fn the_reader_refuses_the_wrong_key() {
+    let repo = Repo::init(HEX_KEY);
+    let id = repo.put("tiny", b"secret");
+    for wrong in [&"00".repeat(32), "a passphrase that is not the key"] {
+        let out = repo.spec_reader(wrong, &["cat", &id, "tiny"]);
+        assert!(!out.status.success(), "key {wrong:?} must be refused");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing is printed with the wrong key"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("master key does not open"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_reader_refuses_a_format_version_other_than_1() {
+    let repo = Repo::init(HEX_KEY);
+    repo.put("tiny", b"abc");
+    let config_path = repo.path.join("config");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    let mut json: serde_json::Value = serde_json::from_str(&config).expect("config is JSON");
+    json["version"] = serde_json::json!(2);
+    std::fs::write(&config_path, json.to_string()).expect("write config");
+    let out = repo.spec_reader(HEX_KEY, &["ls"]);
+    assert!(!out.status.success(), "version 2 must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("version 2 is not supported"), "{stderr}");
+}
