@@ -2,10 +2,13 @@
 //! that document alone (tests/reader_from_spec/read_stream.py) reads back, byte for byte,
 //! what the real `rewind repo put` stored, and refuses damage and the wrong key.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use support::data::{pseudo_random, text_like};
 
 const HEX_KEY: &str = "3c9a5e01f4b2d87766e1a0c3b5d4f2e19a8b7c6d5e4f30211a2b3c4d5e6f7081";
 const PASSPHRASE: &str = "correct horse battery staple, but longer";
@@ -211,32 +214,6 @@ impl Repo {
             .map(|p| p.metadata().expect("pack metadata").len())
             .sum()
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn text_like(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["alpha ", "beta ", "gamma ", "delta ", "row ", "1234 ", "\n"];
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(words[(state % words.len() as u64) as usize].as_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn assert_same(got: &[u8], want: &[u8], what: &str) {

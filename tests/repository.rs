@@ -1,10 +1,13 @@
 //! The repository's contract: round trips, dedup, typed errors for every kind of damage,
 //! prune beside writers, two writers at once, and the CLI.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use rewind::repository::{MasterKey, RepoError, Repository};
+use support::data::{pseudo_random, text_like};
 use tokio::io::AsyncReadExt;
 
 fn key() -> MasterKey {
@@ -45,32 +48,6 @@ async fn read(repo: &Repository, snapshot: &str, stream: &str) -> Result<Vec<u8>
     let mut out = Vec::new();
     reader.read_to_end(&mut out).await?;
     Ok(out)
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn text_like(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["alpha ", "beta ", "gamma ", "delta ", "row ", "1234 ", "\n"];
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(words[(state % words.len() as u64) as usize].as_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 proptest! {

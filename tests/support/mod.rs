@@ -5,6 +5,7 @@
 //! `REWIND_E2E_KUBECONFIG` (e.g. kind); then only what that cluster cannot do is skipped, loudly.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod operator;
 
 use std::collections::BTreeMap;
