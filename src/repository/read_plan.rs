@@ -37,7 +37,7 @@ impl PackRead {
     /// Whether the blob at `location` can join without reading backwards, skipping more than
     /// [`MAX_GAP`] or growing beyond [`MAX_READ`].
     fn can_take(&self, location: &Location) -> bool {
-        let end = location.offset + u64::from(location.length);
+        let end = location.offset.saturating_add(u64::from(location.length));
         self.pack == location.pack
             && location.offset >= self.range.end
             && location.offset - self.range.end <= MAX_GAP
@@ -46,7 +46,7 @@ impl PackRead {
 
     fn push(&mut self, id: ChunkId, location: &Location) {
         let start = (location.offset - self.range.start) as usize;
-        self.range.end = location.offset + u64::from(location.length);
+        self.range.end = location.offset.saturating_add(u64::from(location.length));
         self.blobs.push((
             id,
             start..start + location.length as usize,
@@ -174,5 +174,16 @@ mod tests {
         assert_eq!(ranges(&reads[..1]), vec![("a".into(), 0..100, 1)]);
         assert!(matches!(&reads[1], Err(RepoError::Missing { object }) if object.contains("0909")));
         assert_eq!(ranges(&reads[2..]), vec![("a".into(), 100..200, 1)]);
+    }
+
+    #[test]
+    fn a_location_at_the_end_of_the_address_space_is_planned_without_overflow() {
+        let chunks = [
+            ([1; 32], at("a", u64::MAX - 10, 100)),
+            ([2; 32], at("a", u64::MAX, 100)),
+        ];
+        let reads = plan(&chunks, &[0, 1]);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(ranges(&reads)[0].1, u64::MAX - 10..u64::MAX);
     }
 }
