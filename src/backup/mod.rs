@@ -160,7 +160,7 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
         None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
         Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,
         Some(finished @ (BackupPhase::Completed | BackupPhase::PartiallyFailed)) => {
-            let retry = notify_finished(ctx, &api, &backup, finished).await;
+            let retry = crate::notify::notify_outcome(ctx, &api, &*backup, &finished).await;
             match decide::decide_finished(
                 backup
                     .status
@@ -213,32 +213,11 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
             }
         }
         Some(BackupPhase::Failed) => {
-            let retry = notify_finished(ctx, &api, &backup, BackupPhase::Failed).await;
+            let retry =
+                crate::notify::notify_outcome(ctx, &api, &*backup, &BackupPhase::Failed).await;
             Ok(crate::notify::sooner_of(&[retry]))
         }
     }
-}
-
-/// Sends the webhook notification of a finished backup once; returns when to retry. Backups
-/// imported from the repository by the sync are not notified: they finished long ago.
-async fn notify_finished(
-    ctx: &Context,
-    api: &Api<AccountBackup>,
-    backup: &AccountBackup,
-    phase: BackupPhase,
-) -> Option<Duration> {
-    if backup
-        .annotations()
-        .contains_key(sync::IMPORTED_FROM_ANNOTATION)
-    {
-        return None;
-    }
-    let phase = crate::notify::notice::phase_name(&phase);
-    let notice = crate::notify::notice::of_backup(backup, &phase);
-    crate::notify::notify_outcome(ctx, api, backup, &phase, notice, |b| {
-        b.status.as_ref().and_then(|s| s.notification.clone())
-    })
-    .await
 }
 
 /// Fills an imported backup's status from its repository snapshot; it never copies anything.

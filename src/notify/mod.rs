@@ -14,9 +14,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::api::NotificationStatus;
 use crate::context::Context;
 use decide::Step;
+use notice::Notified;
 
 /// The field manager of `status.notification`: separate from the controllers', so their
 /// status writes (which never mention the field) leave it in place.
@@ -106,28 +106,30 @@ pub fn sooner_of(waits: &[Option<Duration>]) -> kube::runtime::controller::Actio
 }
 
 /// Notifies outcome `phase` of `object` when it is due and records the delivery in its status.
-/// Returns when to look again (a failed delivery waiting for its retry), if ever.
-/// `notification_of` reads the recorded delivery; it is read again from the API server before
-/// sending, so a reconcile on a stale cached object does not notify twice.
+/// Returns when to look again (a failed delivery waiting for its retry), if ever. The recorded
+/// delivery is read again from the API server before sending, so a reconcile on a stale
+/// cached object does not notify twice.
 pub async fn notify_outcome<K>(
     ctx: &Context,
     api: &Api<K>,
     object: &K,
-    phase: &str,
-    notice: serde_json::Value,
-    notification_of: impl Fn(&K) -> Option<NotificationStatus>,
+    phase: &impl serde::Serialize,
 ) -> Option<Duration>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Notified + Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let notifier = ctx.notifier.as_ref()?;
+    if !object.wants_notice() {
+        return None;
+    }
+    let phase = notice::phase_name(phase);
+    let phase = phase.as_str();
     let name = object.name_any();
-    let cached = notification_of(object);
-    if decide::next_step(phase, cached.as_ref(), Timestamp::now()) == Step::Nothing {
+    if decide::next_step(phase, object.notification().as_ref(), Timestamp::now()) == Step::Nothing {
         return None;
     }
     let recorded = match api.get_status(&name).await {
-        Ok(fresh) => notification_of(&fresh),
+        Ok(fresh) => fresh.notification(),
         Err(err) => {
             warn!(object = %name, error = %err, "reading the notification state failed; retrying");
             return Some(Duration::from_secs(10));
@@ -138,7 +140,7 @@ where
         Step::Nothing => None,
         Step::RetryIn(wait) => Some(wait),
         Step::Send => {
-            let result = notifier.deliver(&notice).await;
+            let result = notifier.deliver(&object.notice(phase)).await;
             let (event_type, reason, note) = match &result {
                 Ok(()) => (
                     EventType::Normal,

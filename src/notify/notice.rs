@@ -4,7 +4,48 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::{AccountBackup, ProjectRestore};
+use crate::api::{AccountBackup, NotificationStatus, ProjectRestore};
+
+/// A kind whose finished operations are notified.
+pub trait Notified {
+    /// Whether this object's outcome is notified at all.
+    fn wants_notice(&self) -> bool {
+        true
+    }
+    /// What the webhook receives for outcome `phase`.
+    fn notice(&self, phase: &str) -> Value;
+    /// The delivery recorded so far.
+    fn notification(&self) -> Option<NotificationStatus>;
+}
+
+impl Notified for AccountBackup {
+    /// Backups the sync imported from the repository finished long ago: not notified.
+    fn wants_notice(&self) -> bool {
+        !self
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::backup::sync::IMPORTED_FROM_ANNOTATION))
+    }
+
+    fn notice(&self, phase: &str) -> Value {
+        of_backup(self, phase)
+    }
+
+    fn notification(&self) -> Option<NotificationStatus> {
+        self.status.as_ref().and_then(|s| s.notification.clone())
+    }
+}
+
+impl Notified for ProjectRestore {
+    fn notice(&self, phase: &str) -> Value {
+        of_restore(self, phase)
+    }
+
+    fn notification(&self) -> Option<NotificationStatus> {
+        self.status.as_ref().and_then(|s| s.notification.clone())
+    }
+}
 
 /// A phase as the API spells it (`Completed`, `PartiallyFailed`, `Failed`).
 pub fn phase_name(phase: &impl Serialize) -> String {

@@ -4,7 +4,7 @@
 //! repository keys stored in `config`; changing the master key re-wraps them
 //! without touching data.
 
-use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 
 use super::error::RepoError;
@@ -139,18 +139,7 @@ impl RepoKeys {
         context: &[u8],
         sealed: &mut [u8],
     ) -> Result<std::ops::Range<usize>, NotAuthentic> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(NotAuthentic);
-        }
-        let cipher = XChaCha20Poly1305::new((&self.encryption).into());
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| NotAuthentic)?;
-        let (message, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        let tag = Tag::try_from(&*tag).map_err(|_| NotAuthentic)?;
-        cipher
-            .decrypt_inout_detached(&XNonce::from(nonce), context, message.into(), &tag)
-            .map_err(|_| NotAuthentic)?;
-        Ok(NONCE_LEN..sealed.len() - TAG_LEN)
+        open_in_place_with(&self.encryption, context, sealed)
     }
 }
 
@@ -183,20 +172,30 @@ fn seal_buffer_with(key: &[u8; 32], context: &[u8], mut buffer: Vec<u8>) -> Vec<
 }
 
 fn open_with(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, NotAuthentic> {
+    let mut buffer = sealed.to_vec();
+    let plain = open_in_place_with(key, context, &mut buffer)?;
+    buffer.truncate(plain.end);
+    buffer.drain(..plain.start);
+    Ok(buffer)
+}
+
+fn open_in_place_with(
+    key: &[u8; 32],
+    context: &[u8],
+    sealed: &mut [u8],
+) -> Result<std::ops::Range<usize>, NotAuthentic> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(NotAuthentic);
     }
     let cipher = XChaCha20Poly1305::new(key.into());
-    let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().map_err(|_| NotAuthentic)?;
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| NotAuthentic)?;
+    let (message, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let tag = Tag::try_from(&*tag).map_err(|_| NotAuthentic)?;
     cipher
-        .decrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: &sealed[NONCE_LEN..],
-                aad: context,
-            },
-        )
-        .map_err(|_| NotAuthentic)
+        .decrypt_inout_detached(&XNonce::from(nonce), context, message.into(), &tag)
+        .map_err(|_| NotAuthentic)?;
+    Ok(NONCE_LEN..sealed.len() - TAG_LEN)
 }
 
 #[cfg(test)]

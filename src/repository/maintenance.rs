@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use tokio::io::AsyncReadExt;
 
-use super::Repository;
 use super::error::RepoError;
 use super::format::names;
 use super::locks;
+use super::{Repository, Verify};
 
 /// What a prune removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -145,7 +145,8 @@ impl Repository {
                 report.streams += 1;
                 let outcome =
                     async {
-                        let mut reader = self.read_stream_checked(&id, &stream.name).await?;
+                        let mut reader =
+                            super::reader::open(self, &id, &stream.name, Verify::Checksum).await?;
                         let mut buffer = vec![0u8; 1 << 20];
                         let mut total = 0u64;
                         loop {

@@ -311,15 +311,6 @@ impl Repository {
         reader::open(self, snapshot, stream, Verify::Chunks).await
     }
 
-    /// Reads a stream back verifying its SHA-256 too, as `check` does.
-    pub async fn read_stream_checked(
-        &self,
-        snapshot: &str,
-        stream: &str,
-    ) -> Result<reader::StreamReader, RepoError> {
-        reader::open(self, snapshot, stream, Verify::Checksum).await
-    }
-
     /// Reads a stream back as its chunks, in order, each verified; the last item fails when
     /// the stream's size (or, with [`Verify::Checksum`], its SHA-256) does not match.
     pub async fn read_stream_chunks(

@@ -72,7 +72,7 @@ fn fill(input: &mut impl Read, block: &mut [u8]) -> std::io::Result<usize> {
 
 /// Standard output written on its own thread, a whole chunk per write.
 pub struct StdoutChunks {
-    chunks: Option<mpsc::Sender<Bytes>>,
+    chunks: mpsc::Sender<Bytes>,
     writer: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
@@ -87,27 +87,21 @@ impl StdoutChunks {
             }
             stdout.flush()
         });
-        Self {
-            chunks: Some(chunks),
-            writer,
-        }
+        Self { chunks, writer }
     }
 
     /// Queues a chunk; fails when writing has failed (e.g. a closed pipe).
     pub async fn write(&self, chunk: Bytes) -> std::io::Result<()> {
-        match &self.chunks {
-            Some(chunks) => chunks
-                .send(chunk)
-                .await
-                .map_err(|_| std::io::Error::other("standard output stopped accepting data")),
-            None => Ok(()),
-        }
+        self.chunks
+            .send(chunk)
+            .await
+            .map_err(|_| std::io::Error::other("standard output stopped accepting data"))
     }
 
     /// Waits until everything queued is written.
-    pub async fn finish(mut self) -> std::io::Result<()> {
-        self.chunks.take();
-        let writer = self.writer;
+    pub async fn finish(self) -> std::io::Result<()> {
+        let Self { chunks, writer } = self;
+        drop(chunks);
         tokio::task::spawn_blocking(move || writer.join())
             .await
             .map_err(std::io::Error::other)?

@@ -156,30 +156,16 @@ async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, Re
         None | Some(RestorePhase::Queued) => try_start(&api, &restore, ctx, now).await,
         Some(RestorePhase::Running) => run_restore(&api, &restore, ctx).await,
         Some(phase @ (RestorePhase::Completed | RestorePhase::PartiallyFailed)) => {
-            let retry = notify_finished(ctx, &api, &restore, phase).await;
+            let retry = crate::notify::notify_outcome(ctx, &api, &*restore, &phase).await;
             let expiry = expire_if_due(&api, &restore, ctx, now).await?;
             Ok(crate::notify::sooner_of(&[retry, expiry]))
         }
         Some(RestorePhase::Failed) => {
-            let retry = notify_finished(ctx, &api, &restore, RestorePhase::Failed).await;
+            let retry =
+                crate::notify::notify_outcome(ctx, &api, &*restore, &RestorePhase::Failed).await;
             Ok(crate::notify::sooner_of(&[retry]))
         }
     }
-}
-
-/// Sends the webhook notification of a finished restore once; returns when to retry.
-async fn notify_finished(
-    ctx: &Context,
-    api: &Api<ProjectRestore>,
-    restore: &ProjectRestore,
-    phase: RestorePhase,
-) -> Option<Duration> {
-    let phase = crate::notify::notice::phase_name(&phase);
-    let notice = crate::notify::notice::of_restore(restore, &phase);
-    crate::notify::notify_outcome(ctx, api, restore, &phase, notice, |r| {
-        r.status.as_ref().and_then(|s| s.notification.clone())
-    })
-    .await
 }
 
 async fn try_start(

@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{AccountBackup, AccountBackupSpec, ProjectRestore, ProjectRestoreSpec};
+use crate::api::{
+    AccountBackup, AccountBackupSpec, BackupPhase, ProjectRestore, ProjectRestoreSpec,
+};
 
 /// Backups and restores from kubectl.
 #[derive(clap::Args, Debug)]
@@ -161,11 +163,11 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
 async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Result<String> {
     loop {
         let backup = backups.get(name).await?;
-        if let Some(phase) = backup.status.and_then(|s| s.phase) {
-            let phase = crate::notify::notice::phase_name(&phase);
-            if matches!(phase.as_str(), "Completed" | "PartiallyFailed" | "Failed") {
-                return Ok(phase);
-            }
+        if let Some(
+            phase @ (BackupPhase::Completed | BackupPhase::PartiallyFailed | BackupPhase::Failed),
+        ) = backup.status.and_then(|s| s.phase)
+        {
+            return Ok(crate::notify::notice::phase_name(&phase));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
