@@ -24,7 +24,14 @@ bin=${CARGO_TARGET_DIR:-target}/release/rewind
 [[ -d "$state/repository/config" || -f "$state/repository/config" ]] || "$bin" repo init >/dev/null 2>&1 || true
 
 "$KUBECTL" apply -k crds/ >/dev/null
-"$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+# Polled, not `kubectl wait`: that fails at once on a CRD whose status has no condition yet.
+for crd in accountbackups.rewind.dev backupschedules.rewind.dev projectrestores.rewind.dev; do
+  for attempt in $(seq 1 60); do
+    [[ $("$KUBECTL" get crd "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]] && break
+    ((attempt < 60)) || { echo "run: CRD $crd was not Established within 60s: kubectl get crd $crd -o yaml" >&2; exit 1; }
+    sleep 1
+  done
+done
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" apply -f config/samples/account.yaml >/dev/null
 

@@ -128,12 +128,7 @@ async fn backup_stores_every_projects_manifests_sanitized_with_status_and_activi
     let bed = Bed::get();
     let operator = operator(&bed);
     bed.apply(WIDGET_CRD);
-    bed.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/widgets.e2e.rewind.dev",
-        "--timeout=60s",
-    ]);
+    bed.wait_established(&["widgets.e2e.rewind.dev"]);
     let account = unique("acct");
     let shop = bed.namespace("shop");
     let blog = bed.namespace("blog");

@@ -99,12 +99,7 @@ async fn project_comes_back_isolated_sanitized_with_its_data_and_fresh_tokens() 
     };
     let operator = operator(&bed);
     bed.apply(WIDGET_CRD);
-    bed.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/gadgets.e2e.rewind.dev",
-        "--timeout=60s",
-    ]);
+    bed.wait_established(&["gadgets.e2e.rewind.dev"]);
     let account = unique("shop");
     let original = bed.project("shop", &account);
     let ns = original.name.clone();

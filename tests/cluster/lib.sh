@@ -44,3 +44,22 @@ wait_for() {
     sleep 1
   done
 }
+
+# crds_established KUBECTL CRD...: true when every named CRD reports Established=True. Polled
+# through wait_for instead of `kubectl wait`, which fails at once (not after its timeout) on a
+# CRD the API server has not yet given any condition (issue 19).
+crds_established() {
+  local kubectl=$1 crd; shift
+  for crd in "$@"; do
+    [[ $("$kubectl" get crd "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]] \
+      || return 1
+  done
+}
+
+# pvc_bound_and_snapshot_ready KUBECTL NAMESPACE: the CSI chain serves end to end — a claim in
+# NAMESPACE is Bound and its snapshot readyToUse (the probe objects are made by up.sh).
+pvc_bound_and_snapshot_ready() {
+  local kubectl=$1 ns=$2
+  [[ $("$kubectl" -n "$ns" get pvc probe -o 'jsonpath={.status.phase}' 2>/dev/null) == Bound ]] || return 1
+  [[ $("$kubectl" -n "$ns" get volumesnapshot probe -o 'jsonpath={.status.readyToUse}' 2>/dev/null) == true ]]
+}

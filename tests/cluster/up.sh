@@ -66,8 +66,9 @@ crd_dir=$(cd "$(dirname "$0")/csi" && GOTOOLCHAIN=local go list -m -f '{{.Dir}}'
 kubectl apply -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshotclasses.yaml" \
   -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshotcontents.yaml" \
   -f "$crd_dir/snapshot.storage.k8s.io_volumesnapshots.yaml" >/dev/null
-kubectl wait --for=condition=Established crd/volumesnapshots.snapshot.storage.k8s.io \
-  crd/volumesnapshotcontents.snapshot.storage.k8s.io crd/volumesnapshotclasses.snapshot.storage.k8s.io --timeout=60s >/dev/null
+wait_for "the snapshot CRDs to be Established" 60 crds_established "$bin/kubectl" \
+  volumesnapshots.snapshot.storage.k8s.io volumesnapshotcontents.snapshot.storage.k8s.io \
+  volumesnapshotclasses.snapshot.storage.k8s.io
 csi_state=$state/csi/volumes
 csi_socket=$state/csi/csi.sock
 mkdir -p "$csi_state"
@@ -112,10 +113,17 @@ fi
 s3_port=$(free_port)
 start s3 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
 wait_for "the S3 server" 60 port_in_use "$s3_port"
-AWS_ACCESS_KEY_ID=testbed AWS_SECRET_ACCESS_KEY=testbed-secret "$venv/bin/python" -c "
+# A listening port is not yet a serving S3 API: the bucket is created (and then listed) with retries.
+make_bucket() {
+  AWS_ACCESS_KEY_ID=testbed AWS_SECRET_ACCESS_KEY=testbed-secret "$venv/bin/python" -c "
 import boto3
-boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='$S3_BUCKET')
-" || die "creating the S3 bucket failed: see $logs/s3.log"
+s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1')
+if '$S3_BUCKET' not in [b['Name'] for b in s3.list_buckets().get('Buckets', [])]:
+    s3.create_bucket(Bucket='$S3_BUCKET')
+s3.head_bucket(Bucket='$S3_BUCKET')
+"
+}
+wait_for "the S3 bucket $S3_BUCKET" 60 make_bucket
 
 # 5. PostgreSQL (Debian's), as the postgres user, trust auth on loopback only.
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -130,7 +138,29 @@ runuser -u postgres -- "$pg_bin/pg_ctl" -D "$state/postgres/data" -l "$state/pos
   -o "-p $pg_port -k $state/postgres -c listen_addresses=127.0.0.1" start >/dev/null \
   || die "PostgreSQL did not start: see $state/postgres/server.log"
 
-# 6. Pod exec runs on this host. kwok picks the first ClusterExec whose selector matches, in no
+# 6. The CSI chain serves (a socket and started sidecars are not yet a provisioned volume): a
+# probe claim must bind and its snapshot become ready before the bed says it is up.
+probe_ns=testbed-probe
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: $probe_ns}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: probe, namespace: $probe_ns}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Mi}}, storageClassName: $STORAGE_CLASS}
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: probe, namespace: $probe_ns}
+spec: {volumeSnapshotClassName: $SNAPSHOT_CLASS, source: {persistentVolumeClaimName: probe}}
+YAML
+wait_for "a probe volume and its snapshot (CSI driver, provisioner, snapshotter, snapshot controller)" 90 \
+  pvc_bound_and_snapshot_ready "$bin/kubectl" "$probe_ns"
+kubectl delete namespace "$probe_ns" --wait=false >/dev/null
+
+# 7. Pod exec runs on this host. kwok picks the first ClusterExec whose selector matches, in no
 # fixed order, so the bed installs none: tests bind each namespace they exec into (tests/support).
 
 cat >"$state/env" <<ENV

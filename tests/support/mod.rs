@@ -202,6 +202,14 @@ impl Bed {
     pub fn namespace(&self, prefix: &str) -> TestNamespace<'_> {
         let name = unique(prefix);
         self.kubectl_ok(&["create", "namespace", &name]);
+        // Pods are refused until the controller manager has made the namespace's `default`
+        // ServiceAccount: wait for it rather than race it.
+        self.wait_until(
+            &format!("ServiceAccount {name}/default"),
+            Duration::from_secs(60),
+            || self.kubectl(&["-n", &name, "get", "serviceaccount", "default"]).ok(),
+            || self.describe(&name),
+        );
         TestNamespace { bed: self, name }
     }
 
@@ -308,6 +316,28 @@ spec:
             },
             || self.describe(namespace),
         );
+    }
+
+    /// Waits until every named CRD reports `Established=True`. Polls instead of `kubectl wait`,
+    /// which fails at once on a CRD whose status has no conditions yet (issue 19).
+    pub fn wait_established(&self, crds: &[&str]) {
+        for crd in crds {
+            self.wait_until(
+                &format!("CRD {crd} to be Established"),
+                Duration::from_secs(60),
+                || {
+                    (self
+                        .jsonpath(
+                            &["crd", crd],
+                            r#"{.status.conditions[?(@.type=="Established")].status}"#,
+                        )
+                        .as_deref()
+                        == Some("True"))
+                    .then_some(())
+                },
+                || self.kubectl(&["get", "crd", crd, "-o", "yaml"]).unwrap_or_else(|e| e),
+            );
+        }
     }
 
     /// A jsonpath of one object, or None when it (or the field) is absent.

@@ -84,13 +84,10 @@ impl Operator {
     pub fn install_crds(bed: &Bed) {
         let crds = repo_root().join("crds");
         bed.kubectl_ok(&["apply", "-k", &crds.to_string_lossy()]);
-        bed.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/accountbackups.rewind.dev",
-            "crd/projectrestores.rewind.dev",
-            "crd/backupschedules.rewind.dev",
-            "--timeout=60s",
+        bed.wait_established(&[
+            "accountbackups.rewind.dev",
+            "projectrestores.rewind.dev",
+            "backupschedules.rewind.dev",
         ]);
     }
 
