@@ -35,12 +35,14 @@ done
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" apply -f config/samples/account.yaml >/dev/null
 
-# The operator runs with exactly the chart's permissions: its RBAC is installed and, on the
-# local bed, the operator impersonates the chart's ServiceAccount.
+# The operator runs with exactly the chart's permissions and under its tenant-isolation
+# policies: its RBAC and policies are installed and, on the local bed, the operator
+# impersonates the chart's ServiceAccount.
 operator_kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
 if [[ -n "${HELM:-}" && -f .testbed/env ]]; then
   "$HELM" template rewind charts/rewind --namespace rewind-system --kube-version 1.36.0 \
-    --show-only templates/serviceaccount.yaml --show-only templates/rbac-operator.yaml 2>/dev/null | "$KUBECTL" apply -f - >/dev/null
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac-operator.yaml \
+    --show-only templates/account-ownership.yaml 2>/dev/null | "$KUBECTL" apply -f - >/dev/null
   sed '/^  user:$/a\    as: system:serviceaccount:rewind-system:rewind-operator' "$KUBECONFIG" > "$state/kubeconfig-operator.yaml"
   operator_kubeconfig=$state/kubeconfig-operator.yaml
 fi

@@ -31,8 +31,11 @@ fn wait_done(bed: &Bed, kind: &str, name: &str) -> Value {
 
 fn timed_restore(bed: &Bed, backup: &str, project: &str, target: &str) -> (Value, f64) {
     let name = unique("bench-restore");
+    let account = bed
+        .jsonpath(&["accountbackup", backup], "{.spec.account}")
+        .expect("the backup's account");
     let started = Instant::now();
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{project}: {target}}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{project}: {target}}}\n"));
     let status = wait_done(bed, "projectrestore", &name);
     (status, started.elapsed().as_secs_f64())
 }

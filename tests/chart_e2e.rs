@@ -32,8 +32,6 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
         "-n",
         ns,
         "--set",
-        "accountOwnership.enabled=true",
-        "--set",
         "repository.persistence.enabled=false",
     ])
     .expect("helm install");
@@ -116,8 +114,37 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
     );
     assert!(
         !can(&bed, &sa, "update", "configmaps", None),
-        "restores create and apply; they never update in place"
+        "restores create; they never update in place"
     );
+    // Create-only on what a project may hold: nothing that exists can be changed by the operator.
+    for (verb, resource) in [
+        ("patch", "secrets"),
+        ("patch", "deployments.apps"),
+        ("patch", "namespaces"),
+        ("update", "namespaces"),
+        ("patch", "nodes"),
+        ("patch", "clusterroles.rbac.authorization.k8s.io"),
+        ("delete", "clusterrolebindings.rbac.authorization.k8s.io"),
+        (
+            "patch",
+            "validatingadmissionpolicies.admissionregistration.k8s.io",
+        ),
+        (
+            "delete",
+            "validatingadmissionpolicies.admissionregistration.k8s.io",
+        ),
+        (
+            "update",
+            "mutatingadmissionpolicies.admissionregistration.k8s.io",
+        ),
+        ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("delete", "pods"),
+    ] {
+        assert!(
+            !can(&bed, &sa, verb, resource, None),
+            "the operator may {verb} {resource}"
+        );
+    }
 
     // Account ownership: owners of acme may back acme up, not another account.
     let user = unique("alice");

@@ -157,7 +157,7 @@ fn a_finished_backup_and_its_restore_are_each_posted_to_the_webhook_once() {
     let target = format!("{ns}-copy");
     let restore = unique("undo");
     bed.apply(&format!(
-        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
     ));
     let restored = wait_notified(&bed, operator, "projectrestore", &restore);
     let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);

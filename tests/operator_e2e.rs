@@ -209,7 +209,7 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     );
 
     let restore = unique("rr-restore");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"));
     let restore_status = || {
         bed.kubectl(&[
             "get",

@@ -251,7 +251,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
     ]);
     let restore = unique("undo");
     bed.apply(&format!(
-        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
     ));
     let _cleanup = TargetCleanup {
         bed: &bed,
@@ -412,7 +412,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
 
     // A second restore of the same backup, into the default-named namespace, with a short life.
     let again = unique("again");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {again}}}\nspec: {{backup: {backup}, restoreDatabases: false, expireAfter: 4s}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {again}}}\nspec: {{account: {account}, backup: {backup}, restoreDatabases: false, expireAfter: 4s}}\n"));
     let second = wait_phase(
         &bed,
         operator,
@@ -463,7 +463,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
 
     // A restore into an existing namespace is refused, naming what to do.
     let refused = unique("refused");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {refused}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{ns}: {ns}}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {refused}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {ns}}}\n"));
     let status = wait_phase(&bed, operator, "projectrestore", &refused, &["Failed"]);
     let ready = status["conditions"]
         .as_array()
@@ -490,7 +490,7 @@ fn restore_from_a_missing_backup_is_refused_with_what_to_do() {
     let bed = Bed::get();
     let operator = operator(&bed);
     let name = unique("orphan");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{backup: no-such-backup}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{account: nobody, backup: no-such-backup}}\n"));
     let status = wait_phase(&bed, operator, "projectrestore", &name, &["Failed"]);
     assert!(
         status["conditions"].to_string().contains("BackupNotFound")
@@ -531,7 +531,7 @@ fn restore_from_an_expired_backup_is_refused() {
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}, ttl: 2s}}\n"));
     wait_phase(&bed, operator, "accountbackup", &backup, &["Expired"]);
     let name = unique("late");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{backup: {backup}}}\n"));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec: {{account: {account}, backup: {backup}}}\n"));
     let status = wait_phase(&bed, operator, "projectrestore", &name, &["Failed"]);
     assert!(
         status["conditions"].to_string().contains("BackupExpired"),

@@ -487,7 +487,7 @@ fn lost_account_backups_come_back_from_the_repository_and_can_be_restored() {
 
     let target = format!("{}-back", project.name);
     let restore = unique("sync-restore");
-    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  backup: {backup}\n  targetNamespaces: {{{}: {target}}}\n", project.name));
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{}: {target}}}\n", project.name));
     let restored = bed.wait_until(
         "the restore from the imported backup",
         WAIT,

@@ -135,6 +135,10 @@ pub struct ProjectSummary {
     pub bytes: u64,
     /// Items of this project that failed.
     pub failed: u64,
+    /// The namespace's Pod Security Admission labels (`pod-security.kubernetes.io/*`): a restored
+    /// namespace carries them, so the copy is no weaker than its source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_security: BTreeMap<String, String>,
     /// The repository stream holding this project's manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,

@@ -24,6 +24,7 @@ fn default_true() -> bool {
     category = "rewind",
     status = "ProjectRestoreStatus",
     doc = "Restores projects of an AccountBackup into new, isolated namespaces; the original projects are left untouched.",
+    printcolumn(name = "Account", type_ = "string", json_path = ".spec.account"),
     printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backup"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -41,14 +42,26 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a ProjectRestore's spec is immutable: create a new restore instead"))]
 pub struct ProjectRestoreSpec {
+    /// The account whose backup is restored. Must be the backup's account: admission lets only that
+    /// account's owners (group `rewind:owners:<account>`) and platform admins create the restore,
+    /// and the operator refuses a restore whose backup belongs to another account.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
+    pub account: String,
     /// The AccountBackup to restore from.
     #[x_kube(validation = Rule::new("size(self) > 0").message("backup must name an AccountBackup"))]
     pub backup: String,
     /// Which projects of the backup to restore. Default: all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projects: Vec<String>,
-    /// New namespace per project (project → namespace). Default `<project>-restore-<short id>`. Each must not exist yet.
+    /// New namespace per project (project → namespace). Default `<project>-restore-<short id>`. Each must not exist yet,
+    /// must not be a system namespace (`default`, `kube-*`) and must differ from every other target.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "target_namespaces_schema")]
+    #[x_kube(
+        validation = Rule::new("self.all(k, self[k].matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self[k]) <= 63)").message("every target namespace must be a valid namespace name: lower-case letters, digits and '-', at most 63 characters"),
+        validation = Rule::new("self.all(k, self[k] != 'default' && !self[k].startsWith('kube-'))").message("a target namespace cannot be a system namespace (default, kube-*): choose a new name"),
+        validation = Rule::new("self.all(k, self.all(j, j == k || self[j] != self[k]))").message("two projects cannot be restored into the same namespace: give each its own target")
+    )]
     pub target_namespaces: BTreeMap<String, String>,
     /// Delete the restored namespaces this long after the restore completes (Go duration, e.g. `24h`): a look-around copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +73,16 @@ pub struct ProjectRestoreSpec {
     /// Restore PVC contents from the backup's snapshots. Default true.
     #[serde(default = "default_true")]
     pub restore_volumes: bool,
+}
+
+/// At most 64 targets, each at most a namespace name long: bounds that keep the admission rules
+/// on `targetNamespaces` within the API server's CEL cost budget.
+fn target_namespaces_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63}
+    })
 }
 
 /// Where a restore stands.
@@ -140,6 +163,10 @@ pub struct ProjectRestoreStatus {
     /// Items not restored on purpose, with why (e.g. an Ingress that would take the original's host).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<ItemOutcome>,
+    /// Items restored with a change that keeps the copy inert (a Job or CronJob suspended, a
+    /// LoadBalancer or NodePort Service made ClusterIP, external-DNS annotations removed), each with what changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjusted: Vec<ItemOutcome>,
     /// Items that failed, each with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<ItemOutcome>,

@@ -21,6 +21,8 @@ pub struct ObservedProject {
     pub busy: Option<String>,
     /// The namespace is being deleted.
     pub terminating: bool,
+    /// Its Pod Security Admission labels, carried into a restored copy.
+    pub pod_security: std::collections::BTreeMap<String, String>,
 }
 
 /// What a backup that has not started yet should do.
@@ -444,6 +446,7 @@ mod tests {
             name: name.into(),
             busy: None,
             terminating: false,
+            pod_security: Default::default(),
         }
     }
 

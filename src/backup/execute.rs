@@ -106,6 +106,7 @@ pub async fn copy_account(
             progress,
         )
         .await?;
+        summary.pod_security = project.pod_security.clone();
         let pre = hooks::run_hooks(
             client,
             &project.name,

@@ -228,6 +228,27 @@ async fn import(
     snapshot_id: &str,
     now: Timestamp,
 ) -> Result<Action, BackupError> {
+    let snapshots = ctx
+        .store
+        .list()
+        .await
+        .map_err(|err| BackupError::Repository(err.message))?;
+    if let Some(refusal) = sync::import_refusal(
+        &snapshots,
+        snapshot_id,
+        &backup.name_any(),
+        &backup.spec.account,
+    ) {
+        // The status never names the snapshot, so deleting this backup releases nothing.
+        write(
+            api,
+            backup,
+            &decide::failed_status(backup, "ImportRefused", &refusal, now),
+        )
+        .await?;
+        publish(ctx, backup, EventType::Warning, "ImportRefused", refusal).await;
+        return Ok(Action::await_change());
+    }
     let recorded = read_outcome(ctx, snapshot_id).await;
     let status = match recorded {
         Ok((outcome, completed_at)) => {

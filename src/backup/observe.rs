@@ -20,11 +20,26 @@ pub async fn projects(client: &Client, account: &str) -> Result<Vec<ObservedProj
             name: ns.name_any(),
             busy: ns.annotations().get(BUSY_ANNOTATION).cloned(),
             terminating: ns.metadata.deletion_timestamp.is_some(),
+            pod_security: pod_security_labels(ns.labels()),
         })
         .collect();
     projects.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(projects)
 }
+
+/// The Pod Security Admission labels among a namespace's labels.
+pub fn pod_security_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(key, _)| key.starts_with(POD_SECURITY_PREFIX))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// The prefix of every Pod Security Admission label (`enforce`, `audit`, `warn` and their versions).
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
 
 /// Whether the operation named by a lock holder identity still runs.
 pub async fn holder_is_active(client: Client, identity: String) -> Result<bool, kube::Error> {
@@ -48,5 +63,29 @@ pub async fn holder_is_active(client: Client, identity: String) -> Result<bool, 
             }))
         }
         _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pod_security_labels_are_carried() {
+        let labels = std::collections::BTreeMap::from([
+            (
+                "pod-security.kubernetes.io/enforce".to_string(),
+                "restricted".to_string(),
+            ),
+            (
+                "pod-security.kubernetes.io/enforce-version".to_string(),
+                "latest".to_string(),
+            ),
+            ("rewind.dev/account".to_string(), "acme".to_string()),
+            ("team".to_string(), "web".to_string()),
+        ]);
+        let kept = pod_security_labels(&labels);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept["pod-security.kubernetes.io/enforce"], "restricted");
     }
 }

@@ -62,6 +62,31 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<(BackupOutcome, Timestamp), String
     Ok((recorded.outcome, completed_at))
 }
 
+/// Why the operator will not import `snapshot_id` into the AccountBackup `backup` of `account`
+/// (pure), or None when the repository's own record says this snapshot is that backup: the
+/// snapshot exists and records the same backup name and the same account. A tenant who copies
+/// another account's snapshot id into an annotation gets a refusal, never the data.
+pub fn import_refusal(
+    snapshots: &[StoredSnapshot],
+    snapshot_id: &str,
+    backup: &str,
+    account: &str,
+) -> Option<String> {
+    let Some(snapshot) = snapshots.iter().find(|s| s.id == snapshot_id) else {
+        return Some(format!(
+            "the repository has no snapshot {snapshot_id}: only the operator imports backups, from its own records"
+        ));
+    };
+    let recorded = |key: &str| snapshot.metadata.get(key).map(String::as_str);
+    if recorded("account") != Some(account) || recorded("backup") != Some(backup) {
+        return Some(format!(
+            "repository snapshot {snapshot_id} is not a backup named {backup} of account {account}: \
+             only the operator imports backups, each under the name and account the repository records"
+        ));
+    }
+    None
+}
+
 /// An AccountBackup to recreate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Import {
@@ -145,10 +170,20 @@ pub fn imported_object(import: &Import) -> AccountBackup {
         metadata: ObjectMeta {
             name: Some(import.name.clone()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                IMPORTED_FROM_ANNOTATION.to_string(),
-                import.snapshot_id.clone(),
-            )])),
+            // The requester the repository recorded, not whoever imports it (the admission
+            // policy stamps creations that do not name one).
+            annotations: Some(BTreeMap::from([
+                (
+                    IMPORTED_FROM_ANNOTATION.to_string(),
+                    import.snapshot_id.clone(),
+                ),
+                (
+                    crate::api::REQUESTED_BY_ANNOTATION.to_string(),
+                    meta.get("requested-by")
+                        .cloned()
+                        .unwrap_or_else(|| "unknown (imported from the repository)".to_string()),
+                ),
+            ])),
             ..ObjectMeta::default()
         },
         spec,
@@ -255,6 +290,26 @@ mod tests {
         assert_eq!(imports.len(), 1);
         assert_eq!(imports[0].name, "daily-1");
         assert_eq!(imports[0].snapshot_id, "s1");
+    }
+
+    #[test]
+    fn an_import_is_refused_unless_the_repository_records_that_backup_and_account() {
+        let recorded = StoredSnapshot {
+            id: "s1".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            metadata: BTreeMap::from([
+                ("account".to_string(), "victim".to_string()),
+                ("backup".to_string(), "nightly".to_string()),
+            ]),
+            streams: vec![OUTCOME_STREAM.to_string()],
+        };
+        let snapshots = [recorded];
+        assert_eq!(import_refusal(&snapshots, "s1", "nightly", "victim"), None);
+        let other_account = import_refusal(&snapshots, "s1", "nightly", "attacker")
+            .expect("another account's snapshot is refused");
+        assert!(other_account.contains("not a backup named nightly of account attacker"));
+        assert!(import_refusal(&snapshots, "s1", "copy-of-nightly", "victim").is_some());
+        assert!(import_refusal(&snapshots, "s2", "nightly", "victim").is_some());
     }
 
     #[test]

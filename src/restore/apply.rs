@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Discovery;
 use kube::{Api, Client};
@@ -106,16 +106,21 @@ async fn apply_object(
             "the cluster does not serve {api_version} {kind}: install its CRD, then restore again"
         ));
     };
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    api.patch(
-        name,
-        &PatchParams::apply(RESTORE_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| format!("creating it failed: {e}"))
+    let object: DynamicObject = serde_json::from_value(object.clone())
+        .map_err(|e| format!("the backed-up manifest is not an object: {e}"))?;
+    let params = PostParams {
+        field_manager: Some(RESTORE_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    // Create only: the operator may create a project's objects but never patch one (its
+    // ClusterRole has no patch on them). The namespace is the restore's own, so an object that
+    // exists already was created by an earlier attempt of this restore and is kept as it is.
+    match api.create(&params, &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(format!("creating it failed: {e}")),
+    }
 }
 
 /// Restores every target project; items that fail are listed, the rest goes on.
@@ -138,14 +143,23 @@ pub async fn run(
     let backup_name = job.backup.metadata.name.clone().unwrap_or_default();
     let mut outcome = RestoreOutcome::default();
     for (project, target) in job.targets {
+        let pod_security = status
+            .projects
+            .iter()
+            .find(|summary| &summary.name == project)
+            .map(|summary| summary.pod_security.clone())
+            .unwrap_or_default();
         let ns = namespace::restored_namespace(
             target,
             &job.backup.spec.account,
             &backup_name,
             &restore_name,
             &uid,
+            &pod_security,
         );
-        if let Err(err) = namespace::ensure(client, &ns, &uid).await {
+        if let Err(err) =
+            namespace::ensure(client, &ns, &namespace::RestoreIdentity::of(job.restore)).await
+        {
             outcome.failed.push(ItemOutcome {
                 project: project.clone(),
                 kind: "Namespace".into(),
@@ -196,7 +210,12 @@ pub async fn run(
                     outcome.skipped.push(item(project, &object, reason));
                     continue;
                 }
-                Rewritten::Create(object) => object,
+                Rewritten::Create(object, changes) => {
+                    for change in changes {
+                        outcome.adjusted.push(item(project, &object, change));
+                    }
+                    object
+                }
             };
             if is_token(&object, job.backup) {
                 let keys = regenerate_token(&mut object);

@@ -182,26 +182,27 @@ async fn try_start(
         .into_iter()
         .filter_map(|ns| ns.metadata.name)
         .collect();
-    let targets = match decide::check_restorable(restore, backup.as_ref(), &existing, now) {
-        Ok(targets) => targets,
-        Err(refusal) => {
-            write(
-                api,
-                restore,
-                &status::failed(restore, refusal.reason, &refusal.message, now),
-            )
-            .await?;
-            publish(
-                ctx,
-                restore,
-                EventType::Warning,
-                refusal.reason,
-                refusal.message,
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
-    };
+    let targets =
+        match decide::check_restorable(restore, backup.as_ref(), &existing, &ctx.namespace, now) {
+            Ok(targets) => targets,
+            Err(refusal) => {
+                write(
+                    api,
+                    restore,
+                    &status::failed(restore, refusal.reason, &refusal.message, now),
+                )
+                .await?;
+                publish(
+                    ctx,
+                    restore,
+                    EventType::Warning,
+                    refusal.reason,
+                    refusal.message,
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+        };
     let account = backup.map(|b| b.spec.account).unwrap_or_default();
     let client = ctx.client.clone();
     match ctx
@@ -367,9 +368,9 @@ async fn expire_if_due(
         .any(|c| c.type_ == "Expired" && c.status == "True");
     match current.expires_at {
         Some(Time(at)) if at <= now && !already => {
-            let uid = restore.metadata.uid.clone().unwrap_or_default();
+            let identity = namespace::RestoreIdentity::of(restore);
             for target in current.target_namespaces.values() {
-                namespace::delete_if_ours(&ctx.client, target, &uid).await?;
+                namespace::delete_if_ours(&ctx.client, target, &identity).await?;
             }
             write(api, restore, &status::expired(restore, now)).await?;
             publish(
@@ -400,9 +401,9 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
         None | Some(RestorePhase::Queued | RestorePhase::Running)
     );
     if unfinished {
-        let uid = restore.metadata.uid.clone().unwrap_or_default();
+        let identity = namespace::RestoreIdentity::of(&restore);
         for target in current.target_namespaces.values() {
-            namespace::delete_if_ours(&ctx.client, target, &uid).await?;
+            namespace::delete_if_ours(&ctx.client, target, &identity).await?;
         }
     }
     if let Some(backup) = account_of(ctx, &restore).await? {

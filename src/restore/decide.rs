@@ -51,11 +51,18 @@ pub fn chosen_projects(restore: &ProjectRestore, backup: &AccountBackup) -> Vec<
     }
 }
 
+/// Whether a namespace name is one a restore may never create: the cluster's own (`default`,
+/// `kube-*`) and the operator's.
+pub fn is_reserved_namespace(name: &str, operator_namespace: &str) -> bool {
+    name == "default" || name.starts_with("kube-") || name == operator_namespace
+}
+
 /// Checks a restore against its backup and the namespaces that exist; the targets on success.
 pub fn check_restorable(
     restore: &ProjectRestore,
     backup: Option<&AccountBackup>,
     existing_namespaces: &[String],
+    operator_namespace: &str,
     now: Timestamp,
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let Some(backup) = backup else {
@@ -67,6 +74,18 @@ pub fn check_restorable(
             ),
         ));
     };
+    // spec.account is what admission checked the requester against; the backup's account is
+    // what admission checked its creator against (or the repository record, for an import).
+    if backup.spec.account != restore.spec.account {
+        return Err(refuse(
+            "AccountMismatch",
+            format!(
+                "AccountBackup {} is not a backup of account {}: a restore can only restore its own account's backups; \
+                 list them with `kubectl get ab` and create a new ProjectRestore naming one",
+                restore.spec.backup, restore.spec.account
+            ),
+        ));
+    }
     let status = backup.status.clone().unwrap_or_default();
     if status.phase == Some(crate::api::BackupPhase::Expired) {
         return Err(refuse(
@@ -115,6 +134,22 @@ pub fn check_restorable(
             ));
         }
         let target = target_namespace(restore, &project);
+        if is_reserved_namespace(&target, operator_namespace) {
+            return Err(refuse(
+                "TargetNamespaceReserved",
+                format!(
+                    "namespace {target} belongs to the cluster or the operator and a restore never writes there: choose another in spec.targetNamespaces"
+                ),
+            ));
+        }
+        if let Some((other, _)) = targets.iter().find(|(_, used)| **used == target) {
+            return Err(refuse(
+                "TargetNamespaceConflict",
+                format!(
+                    "projects {other} and {project} would both be restored into namespace {target}: give each its own target in spec.targetNamespaces"
+                ),
+            ));
+        }
         if existing_namespaces.contains(&target) {
             return Err(refuse(
                 "TargetNamespaceExists",
@@ -177,6 +212,7 @@ mod tests {
         let mut restore = ProjectRestore::new(
             "undo",
             ProjectRestoreSpec {
+                account: "acme".into(),
                 backup: "nightly".into(),
                 projects: projects.iter().map(|p| p.to_string()).collect(),
                 target_namespaces: targets
@@ -214,6 +250,7 @@ mod tests {
             &restore(&["shop"], &[("shop", "shop-copy")]),
             Some(&backup(BackupPhase::Completed, 100, &["shop"])),
             &["shop-copy".into()],
+            "rewind-system",
             at(10),
         )
         .expect_err("exists");
@@ -228,6 +265,7 @@ mod tests {
                 &r,
                 Some(&backup(BackupPhase::Running, 100, &["shop"])),
                 &[],
+                "rewind-system",
                 at(10)
             )
             .expect_err("running")
@@ -239,6 +277,7 @@ mod tests {
                 &r,
                 Some(&backup(BackupPhase::Completed, 100, &["shop"])),
                 &[],
+                "rewind-system",
                 at(100)
             )
             .expect_err("expired")
@@ -246,7 +285,7 @@ mod tests {
             "BackupExpired"
         );
         assert_eq!(
-            check_restorable(&r, None, &[], at(10))
+            check_restorable(&r, None, &[], "rewind-system", at(10))
                 .expect_err("missing")
                 .reason,
             "BackupNotFound"
@@ -259,6 +298,7 @@ mod tests {
             &restore(&["blog"], &[]),
             Some(&backup(BackupPhase::PartiallyFailed, 100, &["shop"])),
             &[],
+            "rewind-system",
             at(10),
         )
         .expect_err("absent");
@@ -267,11 +307,60 @@ mod tests {
     }
 
     #[test]
+    fn restore_refuses_a_backup_of_another_account() {
+        let mut other = backup(BackupPhase::Completed, 100, &["shop"]);
+        other.spec.account = "victim".into();
+        let err = check_restorable(
+            &restore(&[], &[]),
+            Some(&other),
+            &[],
+            "rewind-system",
+            at(10),
+        )
+        .expect_err("another account's backup");
+        assert_eq!(err.reason, "AccountMismatch");
+        assert!(
+            err.message.contains("not a backup of account acme"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn restore_refuses_system_and_operator_namespaces_as_targets() {
+        for target in ["default", "kube-system", "kube-public", "rewind-system"] {
+            let err = check_restorable(
+                &restore(&["shop"], &[("shop", target)]),
+                Some(&backup(BackupPhase::Completed, 100, &["shop"])),
+                &[],
+                "rewind-system",
+                at(10),
+            )
+            .expect_err(target);
+            assert_eq!(err.reason, "TargetNamespaceReserved", "{target}");
+        }
+    }
+
+    #[test]
+    fn restore_refuses_two_projects_mapped_to_one_target() {
+        let err = check_restorable(
+            &restore(&[], &[("blog", "copy"), ("shop", "copy")]),
+            Some(&backup(BackupPhase::Completed, 100, &["blog", "shop"])),
+            &[],
+            "rewind-system",
+            at(10),
+        )
+        .expect_err("one target for two projects");
+        assert_eq!(err.reason, "TargetNamespaceConflict");
+    }
+
+    #[test]
     fn all_projects_of_the_backup_are_restored_by_default() {
         let targets = check_restorable(
             &restore(&[], &[]),
             Some(&backup(BackupPhase::Completed, 100, &["blog", "shop"])),
             &[],
+            "rewind-system",
             at(10),
         )
         .expect("ok");

@@ -6,14 +6,59 @@ use serde_json::Value;
 /// What to do with one backed-up object.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Rewritten {
-    /// Create this object in the target namespace.
-    Create(Value),
+    /// Create this object in the target namespace; each change made to keep the copy inert is
+    /// listed (shown in `status.adjusted`).
+    Create(Value, Vec<String>),
     /// Leave it out, with the reason shown in `status.skipped`.
     Skip(String),
 }
 
-/// Gateway API route kinds: a copy would attach to the same Gateway and hostnames.
-const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"];
+/// Gateway API kinds that claim hostnames or addresses: a copy would attach to the same
+/// Gateway and hostnames, or claim the same listeners.
+const ROUTE_KINDS: &[&str] = &[
+    "HTTPRoute",
+    "GRPCRoute",
+    "TLSRoute",
+    "TCPRoute",
+    "UDPRoute",
+    "Gateway",
+    "ListenerSet",
+];
+
+/// Annotations through which external-dns publishes DNS records for an object.
+const EXTERNAL_DNS_PREFIX: &str = "external-dns.alpha.kubernetes.io/";
+
+/// Service fields that expose it outside the cluster.
+const EXPOSING_SERVICE_FIELDS: &[&str] = &[
+    "externalIPs",
+    "loadBalancerIP",
+    "loadBalancerSourceRanges",
+    "loadBalancerClass",
+    "externalTrafficPolicy",
+    "healthCheckNodePort",
+    "allocateLoadBalancerNodePorts",
+];
+
+/// Why a NetworkPolicy would reopen the isolated copy, if it would: a rule that admits peers
+/// outside the namespace (an ipBlock, a namespaceSelector, or no peer list at all = everyone).
+fn reopens_the_copy(policy: &Value) -> Option<&'static str> {
+    let spec = &policy["spec"];
+    for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
+        for rule in spec[rules].as_array().into_iter().flatten() {
+            let Some(list) = rule[peers].as_array().filter(|l| !l.is_empty()) else {
+                return Some("it has a rule open to every peer");
+            };
+            if list.iter().any(|peer| {
+                peer.get("ipBlock").is_some() || peer.get("namespaceSelector").is_some()
+            }) {
+                return Some(
+                    "it admits peers outside the namespace (ipBlock or namespaceSelector)",
+                );
+            }
+        }
+    }
+    None
+}
 
 fn group_of(api_version: &str) -> &str {
     api_version
@@ -36,6 +81,15 @@ pub fn rewrite_for_restore(mut object: Value, source: &str, target: &str) -> Rew
             "a {kind} would attach to the original's Gateway and hostnames; create one with new hostnames by hand"
         ));
     }
+    if kind == "NetworkPolicy"
+        && group == "networking.k8s.io"
+        && let Some(why) = reopens_the_copy(&object)
+    {
+        return Rewritten::Skip(format!(
+            "this NetworkPolicy would reopen the isolated copy ({why}); add it back by hand when the copy should take traffic"
+        ));
+    }
+    let mut changes = Vec::new();
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.insert("namespace".into(), Value::String(target.to_string()));
         // Owners get new UIDs when recreated; a stale reference would have the copy garbage-collected.
@@ -50,14 +104,65 @@ pub fn rewrite_for_restore(mut object: Value, source: &str, target: &str) -> Rew
         ] {
             metadata.remove(server_owned);
         }
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            let before = annotations.len();
+            annotations.retain(|key, _| !key.starts_with(EXTERNAL_DNS_PREFIX));
+            if annotations.len() != before {
+                changes.push(
+                    "external-dns annotations removed: the copy publishes no DNS records"
+                        .to_string(),
+                );
+            }
+        }
     }
     if let Some(object) = object.as_object_mut() {
         object.remove("status");
     }
     match (group.as_str(), kind.as_str()) {
-        ("batch", "CronJob") => {
+        ("batch", "CronJob" | "Job") => {
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
+                && spec.insert("suspend".into(), Value::Bool(true)) != Some(Value::Bool(true))
+            {
+                changes.push(format!(
+                    "suspended: the copy's {kind} does not run until you set spec.suspend to false"
+                ));
+            }
+        }
+        ("", "Service") => {
             if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("suspend".into(), Value::Bool(true));
+                let exposed_type = matches!(
+                    spec.get("type").and_then(Value::as_str),
+                    Some("LoadBalancer" | "NodePort")
+                );
+                let mut exposed_fields = false;
+                for field in EXPOSING_SERVICE_FIELDS {
+                    exposed_fields |= spec.remove(*field).is_some();
+                }
+                if exposed_type {
+                    let was = spec.insert("type".into(), Value::String("ClusterIP".into()));
+                    for port in spec
+                        .get_mut("ports")
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(port) = port.as_object_mut() {
+                            port.remove("nodePort");
+                        }
+                    }
+                    changes.push(format!(
+                        "type {} changed to ClusterIP: the copy is reachable only inside the cluster",
+                        was.as_ref().and_then(Value::as_str).unwrap_or_default()
+                    ));
+                } else if exposed_fields {
+                    changes.push(
+                        "external IPs and load-balancer settings removed: the copy is reachable only inside the cluster"
+                            .to_string(),
+                    );
+                }
             }
         }
         ("rbac.authorization.k8s.io", "RoleBinding") => {
@@ -78,7 +183,7 @@ pub fn rewrite_for_restore(mut object: Value, source: &str, target: &str) -> Rew
         }
         _ => {}
     }
-    Rewritten::Create(object)
+    Rewritten::Create(object, changes)
 }
 
 #[cfg(test)]
@@ -87,10 +192,92 @@ mod tests {
     use serde_json::json;
 
     fn created(rewritten: Rewritten) -> Value {
+        created_with_changes(rewritten).0
+    }
+
+    fn created_with_changes(rewritten: Rewritten) -> (Value, Vec<String>) {
         match rewritten {
-            Rewritten::Create(object) => object,
+            Rewritten::Create(object, changes) => (object, changes),
             Rewritten::Skip(reason) => panic!("unexpected skip: {reason}"),
         }
+    }
+
+    #[test]
+    fn jobs_are_restored_suspended_and_the_change_is_listed() {
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"}, "spec": {"template": {}}});
+        let (out, changes) = created_with_changes(rewrite_for_restore(job, "a", "b"));
+        assert_eq!(out["spec"]["suspend"], true);
+        assert!(changes[0].contains("suspended"), "{changes:?}");
+        let already = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"suspend": true}});
+        assert!(
+            created_with_changes(rewrite_for_restore(already, "a", "b"))
+                .1
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn load_balancer_and_node_port_services_come_back_as_cluster_ip() {
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "loadBalancerIP": "203.0.113.7", "externalTrafficPolicy": "Local",
+                     "externalIPs": ["198.51.100.1"], "ports": [{"port": 80, "nodePort": 30080}]}});
+        let (out, changes) = created_with_changes(rewrite_for_restore(service, "a", "b"));
+        assert_eq!(
+            out["spec"],
+            json!({"type": "ClusterIP", "ports": [{"port": 80}]})
+        );
+        assert!(
+            changes[0].contains("LoadBalancer changed to ClusterIP"),
+            "{changes:?}"
+        );
+        let node_port = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30081}]}});
+        assert_eq!(
+            created(rewrite_for_restore(node_port, "a", "b"))["spec"]["type"],
+            "ClusterIP"
+        );
+        let internal = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}});
+        assert!(
+            created_with_changes(rewrite_for_restore(internal, "a", "b"))
+                .1
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn external_dns_annotations_are_removed_from_any_object() {
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": "shop.example.com", "team": "web"}}, "spec": {}});
+        let (out, changes) = created_with_changes(rewrite_for_restore(service, "a", "b"));
+        assert_eq!(out["metadata"]["annotations"], json!({"team": "web"}));
+        assert!(changes.iter().any(|c| c.contains("external-dns")));
+    }
+
+    #[test]
+    fn network_policies_that_reach_outside_the_namespace_are_skipped() {
+        let open_to_all = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-all"},
+            "spec": {"podSelector": {}, "ingress": [{}]}});
+        assert!(
+            matches!(rewrite_for_restore(open_to_all, "a", "b"), Rewritten::Skip(reason) if reason.contains("every peer"))
+        );
+        let from_anywhere = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "lb"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}});
+        assert!(matches!(
+            rewrite_for_restore(from_anywhere, "a", "b"),
+            Rewritten::Skip(_)
+        ));
+        let egress_out = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "out"},
+            "spec": {"podSelector": {}, "egress": [{"to": [{"namespaceSelector": {}}]}]}});
+        assert!(matches!(
+            rewrite_for_restore(egress_out, "a", "b"),
+            Rewritten::Skip(_)
+        ));
+        let inside = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "web-to-db"},
+            "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}});
+        assert!(matches!(
+            rewrite_for_restore(inside, "a", "b"),
+            Rewritten::Create(..)
+        ));
     }
 
     #[test]

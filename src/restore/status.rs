@@ -113,6 +113,8 @@ pub struct RestoreOutcome {
     pub restored: RestoredCounts,
     /// Items left out on purpose.
     pub skipped: Vec<ItemOutcome>,
+    /// Items restored with a change that keeps the copy inert.
+    pub adjusted: Vec<ItemOutcome>,
     /// Items that failed.
     pub failed: Vec<ItemOutcome>,
     /// Token Secrets with new values.
@@ -131,6 +133,7 @@ pub fn finished(
     status.completed_at = Some(Time(now));
     status.restored = Some(outcome.restored.clone());
     status.skipped = outcome.skipped.clone();
+    status.adjusted = outcome.adjusted.clone();
     status.failed = outcome.failed.clone();
     status.regenerated_tokens = outcome.regenerated_tokens.clone();
     status.warnings = outcome.warnings.clone();
@@ -257,6 +260,7 @@ mod tests {
         ProjectRestore::new(
             "undo",
             ProjectRestoreSpec {
+                account: "acme".into(),
                 backup: "nightly".into(),
                 projects: vec![],
                 target_namespaces: BTreeMap::new(),

@@ -127,10 +127,13 @@ pub fn backup_for_slot(schedule: &BackupSchedule, slot: Timestamp) -> AccountBac
             schedule.spec.account.clone(),
         ),
     ]));
-    backup.metadata.annotations = Some(BTreeMap::from([(
-        SLOT_ANNOTATION.to_string(),
-        slot.to_string(),
-    )]));
+    backup.metadata.annotations = Some(BTreeMap::from([
+        (SLOT_ANNOTATION.to_string(), slot.to_string()),
+        (
+            crate::api::REQUESTED_BY_ANNOTATION.to_string(),
+            format!("BackupSchedule/{}", schedule.name_any()),
+        ),
+    ]));
     backup.metadata.owner_references = schedule.controller_owner_ref(&()).map(|r| vec![r]);
     backup
 }
@@ -197,7 +200,7 @@ async fn reconcile_inner(
         }
     };
 
-    let mut existing = observe::backups(&api, &name).await?;
+    let mut existing = observe::owned_by(schedule, observe::backups(&api, &name).await?);
     let mut status = schedule.status.clone().unwrap_or_default();
     let recorded = status.last_schedule_time.as_ref().map(|t| t.0);
     let last = recorded.max(observe::latest_slot(&existing));

@@ -5,7 +5,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use super::decide::BackupFacts;
-use crate::api::AccountBackup;
+use crate::api::{AccountBackup, BackupSchedule};
 
 /// Label on every AccountBackup a schedule creates: the schedule's name.
 pub const SCHEDULE_LABEL: &str = "rewind.dev/schedule";
@@ -31,6 +31,26 @@ pub async fn backups(
             _ => return Ok(all),
         }
     }
+}
+
+/// The backups that really are the schedule's (pure): the label only narrows the list; what
+/// decides is the schedule's uid in a controller owner reference and the schedule's own account
+/// (which admission lets only that account's owners write). A tenant's AccountBackup labelled,
+/// annotated or even owner-referenced to another account's schedule is never one of its slots.
+pub fn owned_by(schedule: &BackupSchedule, backups: Vec<AccountBackup>) -> Vec<AccountBackup> {
+    let Some(uid) = schedule.metadata.uid.as_deref() else {
+        return Vec::new();
+    };
+    backups
+        .into_iter()
+        .filter(|backup| {
+            backup.spec.account == schedule.spec.account
+                && backup
+                    .owner_references()
+                    .iter()
+                    .any(|owner| owner.uid == uid && owner.controller == Some(true))
+        })
+        .collect()
 }
 
 /// What retention needs of one backup (objects being deleted are left out).
@@ -63,4 +83,57 @@ pub fn latest_slot(backups: &[AccountBackup]) -> Option<Timestamp> {
         .filter_map(|b| b.annotations().get(SLOT_ANNOTATION))
         .filter_map(|s| s.parse::<Timestamp>().ok())
         .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AccountBackupSpec, BackupScheduleSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn schedule(account: &str) -> BackupSchedule {
+        let mut schedule: BackupSchedule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rewind.dev/v1alpha1", "kind": "BackupSchedule",
+            "metadata": {"name": "daily", "uid": "schedule-uid"},
+            "spec": {"account": account, "schedule": "@daily"}
+        }))
+        .expect("a schedule");
+        let _: &BackupScheduleSpec = &schedule.spec;
+        schedule.metadata.uid = Some("schedule-uid".into());
+        schedule
+    }
+
+    fn backup(name: &str, account: &str, owner_uid: Option<&str>) -> AccountBackup {
+        let mut backup: AccountBackup = AccountBackup::new(
+            name,
+            serde_json::from_value::<AccountBackupSpec>(serde_json::json!({"account": account}))
+                .expect("a spec"),
+        );
+        backup.metadata.labels = Some([(SCHEDULE_LABEL.to_string(), "daily".to_string())].into());
+        backup.metadata.owner_references = owner_uid.map(|uid| {
+            vec![OwnerReference {
+                api_version: "rewind.dev/v1alpha1".into(),
+                kind: "BackupSchedule".into(),
+                name: "daily".into(),
+                uid: uid.into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]
+        });
+        backup
+    }
+
+    #[test]
+    fn a_schedules_slots_are_only_backups_it_owns_in_its_own_account() {
+        let mine = backup("mine", "victim", Some("schedule-uid"));
+        let labelled_only = backup("labelled", "attacker", None);
+        let forged_owner = backup("forged", "attacker", Some("schedule-uid"));
+        let other_owner = backup("other", "victim", Some("another-uid"));
+        let owned = owned_by(
+            &schedule("victim"),
+            vec![mine, labelled_only, forged_owner, other_owner],
+        );
+        let names: Vec<String> = owned.iter().map(|b| b.name_any()).collect();
+        assert_eq!(names, vec!["mine".to_string()]);
+    }
 }

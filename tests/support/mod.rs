@@ -207,7 +207,10 @@ impl Bed {
         self.wait_until(
             &format!("ServiceAccount {name}/default"),
             Duration::from_secs(60),
-            || self.kubectl(&["-n", &name, "get", "serviceaccount", "default"]).ok(),
+            || {
+                self.kubectl(&["-n", &name, "get", "serviceaccount", "default"])
+                    .ok()
+            },
             || self.describe(&name),
         );
         TestNamespace { bed: self, name }
@@ -335,7 +338,10 @@ spec:
                         == Some("True"))
                     .then_some(())
                 },
-                || self.kubectl(&["get", "crd", crd, "-o", "yaml"]).unwrap_or_else(|e| e),
+                || {
+                    self.kubectl(&["get", "crd", crd, "-o", "yaml"])
+                        .unwrap_or_else(|e| e)
+                },
             );
         }
     }

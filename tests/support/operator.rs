@@ -80,10 +80,27 @@ impl Operator {
         })
     }
 
-    /// Applies the CRDs and waits until they are served.
+    /// Applies the CRDs and the chart's tenant-isolation admission policies (bed-wide, as a
+    /// default install has them: every suite's operator and tests run under them), and waits
+    /// until the CRDs are served.
     pub fn install_crds(bed: &Bed) {
         let crds = repo_root().join("crds");
         bed.kubectl_ok(&["apply", "-k", &crds.to_string_lossy()]);
+        let policies = bed
+            .helm(&[
+                "template",
+                "rewind",
+                &repo_root().join("charts/rewind").to_string_lossy(),
+                "--namespace",
+                "rewind-system",
+                "--kube-version",
+                "1.36.0",
+                "--show-only",
+                "templates/account-ownership.yaml",
+            ])
+            .expect("render the chart's admission policies");
+        bed.kubectl_with_stdin(&["apply", "-f", "-"], Some(policies.as_bytes()))
+            .expect("apply the chart's admission policies");
         bed.wait_established(&[
             "accountbackups.rewind.dev",
             "projectrestores.rewind.dev",

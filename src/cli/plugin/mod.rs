@@ -139,8 +139,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                     render::CONFIRMATION
                 );
             }
-            let mut spec: ProjectRestoreSpec =
-                serde_json::from_value(serde_json::json!({ "backup": backup }))?;
+            let mut spec: ProjectRestoreSpec = serde_json::from_value(serde_json::json!({
+                "account": source.spec.account,
+                "backup": backup,
+            }))?;
             spec.projects = projects;
             spec.target_namespaces = targets.into_iter().collect();
             let restore = ProjectRestore {

@@ -13,6 +13,15 @@ pub fn confirms(answer: &str) -> bool {
     answer.trim() == CONFIRMATION
 }
 
+/// `text` with every control character (C0, DEL, C1 — terminal escape sequences among them)
+/// shown as `?`, on one line: names, notes and messages are written by tenants, and a tenant's
+/// text must not move the cursor, recolour or retitle another user's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn when(time: Option<&Time>) -> String {
     time.map(|t| t.0.strftime("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| "-".into())
@@ -65,7 +74,7 @@ fn align<const N: usize>(rows: &[[String; N]]) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
+            .map(|(cell, width)| format!("{:width$}", printable(cell)))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -85,7 +94,7 @@ pub fn activity_log(entries: &[ActivityEntry], color: bool) -> String {
         let line = format!(
             "{}  {label}  {}",
             entry.time.0.strftime("%Y-%m-%d %H:%M:%S"),
-            entry.message
+            printable(&entry.message)
         );
         if color && !paint.is_empty() {
             out.push_str(&format!("{paint}{line}\x1b[0m\n"));
@@ -116,15 +125,19 @@ pub fn restore_prompt(
     };
     let mut text = format!(
         "Restore from AccountBackup {} (account {}, taken {taken}):\n",
-        backup.metadata.name.clone().unwrap_or_default(),
-        backup.spec.account
+        printable(&backup.metadata.name.clone().unwrap_or_default()),
+        printable(&backup.spec.account)
     );
     for project in &chosen {
         let target = targets
             .iter()
             .find(|(from, _)| from == project)
             .map_or("a new namespace the operator names", |(_, to)| to.as_str());
-        text.push_str(&format!("  {project}  ->  {target}\n"));
+        text.push_str(&format!(
+            "  {}  ->  {}\n",
+            printable(project),
+            printable(target)
+        ));
     }
     text.push_str(
         "Each project comes back as a NEW namespace, with fresh tokens; the existing projects are not touched.\n",
@@ -193,6 +206,33 @@ mod tests {
         );
         assert!(!colored.lines().next().unwrap_or_default().contains('\x1b'));
         assert!(!activity_log(&entries, false).contains('\x1b'));
+    }
+
+    #[test]
+    fn terminal_escape_sequences_a_tenant_wrote_are_never_printed() {
+        let notes = "before upgrade\x1b]0;pwned\x07\x1b[2J\u{9b}31m\nline two";
+        let table = backup_table(&[backup("nightly", 100, notes)]);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(
+            table.lines().count(),
+            2,
+            "one header and one row: {table:?}"
+        );
+        let entries = [ActivityEntry {
+            time: Time(Timestamp::from_second(100).expect("time")),
+            level: ActivityLevel::Error,
+            message: "failed \x1b[8mhidden".into(),
+        }];
+        let log = activity_log(&entries, true);
+        assert!(log.contains("failed ?[8mhidden"), "{log:?}");
+        assert_eq!(
+            log.matches('\x1b').count(),
+            2,
+            "only our own colour codes: {log:?}"
+        );
     }
 
     #[test]

