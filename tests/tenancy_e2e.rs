@@ -411,7 +411,7 @@ async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_
 #[test]
 fn a_tenant_cannot_make_another_accounts_schedule_treat_her_backups_as_its_slots() {
     let bed = Bed::get();
-    let t = Tenancy::new(&bed);
+    let mut t = Tenancy::new(&bed);
     let schedule = unique("daily");
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {schedule}}}\nspec: {{account: {}, schedule: \"0 3 * * *\", retention: {{keepLast: 1}}}}\n",
@@ -455,6 +455,47 @@ fn a_tenant_cannot_make_another_accounts_schedule_treat_her_backups_as_its_slots
             .kubectl(&bed, &["delete", "backupschedule", &schedule], None),
         "mallory deleting the victim's schedule",
         &["forbidden"],
+    );
+
+    // Even with the full rewind-admin role she can neither move the schedule into her account
+    // (then delete it, and with it the victim's backups) nor delete it.
+    let mallory = t.mallory.clone();
+    t.cluster_binding(&mallory, "tenancy-rewind-admin");
+    let moved = bed.wait_until(
+        "RBAC to let mallory patch schedules",
+        Duration::from_secs(30),
+        || {
+            let result = t.mallory.kubectl(
+                &bed,
+                &[
+                    "patch",
+                    "backupschedule",
+                    &schedule,
+                    "--type=merge",
+                    "-p",
+                    &format!(r#"{{"spec":{{"account":"{}"}}}}"#, t.attacker),
+                ],
+                None,
+            );
+            (!matches!(&result, Err(e) if e.contains("cannot patch"))).then_some(result)
+        },
+        String::new,
+    );
+    refused(
+        moved,
+        "mallory moving the victim's schedule into her account",
+        &["account"],
+    );
+    refused(
+        t.mallory
+            .kubectl(&bed, &["delete", "backupschedule", &schedule], None),
+        "mallory (rewind-admin) deleting the victim's schedule",
+        &[&format!("rewind:owners:{}", t.victim)],
+    );
+    assert_eq!(
+        bed.jsonpath(&["backupschedule", &schedule], "{.spec.account}")
+            .as_deref(),
+        Some(t.victim.as_str())
     );
 
     // Without the policy the schedule still ignores her backup: it is not in its account.
@@ -992,4 +1033,79 @@ fn admission_edges_are_decided_by_the_rules_never_by_an_evaluation_error() {
     );
     no_errors(&result);
     result.expect("a pod without annotations");
+}
+
+#[test]
+fn a_tenant_who_takes_a_slots_backup_name_does_not_stop_another_accounts_schedule() {
+    let bed = Bed::get();
+    let t = Tenancy::new(&bed);
+    let _project = t.project(&t.victim, &t.alice);
+    let schedule = unique("minutely");
+    // The next two slots' names are predictable; mallory takes both for her own account.
+    let now = jiff::Timestamp::now().as_second();
+    let slots: Vec<jiff::Timestamp> = (1..=2)
+        .map(|n| jiff::Timestamp::from_second((now / 60 + n) * 60).expect("a slot"))
+        .collect();
+    for slot in &slots {
+        let name = format!("{schedule}-{}", slot.strftime("%Y%m%d%H%M"));
+        t.mallory
+            .create(&bed, &backup_yaml(&name, &t.attacker, ""))
+            .expect("any free name is hers to take");
+    }
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {schedule}}}\nspec: {{account: {}, schedule: \"* * * * *\", retention: {{keepLast: 5}}}}\n",
+        t.victim
+    ));
+    let uid = bed
+        .jsonpath(&["backupschedule", &schedule], "{.metadata.uid}")
+        .expect("the schedule's uid");
+    let backup = bed.wait_until(
+        "the victim's slot backed up under a name of its own",
+        Duration::from_secs(200),
+        || {
+            let list = object(
+                &bed,
+                &[
+                    "accountbackup",
+                    "-l",
+                    &format!("rewind.dev/schedule={schedule}"),
+                ],
+            );
+            list["items"]
+                .as_array()?
+                .iter()
+                .find(|b| {
+                    b["spec"]["account"] == t.victim.as_str()
+                        && b["metadata"]["ownerReferences"][0]["uid"] == uid.as_str()
+                })
+                .cloned()
+        },
+        || {
+            format!(
+                "{}\n--- operator log ---\n{}",
+                object(&bed, &["accountbackup"]),
+                operator(&bed).log_tail()
+            )
+        },
+    );
+    let name = backup["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        slots
+            .iter()
+            .any(|slot| name.starts_with(&format!("{schedule}-{}-", slot.strftime("%Y%m%d%H%M")))),
+        "a generated name beside the taken one: {name}"
+    );
+    wait_phase(&bed, "accountbackup", &name, &["Completed"]);
+    let events = bed.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        &format!("involvedObject.name={schedule}"),
+    ]);
+    assert!(events.contains("NameTaken"), "{events}");
+    bed.kubectl_ok(&["delete", "backupschedule", &schedule, "--wait=false"]);
 }

@@ -40,8 +40,11 @@ use super::{DatabasesSpec, default_ttl};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleSpec {
-    /// The account to back up (namespaces labelled `rewind.dev/account=<account>`).
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
+    /// The account to back up (namespaces labelled `rewind.dev/account=<account>`). Cannot change.
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"),
+        validation = Rule::new("self == oldSelf").message("a schedule's account cannot change: create a schedule for the other account instead")
+    )]
     pub account: String,
     /// When to take a backup, in cron syntax (5 fields, or @daily, @hourly, @weekly, @monthly). Default `0 3 * * *`.
     /// `@daily-spread` / `@hourly-spread` place the account on a stable minute of the day / hour.

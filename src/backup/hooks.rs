@@ -78,10 +78,13 @@ pub fn hook_of(
             .get(crate::database::CONTAINER_ANNOTATION)
             .cloned(),
         script: script.to_string(),
+        // A pod may ask for less time than the operator's limit, never more: the annotation is
+        // written by whoever edits the pod, and a hook that never returns must not hold a
+        // backup slot for longer than the operator allows.
         timeout: annotations
             .get(HOOK_TIMEOUT_ANNOTATION)
             .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(default_timeout),
+            .map_or(default_timeout, |asked| asked.min(default_timeout)),
         continue_on_error: annotations
             .get(HOOK_ON_ERROR_ANNOTATION)
             .map(String::as_str)
@@ -157,6 +160,27 @@ pub async fn run_hooks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_cannot_give_its_hook_more_time_than_the_operator_allows() {
+        let annotations = BTreeMap::from([
+            (
+                HookStage::Pre.annotation().to_string(),
+                "sleep 1000000".to_string(),
+            ),
+            (HOOK_TIMEOUT_ANNOTATION.to_string(), "9999h".to_string()),
+        ]);
+        let hook =
+            hook_of("db", &annotations, HookStage::Pre, Duration::from_secs(300)).expect("a hook");
+        assert_eq!(hook.timeout, Duration::from_secs(300));
+        let shorter = BTreeMap::from([
+            (HookStage::Pre.annotation().to_string(), "true".to_string()),
+            (HOOK_TIMEOUT_ANNOTATION.to_string(), "5s".to_string()),
+        ]);
+        let hook =
+            hook_of("db", &shorter, HookStage::Pre, Duration::from_secs(300)).expect("a hook");
+        assert_eq!(hook.timeout, Duration::from_secs(5));
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

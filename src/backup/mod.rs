@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -206,8 +205,11 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
             ) {
                 Some(wait) => Ok(Action::requeue(wait)),
                 None => {
-                    api.delete(&backup.name_any(), &DeleteParams::default())
-                        .await?;
+                    api.delete(
+                        &backup.name_any(),
+                        &crate::schedule::delete_exactly(backup.metadata.uid.clone()),
+                    )
+                    .await?;
                     Ok(Action::await_change())
                 }
             }

@@ -191,6 +191,22 @@ pub fn imported_object(import: &Import) -> AccountBackup {
     }
 }
 
+/// The owner reference that puts an imported backup back under its schedule (pure): only the
+/// schedule of the name the repository recorded, and only when that schedule is of the account
+/// the repository recorded — a schedule of the same name in another account adopts nothing.
+pub fn adopting_schedule(
+    import: &Import,
+    schedule: &crate::api::BackupSchedule,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>> {
+    use kube::Resource;
+    let recorded_name = import.metadata.get(SCHEDULE_METADATA)?;
+    let recorded_account = import.metadata.get("account")?;
+    (schedule.meta().name.as_ref() == Some(recorded_name)
+        && &schedule.spec.account == recorded_account)
+        .then(|| schedule.controller_owner_ref(&()).map(|r| vec![r]))
+        .flatten()
+}
+
 /// One pass: recreate every AccountBackup the repository knows and the cluster lost.
 pub async fn sync_once(ctx: &Context) -> Result<usize, String> {
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
@@ -208,12 +224,20 @@ pub async fn sync_once(ctx: &Context) -> Result<usize, String> {
         .list()
         .await
         .map_err(|err| format!("listing repository snapshots: {}", err.message))?;
+    let schedules: Api<crate::api::BackupSchedule> = Api::all(ctx.client.clone());
     let mut created = 0;
     for import in plan_imports(&snapshots, &existing) {
-        match api
-            .create(&PostParams::default(), &imported_object(&import))
-            .await
-        {
+        let mut object = imported_object(&import);
+        if let Some(name) = import.metadata.get(SCHEDULE_METADATA) {
+            let schedule = schedules
+                .get_opt(name)
+                .await
+                .map_err(|err| format!("reading BackupSchedule {name}: {err}"))?;
+            object.metadata.owner_references = schedule
+                .as_ref()
+                .and_then(|schedule| adopting_schedule(&import, schedule));
+        }
+        match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
                 created += 1;
                 info!(backup = %import.name, account = import.metadata.get("account").map(String::as_str).unwrap_or_default(), snapshot = %import.snapshot_id, "AccountBackup imported from the repository");
@@ -310,6 +334,33 @@ mod tests {
         assert!(other_account.contains("not a backup named nightly of account attacker"));
         assert!(import_refusal(&snapshots, "s1", "copy-of-nightly", "victim").is_some());
         assert!(import_refusal(&snapshots, "s2", "nightly", "victim").is_some());
+    }
+
+    #[test]
+    fn an_imported_backup_returns_to_its_schedule_only_in_the_recorded_account() {
+        let import = Import {
+            name: "daily-202601010300".into(),
+            snapshot_id: "s1".into(),
+            metadata: BTreeMap::from([
+                ("account".to_string(), "acme".to_string()),
+                (SCHEDULE_METADATA.to_string(), "daily".to_string()),
+            ]),
+        };
+        let schedule = |account: &str| {
+            let mut schedule: crate::api::BackupSchedule =
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "rewind.dev/v1alpha1", "kind": "BackupSchedule",
+                    "metadata": {"name": "daily", "uid": "schedule-uid"},
+                    "spec": {"account": account}
+                }))
+                .expect("a schedule");
+            schedule.metadata.uid = Some("schedule-uid".into());
+            schedule
+        };
+        let owners = adopting_schedule(&import, &schedule("acme")).expect("adopted");
+        assert_eq!(owners[0].uid, "schedule-uid");
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(adopting_schedule(&import, &schedule("mallory")), None);
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub struct RunArgs {
     /// How long one database dump may take (Go duration).
     #[arg(long, env = "REWIND_DUMP_TIMEOUT", default_value = "1h")]
     pub dump_timeout: String,
-    /// How long a pre- or post-backup hook may take unless its pod says otherwise (Go duration).
+    /// How long a pre- or post-backup hook may take (Go duration); a pod's `rewind.dev/hook-timeout` may only shorten it.
     #[arg(long, env = "REWIND_HOOK_TIMEOUT", default_value = "60s")]
     pub hook_timeout: String,
     /// File holding a webhook URL (mount it from a Secret): each finished backup and restore is

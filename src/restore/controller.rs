@@ -250,6 +250,22 @@ async fn run_restore(
         .await;
     };
     let account = backup.spec.account.clone();
+    // Re-checked on every run: the backup is read by name, and a same-named backup of another
+    // account could have taken its place since the restore started.
+    if account != restore.spec.account {
+        return fail(
+            api,
+            restore,
+            ctx,
+            &account,
+            "AccountMismatch",
+            &format!(
+                "AccountBackup {} is not a backup of account {}: a restore can only restore its own account's backups",
+                restore.spec.backup, restore.spec.account
+            ),
+        )
+        .await;
+    }
     if let Some(Time(started_at)) = current.started_at
         && Timestamp::now().duration_since(started_at).unsigned_abs() > ctx.operation_timeout
     {

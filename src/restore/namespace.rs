@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -168,7 +168,13 @@ pub async fn delete_if_ours(
     let namespaces: Api<Namespace> = Api::all(client.clone());
     match namespaces.get_opt(name).await? {
         Some(existing) if is_ours(&existing, restore) => {
-            match namespaces.delete(name, &DeleteParams::default()).await {
+            match namespaces
+                .delete(
+                    name,
+                    &crate::schedule::delete_exactly(existing.metadata.uid.clone()),
+                )
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
                 Err(err) => Err(err),

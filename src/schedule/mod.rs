@@ -107,6 +107,17 @@ async fn publish(
     }
 }
 
+/// Delete options that delete only the object with `uid` (no check-then-delete window).
+pub fn delete_exactly(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: uid.map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
 /// The AccountBackup of one slot: template + account, labelled, annotated and owned by the schedule.
 pub fn backup_for_slot(schedule: &BackupSchedule, slot: Timestamp) -> AccountBackup {
     let template = &schedule.spec.template;
@@ -233,8 +244,27 @@ async fn reconcile_inner(
                         .await;
                         existing.push(created);
                     }
-                    // Another replica or an earlier reconcile already created this slot's backup.
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    // Another replica or an earlier reconcile already created this slot's backup —
+                    // or someone else took its name: then the slot's backup gets a generated name.
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let taken = api.get_opt(&backup_name).await?;
+                        let ours = taken
+                            .map(|b| observe::owned_by(schedule, vec![b]))
+                            .is_some_and(|owned| !owned.is_empty());
+                        if !ours {
+                            let mut fallback = backup.clone();
+                            fallback.metadata.name = None;
+                            fallback.metadata.generate_name = Some(format!("{backup_name}-"));
+                            let created = api.create(&PostParams::default(), &fallback).await?;
+                            warn!(taken = %backup_name, backup = %created.name_any(), "the slot's backup name was taken by an object this schedule does not own");
+                            publish(ctx, schedule, EventType::Warning, "NameTaken", format!(
+                                "AccountBackup {backup_name} exists but is not this schedule's: the slot {slot} was backed up as {}",
+                                created.name_any()
+                            ))
+                            .await;
+                            existing.push(created);
+                        }
+                    }
                     Err(err) => return Err(err.into()),
                 }
                 status.last_schedule_time = Some(Time(slot));
@@ -262,7 +292,14 @@ async fn reconcile_inner(
     };
     let prune = decide::to_prune(&facts, retention, now);
     for victim in &prune {
-        match api.delete(victim, &DeleteParams::default()).await {
+        // Only the object this schedule owns: a same-named object made since is left alone.
+        let uid = existing
+            .iter()
+            .find(|b| &b.name_any() == victim)
+            .and_then(|b| b.metadata.uid.clone());
+        match api.delete(victim, &delete_exactly(uid)).await {
+            // 409: the name now belongs to another object (uid precondition failed).
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
             Ok(_) => {
                 info!(backup = %victim, "backup pruned");
                 publish(ctx, schedule, EventType::Normal, "Pruned", format!("deleted AccountBackup {victim} per retention (keepLast {}, maxAge {}, ttl)", retention.keep_last, spec.retention.max_age.as_deref().unwrap_or("none"))).await;
