@@ -25,6 +25,53 @@ const ROUTE_KINDS: &[&str] = &[
     "ListenerSet",
 ];
 
+/// Custom resource groups of well-known add-ons whose objects claim hostnames, publish DNS or
+/// open network paths: a copy would take the original's traffic or reopen the isolated copy.
+/// (Any other custom resource is restored as it is; docs/security.md says so.)
+const EXPOSING_GROUPS: &[(&str, &str)] = &[
+    (
+        "externaldns.k8s.io",
+        "publishes DNS records for the original's names",
+    ),
+    (
+        "networking.istio.io",
+        "routes the original's hosts or opens the mesh",
+    ),
+    ("security.istio.io", "changes who may reach the copy"),
+    ("traefik.io", "routes the original's hosts"),
+    ("traefik.containo.us", "routes the original's hosts"),
+    ("projectcontour.io", "routes the original's hosts"),
+    (
+        "cilium.io",
+        "is a network policy that could reopen the copy",
+    ),
+    (
+        "crd.projectcalico.org",
+        "is a network policy that could reopen the copy",
+    ),
+    (
+        "projectcalico.org",
+        "is a network policy that could reopen the copy",
+    ),
+    (
+        "cert-manager.io",
+        "requests certificates for the original's hosts",
+    ),
+    (
+        "acme.cert-manager.io",
+        "requests certificates for the original's hosts",
+    ),
+];
+
+/// Custom resource groups of GitOps controllers that act on their own (apply, prune, upgrade):
+/// restored with `spec.suspend: true` so the copy does not deploy into or prune anything.
+const SUSPENDABLE_GROUPS: &[&str] = &[
+    "kustomize.toolkit.fluxcd.io",
+    "helm.toolkit.fluxcd.io",
+    "source.toolkit.fluxcd.io",
+    "image.toolkit.fluxcd.io",
+];
+
 /// Annotations through which external-dns publishes DNS records for an object.
 const EXTERNAL_DNS_PREFIX: &str = "external-dns.alpha.kubernetes.io/";
 
@@ -81,6 +128,11 @@ pub fn rewrite_for_restore(mut object: Value, source: &str, target: &str) -> Rew
             "a {kind} would attach to the original's Gateway and hostnames; create one with new hostnames by hand"
         ));
     }
+    if let Some((_, what)) = EXPOSING_GROUPS.iter().find(|(g, _)| *g == group) {
+        return Rewritten::Skip(format!(
+            "a {kind} ({group}) {what}; create it by hand for the copy if it needs one"
+        ));
+    }
     if kind == "NetworkPolicy"
         && group == "networking.k8s.io"
         && let Some(why) = reopens_the_copy(&object)
@@ -128,6 +180,15 @@ pub fn rewrite_for_restore(mut object: Value, source: &str, target: &str) -> Rew
             {
                 changes.push(format!(
                     "suspended: the copy's {kind} does not run until you set spec.suspend to false"
+                ));
+            }
+        }
+        (group, _) if SUSPENDABLE_GROUPS.contains(&group) => {
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
+                && spec.insert("suspend".into(), Value::Bool(true)) != Some(Value::Bool(true))
+            {
+                changes.push(format!(
+                    "suspended: the copy's {kind} does not reconcile until you set spec.suspend to false"
                 ));
             }
         }
@@ -251,6 +312,34 @@ mod tests {
         let (out, changes) = created_with_changes(rewrite_for_restore(service, "a", "b"));
         assert_eq!(out["metadata"]["annotations"], json!({"team": "web"}));
         assert!(changes.iter().any(|c| c.contains("external-dns")));
+    }
+
+    #[test]
+    fn add_on_objects_that_route_publish_or_open_are_skipped_and_gitops_is_suspended() {
+        for (api_version, kind) in [
+            ("externaldns.k8s.io/v1alpha1", "DNSEndpoint"),
+            ("networking.istio.io/v1", "VirtualService"),
+            ("traefik.io/v1alpha1", "IngressRoute"),
+            ("cilium.io/v2", "CiliumNetworkPolicy"),
+            ("cert-manager.io/v1", "Certificate"),
+        ] {
+            let object = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}, "spec": {}});
+            assert!(
+                matches!(rewrite_for_restore(object, "a", "b"), Rewritten::Skip(_)),
+                "{kind}"
+            );
+        }
+        let release = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "app"},
+            "spec": {"targetNamespace": "a"}});
+        let (out, changes) = created_with_changes(rewrite_for_restore(release, "a", "b"));
+        assert_eq!(out["spec"]["suspend"], true);
+        assert!(changes[0].contains("does not reconcile"), "{changes:?}");
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}});
+        assert!(
+            created_with_changes(rewrite_for_restore(widget, "a", "b"))
+                .1
+                .is_empty()
+        );
     }
 
     #[test]
