@@ -9,6 +9,7 @@ rounds=${ROUNDS:-10}
 runs=${RUNS:-3}
 source_repo=$(cd "$(dirname "$0")/.." && pwd)
 clone=$(mktemp -d /tmp/rewind-startup-XXXXXX)
+chmod 755 "$clone" # PostgreSQL runs as the postgres user and must reach the bed under it
 trap '(cd "$clone" && make --no-print-directory cluster-down >/dev/null 2>&1); rm -rf "$clone"' EXIT
 git clone --quiet "$source_repo" "$clone"
 cd "$clone"
