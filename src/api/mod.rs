@@ -9,11 +9,13 @@
 mod account_backup;
 mod backup_schedule;
 mod common;
+mod keys;
 mod project_restore;
 
 pub use account_backup::*;
 pub use backup_schedule::*;
 pub use common::*;
+pub use keys::*;
 pub use project_restore::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,19 +24,6 @@ use kube::core::crd::merge_crds;
 
 /// The API group every Rewind kind belongs to.
 pub const GROUP: &str = "rewind.dev";
-
-/// Label that makes a namespace a project of an account.
-pub const ACCOUNT_LABEL: &str = "rewind.dev/account";
-/// Label that marks a Secret as a resource token (regenerated on restore).
-pub const TOKEN_LABEL: &str = "rewind.dev/token";
-/// Label that keeps a PVC out of volume snapshots.
-pub const EXCLUDE_LABEL: &str = "rewind.dev/exclude";
-/// Annotation on a project namespace that holds the account's operations in `Queued`.
-pub const BUSY_ANNOTATION: &str = "rewind.dev/busy";
-/// Annotation naming who asked for a backup (a user, a tool, a schedule).
-pub const REQUESTED_BY_ANNOTATION: &str = "rewind.dev/requested-by";
-/// Label on a restored namespace naming the backup it came from.
-pub const RESTORED_FROM_LABEL: &str = "rewind.dev/restored-from";
 
 /// Every CRD Rewind serves, in a stable order (the file names in `crds/`).
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {

@@ -57,10 +57,7 @@ pub fn snapshot_metadata(backup: &AccountBackup, now: Timestamp) -> BTreeMap<Str
     if let Ok(spec) = serde_json::to_string(&backup.spec) {
         metadata.insert(super::sync::SPEC_METADATA.into(), spec);
     }
-    if let Some(schedule) = backup
-        .labels()
-        .get(crate::schedule::observe::SCHEDULE_LABEL)
-    {
+    if let Some(schedule) = backup.labels().get(crate::api::SCHEDULE_LABEL) {
         metadata.insert(super::sync::SCHEDULE_METADATA.into(), schedule.clone());
     }
     metadata.insert("started-at".into(), now.to_string());

@@ -5,6 +5,10 @@
 //! the default, skips the project's snapshots and dumps because consistency is
 //! not assured; `continue` logs a warning and goes on). Post hooks always run.
 
+use crate::api::{
+    HOOK_ON_ERROR_ANNOTATION, HOOK_TIMEOUT_ANNOTATION, POST_BACKUP_ANNOTATION,
+    PRE_BACKUP_ANNOTATION,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,13 +17,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::ItemOutcome;
-use crate::database::{POST_BACKUP_ANNOTATION, PRE_BACKUP_ANNOTATION};
 use crate::duration::parse_duration;
-
-/// Per-pod hook timeout.
-pub const HOOK_TIMEOUT_ANNOTATION: &str = "rewind.dev/hook-timeout";
-/// Per-pod on-error policy: fail or continue.
-pub const HOOK_ON_ERROR_ANNOTATION: &str = "rewind.dev/hook-on-error";
 
 /// Before or after the snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +72,7 @@ pub fn hook_of(
     }
     Some(Hook {
         pod: pod.to_string(),
-        container: annotations
-            .get(crate::database::CONTAINER_ANNOTATION)
-            .cloned(),
+        container: annotations.get(crate::api::CONTAINER_ANNOTATION).cloned(),
         script: script.to_string(),
         // A pod may ask for less time than the operator's limit, never more: the annotation is
         // written by whoever edits the pod, and a hook that never returns must not hold a

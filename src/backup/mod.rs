@@ -33,13 +33,12 @@ use tracing::{info, instrument, warn};
 use self::decide::{FinishedDecision, StartDecision};
 use self::error::BackupError;
 use crate::account_lock::{Holder, LockOutcome};
-use crate::api::{AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase};
+use crate::api::{
+    AccountBackup, AccountBackupStatus, ActivityLevel, BACKUP_FINALIZER, BackupPhase,
+};
 use crate::context::Context;
 use crate::metrics::{AccountLabels, OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
-
-/// The finalizer that releases a backup's data before the object goes.
-pub const FINALIZER: &str = "rewind.dev/release-backup-data";
 
 /// How soon a reconcile that found its cached object stale looks again.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
@@ -87,7 +86,7 @@ fn holder(backup: &AccountBackup) -> Holder {
 #[instrument(skip_all, fields(backup = %backup.name_any(), account = %backup.spec.account))]
 async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Action, BackupError> {
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, backup, |event| async {
+    let result = finalizer(&api, BACKUP_FINALIZER, backup, |event| async {
         match event {
             FinalizerEvent::Apply(backup) => apply(backup, &ctx).await,
             FinalizerEvent::Cleanup(backup) => cleanup(backup, &ctx).await,
@@ -151,7 +150,9 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     let phase = backup.status.as_ref().and_then(|s| s.phase);
-    let imported_from = backup.annotations().get(sync::IMPORTED_FROM_ANNOTATION);
+    let imported_from = backup
+        .annotations()
+        .get(crate::api::IMPORTED_FROM_ANNOTATION);
     match phase {
         None if let Some(snapshot) = imported_from => {
             import(&api, &backup, ctx, snapshot, now).await

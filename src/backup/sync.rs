@@ -6,6 +6,7 @@
 //! `rewind.dev/imported=true` and annotated with the snapshot id; the backup controller then
 //! fills its status from the snapshot instead of taking a backup, so it can be restored.
 
+use crate::api::{IMPORTED_FROM_ANNOTATION, IMPORTED_LABEL};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +24,6 @@ use crate::context::Context;
 
 /// The stream that records a backup's outcome, written just before the snapshot commits.
 pub const OUTCOME_STREAM: &str = "backup/outcome.json";
-/// Label of an AccountBackup recreated from the repository.
-pub const IMPORTED_LABEL: &str = "rewind.dev/imported";
-/// Annotation naming the repository snapshot an imported AccountBackup stands for.
-pub const IMPORTED_FROM_ANNOTATION: &str = "rewind.dev/imported-from-snapshot";
 /// Snapshot metadata key of the backup's spec (JSON).
 pub const SPEC_METADATA: &str = "spec";
 /// Snapshot metadata key of the schedule that created the backup, if any.
@@ -145,10 +142,7 @@ pub fn imported_object(import: &Import) -> AccountBackup {
         (IMPORTED_LABEL.to_string(), "true".to_string()),
     ]);
     if let Some(schedule) = meta.get(SCHEDULE_METADATA) {
-        labels.insert(
-            crate::schedule::observe::SCHEDULE_LABEL.to_string(),
-            schedule.clone(),
-        );
+        labels.insert(crate::api::SCHEDULE_LABEL.to_string(), schedule.clone());
     }
     // The whole spec is recorded; the single fields are for snapshots of older operators.
     let spec = meta
@@ -399,7 +393,7 @@ mod tests {
         let labels = object.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels[ACCOUNT_LABEL], "acme");
         assert_eq!(labels[IMPORTED_LABEL], "true");
-        assert_eq!(labels[crate::schedule::observe::SCHEDULE_LABEL], "nightly");
+        assert_eq!(labels[crate::api::SCHEDULE_LABEL], "nightly");
         assert_eq!(
             object.metadata.annotations.unwrap_or_default()[IMPORTED_FROM_ANNOTATION],
             "s1"

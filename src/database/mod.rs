@@ -4,20 +4,11 @@
 //! exec. Presets read user and database from the container's own environment,
 //! so no credential passes through the operator.
 
+use crate::api::{
+    BACKUP_COMMAND_ANNOTATION, CONTAINER_ANNOTATION, DATABASE_ANNOTATION,
+    RESTORE_COMMAND_ANNOTATION,
+};
 use std::collections::BTreeMap;
-
-/// Marks a pod as a database and names its engine.
-pub const DATABASE_ANNOTATION: &str = "rewind.dev/database";
-/// The container to exec into (default: the pod's first container).
-pub const CONTAINER_ANNOTATION: &str = "rewind.dev/database-container";
-/// `custom` engine: the command that writes a dump to stdout (run by `sh -c`).
-pub const BACKUP_COMMAND_ANNOTATION: &str = "rewind.dev/backup-command";
-/// `custom` engine: the command that reads a dump from stdin (run by `sh -c`).
-pub const RESTORE_COMMAND_ANNOTATION: &str = "rewind.dev/restore-command";
-/// Runs before the snapshots, over exec (`sh -c`).
-pub const PRE_BACKUP_ANNOTATION: &str = "rewind.dev/pre-backup";
-/// Runs after the snapshots, even when they failed.
-pub const POST_BACKUP_ANNOTATION: &str = "rewind.dev/post-backup";
 
 /// A database engine with known commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@ impl Notified for AccountBackup {
             .metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(crate::backup::sync::IMPORTED_FROM_ANNOTATION))
+            .is_some_and(|a| a.contains_key(crate::api::IMPORTED_FROM_ANNOTATION))
     }
 
     fn notice(&self, phase: &str) -> Value {

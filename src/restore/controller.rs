@@ -21,13 +21,13 @@ use tracing::{info, instrument, warn};
 use super::apply::RestoreJob;
 use super::{decide, namespace, status};
 use crate::account_lock::{Holder, LockOutcome};
-use crate::api::{AccountBackup, ProjectRestore, ProjectRestoreStatus, RestorePhase};
+use crate::api::{
+    AccountBackup, ProjectRestore, ProjectRestoreStatus, RESTORE_FINALIZER, RestorePhase,
+};
 use crate::context::Context;
 use crate::metrics::{OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
 
-/// The finalizer that removes a half-done restore's namespaces.
-pub const FINALIZER: &str = "rewind.dev/clean-up-restore";
 const QUEUED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Errors of a restore reconcile.
@@ -80,7 +80,7 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, RestoreError> {
     let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, restore, |event| async {
+    let result = finalizer(&api, RESTORE_FINALIZER, restore, |event| async {
         match event {
             FinalizerEvent::Apply(restore) => apply(restore, &ctx).await,
             FinalizerEvent::Cleanup(restore) => cleanup(restore, &ctx).await,

@@ -1,5 +1,6 @@
 //! The restored namespace: created with the account's labels, isolated by a NetworkPolicy.
 
+use crate::api::{RESTORE_LABEL, RESTORE_UID_ANNOTATION};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -10,10 +11,6 @@ use serde_json::json;
 
 use crate::api::{ACCOUNT_LABEL, RESTORED_FROM_LABEL};
 
-/// Label naming the ProjectRestore that created a namespace.
-pub const RESTORE_LABEL: &str = "rewind.dev/restore";
-/// Annotation with that ProjectRestore's uid: proves a namespace is ours on resume.
-pub const RESTORE_UID_ANNOTATION: &str = "rewind.dev/restore-uid";
 /// The isolating NetworkPolicy's name.
 pub const ISOLATION_POLICY: &str = "rewind-isolate-restored-project";
 

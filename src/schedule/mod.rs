@@ -10,6 +10,7 @@ pub mod decide;
 pub mod error;
 pub mod observe;
 
+use crate::api::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,6 @@ use tracing::{info, instrument, warn};
 
 use self::decide::{Plan, Retention, SlotDecision};
 use self::error::ScheduleError;
-use self::observe::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use crate::api::{AccountBackup, AccountBackupSpec, BackupSchedule, BackupScheduleStatus};
 use crate::context::Context;
 use crate::metrics::ReconcileLabels;

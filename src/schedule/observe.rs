@@ -1,17 +1,12 @@
 //! Reads a schedule's AccountBackups and turns them into the facts the pure decisions need.
 
+use crate::api::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use super::decide::BackupFacts;
 use crate::api::{AccountBackup, BackupSchedule};
-
-/// Label on every AccountBackup a schedule creates: the schedule's name.
-pub const SCHEDULE_LABEL: &str = "rewind.dev/schedule";
-
-/// Annotation on every AccountBackup a schedule creates: its slot (RFC 3339, UTC).
-pub const SLOT_ANNOTATION: &str = "rewind.dev/slot";
 
 /// The AccountBackups created by schedule `name`, all pages.
 pub async fn backups(

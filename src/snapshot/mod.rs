@@ -11,6 +11,7 @@
 pub mod decide;
 pub mod pending;
 
+use crate::api::DELETE_FINALIZER;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -230,7 +231,7 @@ pub async fn take_detached(
     };
 
     let retain = json!({
-        "metadata": {"labels": {pending::PENDING_LABEL: pending_for}},
+        "metadata": {"labels": {crate::api::PENDING_LABEL: pending_for}},
         "spec": {"deletionPolicy": "Retain"},
     });
     let content = contents
@@ -276,11 +277,6 @@ async fn wait_gone(
     }
     Ok(())
 }
-
-/// Our finalizer on the temporary content: it keeps the object until the CSI sidecar has
-/// deleted the physical snapshot (an unbound content without a finalizer would vanish at once,
-/// before the sidecar ever saw it being deleted).
-pub const DELETE_FINALIZER: &str = "rewind.dev/delete-physical-snapshot";
 
 /// Deletes a physical snapshot through a temporary VolumeSnapshotContent with deletionPolicy Delete.
 /// Idempotent: the content's name derives from the handle, and a retry resumes where it stood.

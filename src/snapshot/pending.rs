@@ -6,6 +6,7 @@
 //! the backup failed or was deleted — is then settled from the cluster, not from process
 //! memory: snapshots the committed outcome records are kept, every other one is deleted.
 
+use crate::api::PENDING_LABEL;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -13,9 +14,6 @@ use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::{SnapshotError, delete_if_present, delete_physical, volume_snapshot_contents};
-
-/// Label on a VolumeSnapshotContent whose snapshot a backup (by UID) took and has not recorded.
-pub const PENDING_LABEL: &str = "rewind.dev/pending-for-backup";
 
 /// One pending content as listed: object name, CSI driver, snapshot handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
