@@ -52,6 +52,8 @@ pub struct Context {
     pub store: Arc<dyn crate::backup::store::SnapshotStore>,
     /// Delivers webhook notifications of outcomes, when configured.
     pub notifier: Option<crate::notify::Notifier>,
+    /// Consecutive reconcile failures per object: how soon each is retried.
+    pub backoff: crate::retry::Backoff,
 }
 
 impl Context {

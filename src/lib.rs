@@ -15,6 +15,7 @@ pub mod notify;
 pub mod operator;
 pub mod repository;
 pub mod restore;
+pub mod retry;
 pub mod schedule;
 pub mod snapshot;
 pub mod status;

@@ -86,6 +86,7 @@ fn holder(backup: &AccountBackup) -> Holder {
 #[instrument(skip_all, fields(backup = %backup.name_any(), account = %backup.spec.account))]
 async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Action, BackupError> {
     let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+    let uid = backup.metadata.uid.clone().unwrap_or_default();
     let result = finalizer(&api, BACKUP_FINALIZER, backup, |event| async {
         match event {
             FinalizerEvent::Apply(backup) => apply(backup, &ctx).await,
@@ -99,7 +100,10 @@ async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Acti
         other => BackupError::Finalizer(other.to_string()),
     });
     let (outcome, category) = match &result {
-        Ok(_) => ("ok", "none"),
+        Ok(_) => {
+            ctx.backoff.succeeded(&uid);
+            ("ok", "none")
+        }
         Err(err) => ("error", err.category()),
     };
     ctx.metrics
@@ -113,9 +117,11 @@ async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Acti
     result
 }
 
-fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, _ctx: Arc<Context>) -> Action {
-    warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, ctx: Arc<Context>) -> Action {
+    let uid = backup.metadata.uid.clone().unwrap_or_default();
+    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
+    Action::requeue(wait)
 }
 
 async fn publish(

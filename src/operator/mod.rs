@@ -81,6 +81,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
             .notify_webhook_url_file
             .clone()
             .map(crate::notify::Notifier::new),
+        backoff: crate::retry::Backoff::default(),
     });
     let controllers = futures::future::join4(
         crate::backup::run(ctx.clone(), shutdown.clone()),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use super::apply::RestoreJob;
+use super::error::RestoreError;
 use super::{decide, namespace, status};
 use crate::account_lock::{Holder, LockOutcome};
 use crate::api::{
@@ -29,31 +30,6 @@ use crate::metrics::{OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
 
 const QUEUED_RECHECK: Duration = Duration::from_secs(5);
-
-/// Errors of a restore reconcile.
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    /// The Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// The finalizer could not be managed.
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    /// The restore work failed as a whole (e.g. the repository is unreachable).
-    #[error("{0}")]
-    Work(String),
-}
-
-impl RestoreError {
-    /// A static label for metrics and event reasons.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::Kube(_) => "kubernetes",
-            Self::Finalizer(_) => "finalizer",
-            Self::Work(_) => "restore",
-        }
-    }
-}
 
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -80,6 +56,7 @@ async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, RestoreError> {
     let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
+    let uid = restore.metadata.uid.clone();
     let result = finalizer(&api, RESTORE_FINALIZER, restore, |event| async {
         match event {
             FinalizerEvent::Apply(restore) => apply(restore, &ctx).await,
@@ -93,7 +70,10 @@ async fn reconcile(
         other => RestoreError::Finalizer(other.to_string()),
     });
     let (outcome, category) = match &result {
-        Ok(_) => ("ok", "none"),
+        Ok(_) => {
+            ctx.backoff.succeeded(uid.as_deref().unwrap_or_default());
+            ("ok", "none")
+        }
         Err(err) => ("error", err.category()),
     };
     ctx.metrics
@@ -107,9 +87,11 @@ async fn reconcile(
     result
 }
 
-fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, _ctx: Arc<Context>) -> Action {
-    warn!(restore = %restore.name_any(), category = error.category(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, ctx: Arc<Context>) -> Action {
+    let uid = restore.metadata.uid.clone().unwrap_or_default();
+    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    warn!(restore = %restore.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
+    Action::requeue(wait)
 }
 
 async fn publish(

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod controller;
 pub mod databases;
 pub mod decide;
+pub mod error;
 pub mod namespace;
 pub mod rewrite;
 pub mod selector;

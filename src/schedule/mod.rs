@@ -54,13 +54,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .await;
 }
 
-fn error_policy(
-    schedule: Arc<BackupSchedule>,
-    error: &ScheduleError,
-    _ctx: Arc<Context>,
-) -> Action {
-    warn!(schedule = %schedule.name_any(), category = error.category(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(schedule: Arc<BackupSchedule>, error: &ScheduleError, ctx: Arc<Context>) -> Action {
+    let uid = schedule.metadata.uid.clone().unwrap_or_default();
+    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    warn!(schedule = %schedule.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
+    Action::requeue(wait)
 }
 
 #[instrument(skip_all, fields(schedule = %schedule.name_any(), account = %schedule.spec.account))]
@@ -70,7 +68,11 @@ async fn reconcile(
 ) -> Result<Action, ScheduleError> {
     let result = reconcile_inner(&schedule, &ctx, Timestamp::now()).await;
     let (outcome, category) = match &result {
-        Ok(_) => ("ok", "none"),
+        Ok(_) => {
+            ctx.backoff
+                .succeeded(schedule.metadata.uid.as_deref().unwrap_or_default());
+            ("ok", "none")
+        }
         Err(err) => ("error", err.category()),
     };
     ctx.metrics
