@@ -540,3 +540,40 @@ fn restore_from_an_expired_backup_is_refused() {
     bed.kubectl_ok(&["delete", "projectrestore", &name]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup]);
 }
+
+#[test]
+fn objects_come_back_in_dependency_order_so_a_bare_pod_finds_its_service_account() {
+    let bed = Bed::get();
+    let operator = operator(&bed);
+    let account = unique("order");
+    let project = bed.project("order", &account);
+    let ns = project.name.as_str();
+    // Alphabetically Pod < ServiceAccount: created in that order, the pod would be refused
+    // (its ServiceAccount does not exist yet).
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: runner, namespace: {ns}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: job-runner, namespace: {ns}}}\nspec: {{serviceAccountName: runner, containers: [{{name: c, image: busybox}}]}}\n"
+    ));
+    let backup = unique("order");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    wait_phase(&bed, operator, "accountbackup", &backup, &["Completed"]);
+    let target = format!("{ns}-back");
+    let restore = unique("order");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"));
+    let status = wait_phase(
+        &bed,
+        operator,
+        "projectrestore",
+        &restore,
+        &["Completed", "PartiallyFailed"],
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &target, "pod", "job-runner"],
+            "{.spec.serviceAccountName}"
+        )
+        .as_deref(),
+        Some("runner")
+    );
+    let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
+}

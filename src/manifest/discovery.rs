@@ -117,10 +117,24 @@ pub async fn backed_up_types(client: Client) -> Result<Vec<BackedUpType>, kube::
         .filter(|(resource, capabilities)| is_backed_up_type(resource, capabilities))
         .map(|(resource, _)| BackedUpType { resource })
         .collect();
-    types.sort_by(|a, b| {
-        (&a.resource.group, &a.resource.kind).cmp(&(&b.resource.group, &b.resource.kind))
-    });
+    in_restore_order(&mut types);
     Ok(types)
+}
+
+/// Sorts types into the order a restore must create them (dependencies first, see
+/// [`RESTORE_ORDER`]), then by group and kind (pure). The backup writes each project's stream
+/// in this order and the restore reads it front to back.
+pub fn in_restore_order(types: &mut [BackedUpType]) {
+    types.sort_by(|a, b| {
+        let key = |t: &BackedUpType| {
+            (
+                restore_rank(&t.resource.group, &t.resource.kind),
+                t.resource.group.clone(),
+                t.resource.kind.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
 }
 
 #[cfg(test)]
@@ -128,6 +142,38 @@ mod tests {
     use super::*;
     use kube::core::GroupVersionKind;
     use serde_json::json;
+
+    #[test]
+    fn types_are_backed_up_in_dependency_order_not_alphabetically() {
+        let mut types: Vec<BackedUpType> = [
+            ("", "Pod", "pods"),
+            ("example.com", "Widget", "widgets"),
+            ("apps", "Deployment", "deployments"),
+            ("", "ServiceAccount", "serviceaccounts"),
+            ("", "ConfigMap", "configmaps"),
+            ("rbac.authorization.k8s.io", "RoleBinding", "rolebindings"),
+            ("rbac.authorization.k8s.io", "Role", "roles"),
+        ]
+        .into_iter()
+        .map(|(group, kind, plural)| BackedUpType {
+            resource: resource(group, kind, plural),
+        })
+        .collect();
+        in_restore_order(&mut types);
+        let kinds: Vec<&str> = types.iter().map(|t| t.resource.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "ServiceAccount",
+                "ConfigMap",
+                "Role",
+                "RoleBinding",
+                "Deployment",
+                "Pod",
+                "Widget"
+            ]
+        );
+    }
 
     fn resource(group: &str, kind: &str, plural: &str) -> ApiResource {
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
