@@ -217,6 +217,9 @@ pub struct AccountBackupStatus {
     /// When the backup started copying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// How many copy attempts started (more than one: the operator stopped mid-copy and resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_attempts: Option<u32>,
     /// When the backup finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,

@@ -179,8 +179,16 @@ pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'sta
 }
 
 /// Whether a copy attempt already started for this backup: the operator stopped mid-copy.
+/// Read from a counter of its own, not from the activity log, which keeps only its last entries
+/// (an account of many projects pushes the first "copying" out). Statuses written before the
+/// counter existed still carry the entry.
 pub fn is_resumed(status: &AccountBackupStatus) -> bool {
-    status.activity.iter().any(|e| e.message == COPYING)
+    status.copy_attempts.unwrap_or(0) > 0 || status.activity.iter().any(|e| e.message == COPYING)
+}
+
+/// Records that one more copy attempt starts (written before the attempt copies anything).
+pub fn count_copy_attempt(status: &mut AccountBackupStatus) {
+    status.copy_attempts = Some(status.copy_attempts.unwrap_or(0).saturating_add(1));
 }
 
 const COPYING: &str = "copying";
@@ -418,6 +426,29 @@ pub fn finished_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_copy_is_known_even_when_the_activity_log_has_rolled_over() {
+        let mut status = AccountBackupStatus::default();
+        assert!(!is_resumed(&status));
+        count_copy_attempt(&mut status);
+        let now = Timestamp::from_second(100).expect("time");
+        for project in 0..200 {
+            crate::status::push_activity(
+                &mut status.activity,
+                ActivityLevel::Info,
+                format!("project p{project} backed up"),
+                now,
+            );
+        }
+        assert!(
+            !status.activity.iter().any(|e| e.message == COPYING),
+            "the log rolled over"
+        );
+        assert!(is_resumed(&status));
+        count_copy_attempt(&mut status);
+        assert_eq!(status.copy_attempts, Some(2));
+    }
     use crate::api::AccountBackupSpec;
 
     fn at(second: i64) -> Timestamp {

@@ -484,6 +484,7 @@ async fn run_copy(
     running.projects.clear();
     let (level, message) = decide::copy_attempt_entry(&status);
     crate::status::push_activity(&mut running.activity, level, message, now);
+    decide::count_copy_attempt(&mut running);
     write(api, backup, &running).await?;
     let projects = observe::projects(&ctx.client, &backup.spec.account).await?;
     let types = crate::manifest::backed_up_types(ctx.client.clone()).await?;
