@@ -102,6 +102,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records a successful backup of `account` that completed at `completed_at` (seconds since
+    /// the epoch), keeping the newest: fed by every reconcile of a Completed backup, so after a
+    /// restart the gauge comes back from the cluster, not from the process's memory.
+    pub fn record_success(&self, account: &str, completed_at: f64) {
+        let gauge = self.last_successful_backup.get_or_create(&AccountLabels {
+            account: account.to_string(),
+        });
+        if gauge.get() < completed_at {
+            gauge.set(completed_at);
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -132,7 +144,15 @@ mod tests {
                 account: "acme".into(),
             })
             .set(1_700_000_000.0);
+        metrics.record_success("globex", 1_700_000_500.0);
+        metrics.record_success("globex", 1_700_000_100.0);
         let text = metrics.render();
+        assert!(
+            text.contains(
+                "rewind_last_successful_backup_timestamp_seconds{account=\"globex\"} 1700000500"
+            ),
+            "an older success never moves the gauge back: {text}"
+        );
         assert!(text.contains("rewind_reconciles_total{controller=\"accountbackup\",result=\"ok\",category=\"none\"} 1"), "{text}");
         assert!(
             text.contains(

@@ -565,3 +565,22 @@ async fn a_backup_resumed_after_its_snapshot_was_committed_adopts_it_instead_of_
     );
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=60s"]);
 }
+
+#[test]
+fn a_megabyte_of_notes_is_refused_at_admission_with_the_limit() {
+    let bed = Bed::get();
+    support::operator::Operator::install_crds(&bed);
+    let name = unique("chatty");
+    let notes = "x".repeat(1_500_000);
+    let yaml = format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: chatty, notes: {notes}}}\n"
+    );
+    let refused = bed
+        .kubectl_with_stdin(&["create", "-f", "-"], Some(yaml.as_bytes()))
+        .expect_err("1.5 MB of notes is refused");
+    assert!(
+        refused.contains("spec.notes") && refused.contains("1024"),
+        "the refusal names the field and its limit: {}",
+        &refused[..refused.len().min(600)]
+    );
+}

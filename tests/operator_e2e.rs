@@ -251,6 +251,15 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     );
     assert_eq!(status["phase"], "Completed", "{status}");
     assert_eq!(status["restored"]["databases"], 1, "{status}");
+    // The backup completed under the first process; the second one's gauge comes from the
+    // cluster, so the 26 h alert still works after a restart.
+    let gauge = format!("rewind_last_successful_backup_timestamp_seconds{{account=\"{account}\"}}");
+    bed.wait_until(
+        "the restarted operator to export the last successful backup",
+        WAIT,
+        || second.get("/metrics").contains(&gauge).then_some(()),
+        || second.get("/metrics"),
+    );
     assert_eq!(
         bed.jsonpath(&["-n", &target, "configmap", "keep-me"], "{.data.a}")
             .as_deref(),

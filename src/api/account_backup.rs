@@ -42,11 +42,13 @@ pub struct AccountBackupSpec {
     /// The account to back up: every namespace labelled `rewind.dev/account=<account>` is one of its projects.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("account must be a valid label value: lower-case letters, digits and '-', at most 63 characters"))]
     pub account: String,
-    /// A name for people, shown by `kubectl rewind`.
+    /// A name for people, shown by `kubectl rewind`. At most 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub display_name: Option<String>,
-    /// Free text: why this backup was taken. Shown everywhere the backup is listed.
+    /// Free text: why this backup was taken. Shown everywhere the backup is listed. At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub notes: Option<String>,
     /// How long the backup stays restorable after it completes, as a Go duration (`168h`, `90m`). Then it expires and is garbage-collected.
     #[serde(default = "default_ttl")]

@@ -161,11 +161,13 @@ impl Default for RetentionSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountBackupTemplate {
-    /// A name for people.
+    /// A name for people. At most 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub display_name: Option<String>,
-    /// Free text shown with every backup created.
+    /// Free text shown with every backup created. At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub notes: Option<String>,
     /// How long each backup stays restorable. Default `168h`.
     #[serde(default = "default_ttl")]

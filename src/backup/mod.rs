@@ -37,7 +37,7 @@ use crate::api::{
     AccountBackup, AccountBackupStatus, ActivityLevel, BACKUP_FINALIZER, BackupPhase,
 };
 use crate::context::Context;
-use crate::metrics::{AccountLabels, OperationLabels, ReconcileLabels};
+use crate::metrics::{OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
 
 /// How soon a reconcile that found its cached object stale looks again.
@@ -166,6 +166,16 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
         None | Some(BackupPhase::Queued) => try_start(&api, &backup, ctx, now).await,
         Some(BackupPhase::Running) => run_copy(&api, &backup, ctx).await,
         Some(finished @ (BackupPhase::Completed | BackupPhase::PartiallyFailed)) => {
+            if finished == BackupPhase::Completed
+                && let Some(at) = backup
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.completed_at.as_ref())
+                    .map(|t| t.0)
+            {
+                ctx.metrics
+                    .record_success(&backup.spec.account, at.as_second() as f64);
+            }
             let retry = crate::notify::notify_outcome(ctx, &api, &*backup, &finished).await;
             match decide::decide_finished(
                 backup
@@ -559,11 +569,7 @@ async fn finish_copy(
         .observe(started.elapsed().as_secs_f64());
     if phase == BackupPhase::Completed {
         ctx.metrics
-            .last_successful_backup
-            .get_or_create(&AccountLabels {
-                account: backup.spec.account.clone(),
-            })
-            .set(Timestamp::now().as_second() as f64);
+            .record_success(&backup.spec.account, finished_at.as_second() as f64);
     }
     let message = status
         .conditions
