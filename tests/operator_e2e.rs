@@ -382,3 +382,51 @@ fn a_backup_interrupted_after_its_volume_snapshot_leaves_no_orphaned_snapshot() 
     );
     bed.unbind_exec(&ns);
 }
+
+#[test]
+fn a_hook_that_never_returns_fails_the_backup_at_the_operation_timeout() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the hook"
+        );
+        return;
+    }
+    // The hook may take 10 minutes, the whole operation only 8 seconds.
+    let deployment = OwnDeployment::new(
+        &bed,
+        "rewind-deadline",
+        &["--operation-timeout", "8s", "--hook-timeout", "10m"],
+    );
+    let operator = Operator::spawn(&bed, &deployment.launch("deadline"));
+    let account = unique("stuck");
+    let project = bed.project("stuck", &account);
+    let ns = project.name.clone();
+    bed.bind_exec(&ns, &ns);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: {ns}\n  annotations: {{rewind.dev/pre-backup: \"sleep 600\"}}\nspec: {{containers: [{{name: app, image: busybox}}]}}\n"
+    ));
+    bed.wait_for_phase(&ns, "pod", "app", "Running", WAIT);
+    let backup = unique("stuck");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let status = bed.wait_until(
+        "the backup to fail at the operation timeout, not after the hook's 10 minutes",
+        Duration::from_secs(90),
+        || {
+            let status = phase(&bed, &backup);
+            (status["phase"] == "Failed").then_some(status)
+        },
+        || format!("{}\n{}", phase(&bed, &backup), operator.log_tail()),
+    );
+    assert!(
+        status["conditions"]
+            .to_string()
+            .contains("DeadlineExceeded"),
+        "{status}"
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--wait=false"]);
+    let _ = bed.kubectl(&["delete", "namespace", &deployment.namespace, "--wait=false"]);
+}

@@ -104,6 +104,16 @@ pub fn running_too_long(status: &AccountBackupStatus, now: Timestamp, limit: Dur
     now.duration_since(started) > limit
 }
 
+/// How long a Running backup may still run before the operation timeout (pure): the copy is
+/// cut off then, so a step that hangs (a hook, a dump) cannot hold a backup slot for ever.
+pub fn time_left(status: &AccountBackupStatus, now: Timestamp, limit: Duration) -> Duration {
+    let Some(Time(started)) = status.started_at else {
+        return limit;
+    };
+    let elapsed = now.duration_since(started).unsigned_abs();
+    limit.saturating_sub(elapsed)
+}
+
 fn base(backup: &AccountBackup) -> AccountBackupStatus {
     let mut status = backup.status.clone().unwrap_or_default();
     status.observed_generation = backup.metadata.generation;
@@ -426,6 +436,24 @@ pub fn finished_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_gets_only_what_is_left_of_the_operation_timeout() {
+        let mut status = AccountBackupStatus::default();
+        let at = |second| Timestamp::from_second(second).expect("time");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            time_left(&status, at(1000), hour),
+            hour,
+            "not started: the whole limit"
+        );
+        status.started_at = Some(Time(at(1000)));
+        assert_eq!(
+            time_left(&status, at(1600), hour),
+            Duration::from_secs(3000)
+        );
+        assert_eq!(time_left(&status, at(9000), hour), Duration::ZERO);
+    }
 
     #[test]
     fn a_resumed_copy_is_known_even_when_the_activity_log_has_rolled_over() {

@@ -509,18 +509,38 @@ async fn run_copy(
     if let Some(progress) = running.progress.as_mut() {
         progress.items_done = 0;
     }
+    let deadline = decide::time_left(&status, Timestamp::now(), ctx.operation_timeout);
     let mut reporter = progress::ProgressReporter::new(api.clone(), backup.name_any(), running);
-    let copied = execute::copy_account(
-        &ctx.client,
-        ctx.store.as_ref(),
-        backup,
-        &projects,
-        &settings,
-        &mut reporter,
+    // The whole copy runs under what is left of the operation timeout: a step that hangs is cut
+    // off here (nothing is committed; fail() settles its snapshots) instead of holding the slot.
+    let copied = tokio::time::timeout(
+        deadline,
+        execute::copy_account(
+            &ctx.client,
+            ctx.store.as_ref(),
+            backup,
+            &projects,
+            &settings,
+            &mut reporter,
+        ),
     )
     .await;
     let mut latest = backup.clone();
     latest.status = Some(reporter.into_status());
+    let Ok(copied) = copied else {
+        return fail(
+            api,
+            &latest,
+            ctx,
+            "DeadlineExceeded",
+            &format!(
+                "the backup ran longer than the operation timeout ({:?}) and was stopped; nothing of it was kept. \
+                 Check the activity log for the slow step (a hook or dump that never returns) and take a new backup",
+                ctx.operation_timeout
+            ),
+        )
+        .await;
+    };
     match copied {
         Ok(outcome) => {
             finish_copy(
