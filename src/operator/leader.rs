@@ -3,7 +3,9 @@
 //! Every write carries the Lease's `resourceVersion`, so two replicas that
 //! read the same expired Lease cannot both win: the API server rejects the
 //! second write with a conflict. A replica that cannot renew before its lease
-//! runs out stops acting (the process exits and is restarted as a standby).
+//! runs out stops acting (the process exits and is restarted as a standby). Expiry of another
+//! replica's lease is judged on this replica's own monotonic clock, never by comparing another
+//! node's timestamps with ours.
 
 use std::time::Duration;
 
@@ -48,8 +50,11 @@ pub enum LeaseAction {
     Wait { holder: String },
 }
 
-/// Decides what to do with the current Lease (pure; time injected).
-pub fn decide_lease(current: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseAction {
+/// Decides what to do with the current Lease (pure). `unchanged_for` is how long this replica
+/// has seen the very same lease record (holder and times) on its own monotonic clock: another
+/// node's lease expires when it has not been renewed for its duration *as we observe it*, never
+/// by comparing that node's timestamps with our wall clock (clocks differ between nodes).
+pub fn decide_lease(current: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> LeaseAction {
     let Some(spec) = current else {
         return LeaseAction::Create;
     };
@@ -57,19 +62,41 @@ pub fn decide_lease(current: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Le
     if holder.as_deref() == Some(me) {
         return LeaseAction::Renew;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
-    let last = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    let expired = match last {
-        Some(last) => last.as_second() + duration <= now.as_second(),
-        None => true,
-    };
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
     match holder {
-        Some(holder) if !expired => LeaseAction::Wait { holder },
+        Some(holder) if unchanged_for < duration => LeaseAction::Wait { holder },
         previous_holder => LeaseAction::TakeOver { previous_holder },
+    }
+}
+
+/// How long the lease record has stayed the same, on this replica's monotonic clock.
+#[derive(Debug, Default)]
+pub struct LeaseObserver {
+    seen: Option<(String, std::time::Instant)>,
+}
+
+impl LeaseObserver {
+    /// Notes the record just read at `now` (monotonic, injected); how long it has been unchanged
+    /// (zero when it is new to us).
+    pub fn observe(&mut self, current: Option<&LeaseSpec>, now: std::time::Instant) -> Duration {
+        let record = current
+            .map(|spec| {
+                format!(
+                    "{:?}|{:?}|{:?}",
+                    spec.holder_identity,
+                    spec.renew_time.as_ref().map(|t| t.0),
+                    spec.acquire_time.as_ref().map(|t| t.0)
+                )
+            })
+            .unwrap_or_default();
+        match &self.seen {
+            Some((seen, since)) if *seen == record => now.saturating_duration_since(*since),
+            _ => {
+                self.seen = Some((record, now));
+                Duration::ZERO
+            }
+        }
     }
 }
 
@@ -106,11 +133,12 @@ pub async fn try_acquire_or_renew(
     name: &str,
     me: &str,
     timing: &LeaseTiming,
+    observer: &mut LeaseObserver,
 ) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let current = api.get_opt(name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-    let action = decide_lease(spec, me, now);
+    let action = decide_lease(spec, me, observer.observe(spec, std::time::Instant::now()));
     let desired = our_lease_spec(spec, me, now, timing);
     let result = match &action {
         LeaseAction::Wait { .. } => return Ok(false),
@@ -150,8 +178,16 @@ pub async fn try_acquire_or_renew(
 pub async fn acquire(client: Client, namespace: &str, name: &str, me: &str, timing: &LeaseTiming) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let mut waiting_logged = false;
+    let mut observer = LeaseObserver::default();
     loop {
-        match try_acquire_or_renew(&api, name, me, timing).await {
+        // A round that hangs (an API server that accepts and never answers) is abandoned.
+        let round = tokio::time::timeout(
+            timing.renew_deadline,
+            try_acquire_or_renew(&api, name, me, timing, &mut observer),
+        )
+        .await
+        .unwrap_or(Ok(false));
+        match round {
             Ok(true) => {
                 info!(lease = name, identity = me, "became the leader");
                 return;
@@ -176,9 +212,29 @@ pub async fn acquire(client: Client, namespace: &str, name: &str, me: &str, timi
 pub async fn hold(client: Client, namespace: &str, name: &str, me: &str, timing: &LeaseTiming) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let mut last_renewed = tokio::time::Instant::now();
+    let mut observer = LeaseObserver::default();
     loop {
         tokio::time::sleep(timing.retry_period).await;
-        match try_acquire_or_renew(&api, name, me, timing).await {
+        // Each renewal gets only what is left before the deadline: a request that hangs cannot
+        // keep a replica acting as leader after its lease may have passed to another.
+        let left = timing
+            .renew_deadline
+            .saturating_sub(last_renewed.elapsed())
+            .max(Duration::from_millis(100));
+        let round = tokio::time::timeout(
+            left,
+            try_acquire_or_renew(&api, name, me, timing, &mut observer),
+        )
+        .await;
+        let Ok(round) = round else {
+            warn!(lease = name, "renewing the leader lease timed out");
+            warn!(
+                lease = name,
+                "could not renew the leader lease before the deadline"
+            );
+            return;
+        };
+        match round {
             Ok(true) => last_renewed = tokio::time::Instant::now(),
             Ok(false) => {
                 warn!(
@@ -247,31 +303,35 @@ mod tests {
         }
     }
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[test]
     fn missing_lease_is_created() {
-        assert_eq!(decide_lease(None, "a", at(100)), LeaseAction::Create);
+        assert_eq!(decide_lease(None, "a", Duration::ZERO), LeaseAction::Create);
     }
 
     #[test]
     fn own_lease_is_renewed() {
         assert_eq!(
-            decide_lease(Some(&held_by("a", 90, 15)), "a", at(100)),
+            decide_lease(Some(&held_by("a", 90, 15)), "a", Duration::ZERO),
             LeaseAction::Renew
         );
     }
 
     #[test]
-    fn valid_lease_of_another_replica_is_waited_for() {
+    fn another_replicas_lease_is_waited_for_until_we_saw_it_unchanged_for_its_duration() {
+        // Renewed "long ago" by the other node's clock: that alone proves nothing.
+        let stale_looking = held_by("b", 0, 15);
         assert_eq!(
-            decide_lease(Some(&held_by("b", 90, 15)), "a", at(100)),
+            decide_lease(Some(&stale_looking), "a", Duration::ZERO),
             LeaseAction::Wait { holder: "b".into() }
         );
-    }
-
-    #[test]
-    fn expired_lease_of_another_replica_is_taken_over() {
         assert_eq!(
-            decide_lease(Some(&held_by("b", 80, 15)), "a", at(100)),
+            decide_lease(Some(&stale_looking), "a", 14 * SECOND),
+            LeaseAction::Wait { holder: "b".into() }
+        );
+        assert_eq!(
+            decide_lease(Some(&stale_looking), "a", 15 * SECOND),
             LeaseAction::TakeOver {
                 previous_holder: Some("b".into())
             }
@@ -279,10 +339,31 @@ mod tests {
     }
 
     #[test]
+    fn a_renewed_record_starts_the_observation_over() {
+        let start = std::time::Instant::now();
+        let mut observer = LeaseObserver::default();
+        let first = held_by("b", 100, 15);
+        assert_eq!(observer.observe(Some(&first), start), Duration::ZERO);
+        assert_eq!(
+            observer.observe(Some(&first), start + 10 * SECOND),
+            10 * SECOND
+        );
+        let renewed = held_by("b", 101, 15);
+        assert_eq!(
+            observer.observe(Some(&renewed), start + 11 * SECOND),
+            Duration::ZERO
+        );
+        assert_eq!(
+            observer.observe(Some(&renewed), start + 14 * SECOND),
+            3 * SECOND
+        );
+    }
+
+    #[test]
     fn released_lease_is_taken_over_at_once() {
         let released = LeaseSpec::default();
         assert_eq!(
-            decide_lease(Some(&released), "a", at(100)),
+            decide_lease(Some(&released), "a", Duration::ZERO),
             LeaseAction::TakeOver {
                 previous_holder: None
             }
