@@ -430,3 +430,88 @@ fn a_hook_that_never_returns_fails_the_backup_at_the_operation_timeout() {
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--wait=false"]);
     let _ = bed.kubectl(&["delete", "namespace", &deployment.namespace, "--wait=false"]);
 }
+
+#[test]
+fn a_deletion_that_cannot_release_its_snapshot_says_so_and_how_to_get_out() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bed = Bed::get();
+    let deployment = OwnDeployment::new(&bed, "rewind-blocked", &["--snapshot-timeout", "3s"]);
+    let operator = Operator::spawn(&bed, &deployment.launch("blocked"));
+    let account = unique("gone");
+    let _project = bed.project("gone", &account);
+    let backup = unique("gone");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    bed.wait_until(
+        "the backup",
+        WAIT,
+        || (phase(&bed, &backup)["phase"] == "Completed").then_some(()),
+        || operator.log_tail(),
+    );
+    // A snapshot on a CSI driver that no longer runs: nothing will ever delete it.
+    bed.kubectl_ok(&[
+        "patch",
+        "accountbackup",
+        &backup,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"volumeSnapshots":[{"project":"p","pvc":"data","driver":"gone.csi.example.com","snapshotHandle":"ghost-1","ready":true}]}}"#,
+    ]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--wait=false"]);
+    let status = bed.wait_until(
+        "the DeletionBlocked condition",
+        WAIT,
+        || {
+            let status = phase(&bed, &backup);
+            status["conditions"]
+                .to_string()
+                .contains("DeletionBlocked")
+                .then_some(status)
+        },
+        || format!("{}\n{}", phase(&bed, &backup), operator.log_tail()),
+    );
+    let conditions = status["conditions"].to_string();
+    assert!(
+        conditions.contains("/metadata/finalizers") && conditions.contains("could not be released"),
+        "{status}"
+    );
+    // The documented way out works.
+    bed.kubectl_ok(&[
+        "patch",
+        "accountbackup",
+        &backup,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    bed.wait_until(
+        "the AccountBackup to be gone",
+        WAIT,
+        || {
+            bed.kubectl(&["get", "accountbackup", &backup])
+                .is_err()
+                .then_some(())
+        },
+        String::new,
+    );
+    // The temporary content for the gone driver is removed the same way.
+    let listed = bed.kubectl_ok(&[
+        "get",
+        "volumesnapshotcontents",
+        "-o",
+        r#"jsonpath={range .items[?(@.spec.driver=="gone.csi.example.com")]}volumesnapshotcontent/{.metadata.name}{"\n"}{end}"#,
+    ]);
+    for content in listed.lines().filter(|line| !line.is_empty()) {
+        let _ = bed.kubectl(&[
+            "patch",
+            content,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ]);
+        let _ = bed.kubectl(&["delete", content, "--wait=false"]);
+    }
+    let _ = bed.kubectl(&["delete", "namespace", &deployment.namespace, "--wait=false"]);
+}

@@ -222,6 +222,47 @@ pub fn requested_by(backup: &AccountBackup) -> Option<String> {
         })
 }
 
+/// The condition type that says a deletion waits for something outside Rewind.
+pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+
+/// What to do when a backup's deletion cannot release its data (pure): the message names the
+/// cause and the way out, which leaves the data where it is.
+pub fn deletion_blocked_message(backup: &str, cause: &str) -> String {
+    format!(
+        "deleting AccountBackup {backup} waits: its data could not be released ({cause}); Rewind retries with backoff. \
+         Fix the cause (the CSI snapshot controller and driver, the repository), or delete the object without \
+         releasing its data — its physical snapshots and repository data then stay and are yours to remove: \
+         kubectl patch accountbackup {backup} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'"
+    )
+}
+
+/// The status of a backup whose deletion is blocked: the condition, and the cause in the log.
+pub fn deletion_blocked_status(
+    backup: &AccountBackup,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> AccountBackupStatus {
+    let mut status = base(backup);
+    let already = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == DELETION_BLOCKED && c.status == "True" && c.message == message);
+    if !already {
+        push_activity(&mut status.activity, ActivityLevel::Error, message, now);
+    }
+    set_condition(
+        &mut status.conditions,
+        DELETION_BLOCKED,
+        true,
+        reason,
+        message,
+        backup.metadata.generation,
+        now,
+    );
+    status
+}
+
 /// Status of a backup that cannot produce anything restorable.
 pub fn failed_status(
     backup: &AccountBackup,
@@ -436,6 +477,32 @@ pub fn finished_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocked_deletion_says_why_and_the_way_out_once() {
+        let backup = AccountBackup::new(
+            "nightly",
+            serde_json::from_value(serde_json::json!({"account": "acme"})).expect("a spec"),
+        );
+        let message = deletion_blocked_message("nightly", "volume snapshot: timed out");
+        assert!(message.contains("timed out") && message.contains("/metadata/finalizers"));
+        let now = Timestamp::from_second(100).expect("time");
+        let status = deletion_blocked_status(&backup, "snapshot", &message, now);
+        let condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DELETION_BLOCKED)
+            .expect("the condition");
+        assert_eq!(condition.status, "True");
+        let mut again = backup.clone();
+        again.status = Some(status.clone());
+        let twice = deletion_blocked_status(&again, "snapshot", &message, now);
+        assert_eq!(
+            twice.activity.len(),
+            status.activity.len(),
+            "logged once per cause"
+        );
+    }
 
     #[test]
     fn a_copy_gets_only_what_is_left_of_the_operation_timeout() {

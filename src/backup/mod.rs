@@ -715,8 +715,30 @@ async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), Backu
 }
 
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
-    settle_snapshots(ctx, &backup, None).await?;
-    release_data(&backup, ctx).await?;
+    let released = async {
+        settle_snapshots(ctx, &backup, None).await?;
+        release_data(&backup, ctx).await
+    }
+    .await;
+    if let Err(err) = released {
+        // Said on the object, with the way out, instead of a finalizer that waits in silence.
+        let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+        let message = decide::deletion_blocked_message(&backup.name_any(), &err.to_string());
+        let status =
+            decide::deletion_blocked_status(&backup, err.category(), &message, Timestamp::now());
+        if status != backup.status.clone().unwrap_or_default() {
+            write(&api, &backup, &status).await?;
+            publish(
+                ctx,
+                &backup,
+                EventType::Warning,
+                decide::DELETION_BLOCKED,
+                message,
+            )
+            .await;
+        }
+        return Err(err);
+    }
     ctx.locks
         .release(&backup.spec.account, &holder(&backup))
         .await?;
