@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::operator::Operator;
-use support::{Bed, TestNamespace, repo_root, unique};
+use support::{Bed, TestNamespace, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 const PLATFORM_ADMINS: &str = "rewind:platform-admins";
@@ -59,19 +59,7 @@ struct Tenancy<'a> {
 fn user_roles(bed: &Bed) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let rendered = bed
-            .helm(&[
-                "template",
-                "rewind",
-                &repo_root().join("charts/rewind").to_string_lossy(),
-                "--namespace",
-                "rewind-system",
-                "--kube-version",
-                "1.36.0",
-                "--show-only",
-                "templates/rbac-users.yaml",
-            ])
-            .expect("render the chart's user roles");
+        let rendered = bed.render_chart("rewind", "rewind-system", &["templates/rbac-users.yaml"]);
         bed.kubectl_with_stdin(
             &["apply", "-f", "-"],
             Some(

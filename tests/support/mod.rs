@@ -186,6 +186,27 @@ impl Bed {
         }
     }
 
+    /// The chart's `templates` rendered as a default install (release `rewind` in
+    /// `rewind-system`, or `release` in `namespace`), for tests that apply parts of it.
+    pub fn render_chart(&self, release: &str, namespace: &str, templates: &[&str]) -> String {
+        let chart = repo_root().join("charts/rewind");
+        let chart = chart.to_string_lossy();
+        let mut args = vec![
+            "template",
+            release,
+            &chart,
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.36.0",
+        ];
+        for template in templates {
+            args.extend(["--show-only", template]);
+        }
+        self.helm(&args)
+            .unwrap_or_else(|err| panic!("rendering {templates:?}: {err}"))
+    }
+
     /// A new namespace that is a project of `account` (labelled `rewind.dev/account`).
     pub fn project(&self, prefix: &str, account: &str) -> TestNamespace<'_> {
         let project = self.namespace(prefix);

@@ -86,19 +86,11 @@ impl Operator {
     pub fn install_crds(bed: &Bed) {
         let crds = repo_root().join("crds");
         bed.kubectl_ok(&["apply", "-k", &crds.to_string_lossy()]);
-        let policies = bed
-            .helm(&[
-                "template",
-                "rewind",
-                &repo_root().join("charts/rewind").to_string_lossy(),
-                "--namespace",
-                "rewind-system",
-                "--kube-version",
-                "1.36.0",
-                "--show-only",
-                "templates/account-ownership.yaml",
-            ])
-            .expect("render the chart's admission policies");
+        let policies = bed.render_chart(
+            "rewind",
+            "rewind-system",
+            &["templates/account-ownership.yaml"],
+        );
         bed.kubectl_with_stdin(&["apply", "-f", "-"], Some(policies.as_bytes()))
             .expect("apply the chart's admission policies");
         bed.wait_established(&[
@@ -163,22 +155,14 @@ impl Operator {
     /// and writes a kubeconfig that impersonates that ServiceAccount: the operator under test has
     /// exactly the chart's permissions, no more.
     fn impersonating_kubeconfig(bed: &Bed, namespace: &str, dir: &std::path::Path) -> PathBuf {
-        let chart = repo_root().join("charts/rewind");
-        let rbac = bed
-            .helm(&[
-                "template",
-                namespace,
-                &chart.to_string_lossy(),
-                "--namespace",
-                namespace,
-                "--kube-version",
-                "1.36.0",
-                "--show-only",
+        let rbac = bed.render_chart(
+            namespace,
+            namespace,
+            &[
                 "templates/serviceaccount.yaml",
-                "--show-only",
                 "templates/rbac-operator.yaml",
-            ])
-            .expect("render the chart's RBAC");
+            ],
+        );
         bed.kubectl_with_stdin(&["apply", "-f", "-"], Some(rbac.as_bytes()))
             .expect("apply the chart's RBAC");
         let source = bed.var("KUBECONFIG").expect("the bed's KUBECONFIG");
