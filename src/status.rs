@@ -7,7 +7,7 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ActivityEntry, ActivityLevel};
+use crate::api::{ActivityEntry, ActivityLevel, ItemOutcome};
 
 /// The field manager of every status write of the controllers (the notifier has its own).
 pub const FIELD_MANAGER: &str = "rewind-operator";
@@ -68,6 +68,30 @@ pub fn push_activity(
     }
 }
 
+/// The most entries a status list of items (failed, skipped, excluded, adjusted) keeps: an
+/// account of thousands of items must not push its object past the API server's size limit.
+pub const ITEM_LIST_LIMIT: usize = 100;
+
+/// The first entries of `items` for a status list (pure): all of them when they fit, else the
+/// first `ITEM_LIST_LIMIT - 1` and one entry saying how many more there are and where they are.
+pub fn first_items(items: &[ItemOutcome], where_all: &str) -> Vec<ItemOutcome> {
+    if items.len() <= ITEM_LIST_LIMIT {
+        return items.to_vec();
+    }
+    let kept = ITEM_LIST_LIMIT - 1;
+    let mut listed = items[..kept].to_vec();
+    listed.push(ItemOutcome {
+        project: String::new(),
+        kind: "More".into(),
+        name: String::new(),
+        reason: format!(
+            "{} more items not listed here (the status keeps the first {kept}); {where_all}",
+            items.len() - kept
+        ),
+    });
+    listed
+}
+
 /// Writes `status` of a cluster-scoped object by server-side apply with [`FIELD_MANAGER`].
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
 where
@@ -104,6 +128,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_list_keeps_the_first_items_and_says_how_many_more() {
+        let item = |n: usize| ItemOutcome {
+            project: "p".into(),
+            kind: "PersistentVolumeClaim".into(),
+            name: format!("pvc-{n}"),
+            reason: "excluded".into(),
+        };
+        let few: Vec<ItemOutcome> = (0..ITEM_LIST_LIMIT).map(item).collect();
+        assert_eq!(first_items(&few, "see the log"), few);
+        let many: Vec<ItemOutcome> = (0..5000).map(item).collect();
+        let listed = first_items(&many, "see the log");
+        assert_eq!(listed.len(), ITEM_LIST_LIMIT);
+        assert_eq!(listed[0].name, "pvc-0");
+        let last = listed.last().expect("the summary");
+        assert_eq!(last.kind, "More");
+        assert!(
+            last.reason.starts_with("4901 more items"),
+            "{}",
+            last.reason
+        );
+    }
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).expect("valid time")

@@ -252,10 +252,11 @@ pub struct AccountBackupStatus {
     /// The database dumps this backup holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub database_dumps: Vec<DatabaseDumpRecord>,
-    /// Items left out on purpose (e.g. PVCs labelled `rewind.dev/exclude=true`).
+    /// Items left out on purpose (e.g. PVCs labelled `rewind.dev/exclude=true`). At most 100 listed:
+    /// beyond that a last entry of kind `More` counts the rest (the repository's outcome record has all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<ItemOutcome>,
-    /// Items that failed, each with its reason.
+    /// Items that failed, each with its reason. At most 100 listed, like `excluded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<ItemOutcome>,
     /// Free-form labels recorded with the repository snapshot.

@@ -161,13 +161,15 @@ pub struct ProjectRestoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<RestoredCounts>,
     /// Items not restored on purpose, with why (e.g. an Ingress that would take the original's host).
+    /// At most 100 listed: beyond that a last entry of kind `More` counts the rest (the operator's log lists all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<ItemOutcome>,
     /// Items restored with a change that keeps the copy inert (a Job or CronJob suspended, a
     /// LoadBalancer or NodePort Service made ClusterIP, external-DNS annotations removed), each with what changed.
+    /// At most 100 listed, like `skipped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adjusted: Vec<ItemOutcome>,
-    /// Items that failed, each with its reason.
+    /// Items that failed, each with its reason. At most 100 listed, like `skipped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<ItemOutcome>,
     /// Token Secrets and keys that have new values (never the values).

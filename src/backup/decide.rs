@@ -392,10 +392,12 @@ pub fn finished_status(
     status.restorable_until = Some(Time(restorable_until));
     status.repository_snapshot = Some(outcome.snapshot_id.clone());
     status.projects = outcome.projects.clone();
-    status.failed = outcome.failed.clone();
+    // The repository's outcome record of this backup keeps every item; the status the first ones.
+    let where_all = "the backup's outcome record in the repository has all of them";
+    status.failed = crate::status::first_items(&outcome.failed, where_all);
     status.volume_snapshots = outcome.volume_snapshots.clone();
     status.database_dumps = outcome.database_dumps.clone();
-    status.excluded = outcome.excluded.clone();
+    status.excluded = crate::status::first_items(&outcome.excluded, where_all);
     for warning in &outcome.warnings {
         push_activity(
             &mut status.activity,

@@ -286,6 +286,18 @@ async fn run_restore(
     let outcome = super::apply::run(&ctx.client, ctx.store.as_ref(), &job)
         .await
         .map_err(RestoreError::Work)?;
+    // Every item, for when the status lists only the first ones.
+    for item in &outcome.failed {
+        warn!(project = %item.project, kind = %item.kind, name = %item.name, reason = %item.reason, "item not restored");
+    }
+    for (what, items) in [
+        ("skipped", &outcome.skipped),
+        ("adjusted", &outcome.adjusted),
+    ] {
+        for item in items {
+            info!(project = %item.project, kind = %item.kind, name = %item.name, reason = %item.reason, "item {what}");
+        }
+    }
     let finished = status::finished(restore, &outcome, Timestamp::now());
     write(api, restore, &finished).await?;
     ctx.locks.release(&account, &holder(restore)).await?;

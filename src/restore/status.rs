@@ -132,9 +132,10 @@ pub fn finished(
     let mut status = base(restore);
     status.completed_at = Some(Time(now));
     status.restored = Some(outcome.restored.clone());
-    status.skipped = outcome.skipped.clone();
-    status.adjusted = outcome.adjusted.clone();
-    status.failed = outcome.failed.clone();
+    let where_all = "the operator's log lists every one";
+    status.skipped = crate::status::first_items(&outcome.skipped, where_all);
+    status.adjusted = crate::status::first_items(&outcome.adjusted, where_all);
+    status.failed = crate::status::first_items(&outcome.failed, where_all);
     status.regenerated_tokens = outcome.regenerated_tokens.clone();
     status.warnings = outcome.warnings.clone();
     let done = outcome.restored.resources
