@@ -42,13 +42,16 @@ pub enum NotifyError {
     /// The receiver answered with an error status.
     #[error("the webhook answered HTTP {0}")]
     Refused(u16),
+    /// No HTTP client could be built (TLS backend).
+    #[error("no HTTP client for webhooks could be built: {0}")]
+    Client(String),
 }
 
 impl NotifyError {
     /// A short label for metrics and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::UrlFile(_) | Self::BadUrl => "config",
+            Self::UrlFile(_) | Self::BadUrl | Self::Client(_) => "config",
             Self::Unreachable(_) => "network",
             Self::Refused(_) => "receiver",
         }
@@ -63,13 +66,14 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier reading its URL from `url_file` at every delivery (a rotated Secret applies
-    /// without a restart).
-    pub fn new(url_file: PathBuf) -> Self {
+    /// without a restart). Fails when no HTTP client with the delivery timeout can be built (the
+    /// operator then refuses to start rather than deliver without a timeout).
+    pub fn new(url_file: PathBuf) -> Result<Self, NotifyError> {
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .build()
-            .unwrap_or_default();
-        Self { url_file, http }
+            .map_err(|e| NotifyError::Client(e.to_string()))?;
+        Ok(Self { url_file, http })
     }
 
     /// POSTs `notice` as JSON; any 2xx answer is a delivery.
@@ -85,7 +89,8 @@ impl Notifier {
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(notice).unwrap_or_default())
+            // Displaying a JSON value cannot fail (unlike to_vec, whose error had become an empty body).
+            .body(notice.to_string())
             .send()
             .await
             .map_err(|e| NotifyError::Unreachable(e.without_url().to_string()))?;

@@ -80,7 +80,8 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         notifier: args
             .notify_webhook_url_file
             .clone()
-            .map(crate::notify::Notifier::new),
+            .map(crate::notify::Notifier::new)
+            .transpose()?,
         backoff: crate::retry::Backoff::default(),
     });
     let controllers = futures::future::join4(
