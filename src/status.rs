@@ -82,14 +82,27 @@ pub fn first_items(items: &[ItemOutcome], where_all: &str) -> Vec<ItemOutcome> {
     let mut listed = items[..kept].to_vec();
     listed.push(ItemOutcome {
         project: String::new(),
-        kind: "More".into(),
-        name: String::new(),
+        kind: MORE_KIND.into(),
+        name: (items.len() - kept).to_string(),
         reason: format!(
             "{} more items not listed here (the status keeps the first {kept}); {where_all}",
             items.len() - kept
         ),
     });
     listed
+}
+
+/// The kind of the entry that ends a shortened item list; its name is how many were left out.
+pub const MORE_KIND: &str = "More";
+
+/// How many items a status list stands for, counting those a shortened list left out (pure).
+pub fn item_count(listed: &[ItemOutcome]) -> usize {
+    match listed.last() {
+        Some(last) if last.kind == MORE_KIND => {
+            listed.len() - 1 + last.name.parse::<usize>().unwrap_or(0)
+        }
+        _ => listed.len(),
+    }
 }
 
 /// Writes `status` of a cluster-scoped object by server-side apply with [`FIELD_MANAGER`].
@@ -150,6 +163,8 @@ mod tests {
             "{}",
             last.reason
         );
+        assert_eq!(item_count(&listed), 5000);
+        assert_eq!(item_count(&few), ITEM_LIST_LIMIT);
     }
 
     fn at(second: i64) -> Timestamp {

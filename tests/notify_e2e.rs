@@ -167,6 +167,15 @@ fn a_finished_backup_and_its_restore_are_each_posted_to_the_webhook_once() {
     assert_eq!(notices[0]["kind"], "ProjectRestore");
     assert_eq!(notices[0]["backup"], backup.as_str());
     assert_eq!(notices[0]["targetNamespaces"][&ns], target.as_str());
+    assert_eq!(notices[0]["account"], account.as_str());
+    // Stamped at admission: whoever kubectl authenticated as, not a name the client chose.
+    let whoami = bed.kubectl_ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(notices[0]["requestedBy"], whoami.trim(), "{}", notices[0]);
 
     // Later reconciles (the status write itself triggers one) do not notify again.
     std::thread::sleep(Duration::from_secs(3));

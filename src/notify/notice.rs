@@ -81,7 +81,7 @@ pub fn of_backup(backup: &AccountBackup, phase: &str) -> Value {
         "size": status.size.map(|s| s.bytes),
         "logicalSize": status.logical_size.map(|s| s.bytes),
         "projects": status.projects.iter().map(|p| &p.name).collect::<Vec<_>>(),
-        "failedItems": status.failed.len(),
+        "failedItems": crate::status::item_count(&status.failed),
     })
 }
 
@@ -92,14 +92,21 @@ pub fn of_restore(restore: &ProjectRestore, phase: &str) -> Value {
         "kind": "ProjectRestore",
         "name": restore.metadata.name,
         "uid": restore.metadata.uid,
+        "account": restore.spec.account,
         "backup": restore.spec.backup,
+        // Stamped by admission with the authenticated user (docs/security.md).
+        "requestedBy": restore
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::REQUESTED_BY_ANNOTATION)),
         "phase": phase,
         "message": ready_message(&status.conditions),
         "startedAt": status.started_at.map(|t| t.0.to_string()),
         "completedAt": status.completed_at.map(|t| t.0.to_string()),
         "expiresAt": status.expires_at.map(|t| t.0.to_string()),
         "targetNamespaces": status.target_namespaces,
-        "failedItems": status.failed.len(),
+        "failedItems": crate::status::item_count(&status.failed),
         "regeneratedTokens": status.regenerated_tokens.len(),
         "warnings": status.warnings.len(),
     })
