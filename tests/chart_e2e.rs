@@ -213,6 +213,17 @@ fn config_default_is_the_chart_rendered_with_default_values() {
         rendered == committed,
         "config/default/operator.yaml drifted from the chart: run `make manifests` and commit it"
     );
+    // The CRDs install both ways: `kubectl apply -f crds/` (the folder holds only CRDs; its
+    // kustomization is the extension-less `Kustomization`) and `kubectl apply -k crds/`.
+    let crds = repo_root().join("crds");
+    for how in ["-f", "-k"] {
+        let applied = bed.kubectl_ok(&["apply", how, &crds.to_string_lossy(), "--dry-run=server"]);
+        assert_eq!(
+            applied.matches("customresourcedefinition").count(),
+            3,
+            "kubectl apply {how} crds/: {applied}"
+        );
+    }
     let built = bed.kubectl_ok(&[
         "kustomize",
         &repo_root().join("config/default").to_string_lossy(),
