@@ -92,6 +92,48 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         "{table}"
     );
 
+    let (ok, described, err) = kubectl_rewind(&bed, dir, &["describe", &backup], "");
+    assert!(ok, "{err}");
+    let project_row = described
+        .lines()
+        .find(|line| line.trim_start().starts_with(&ns))
+        .unwrap_or_else(|| panic!("{ns} missing from:\n{described}"));
+    assert!(
+        described.contains(&format!("Account:          {account}"))
+            && described.contains("OBJECTS")
+            && project_row
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|n| n != "0"),
+        "{described}"
+    );
+    let (ok, json, err) = kubectl_rewind(&bed, dir, &["list", &account, "-o", "json"], "");
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&json).expect("list -o json is JSON");
+    assert_eq!(listed[0]["metadata"]["name"], backup.as_str(), "{json}");
+
+    // Notes a tenant wrote with a terminal escape sequence are printed harmlessly.
+    let (ok, out, err) = kubectl_rewind(
+        &bed,
+        dir,
+        &[
+            "backup",
+            &account,
+            "--notes",
+            "clear\x1b[2J\x1b]0;owned\x07",
+            "--wait",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
+    assert!(ok, "{err}");
+    assert!(
+        !table.contains('\x1b') && !table.contains('\x07'),
+        "{table:?}"
+    );
+    assert!(table.contains("clear?[2J?]0;owned?"), "{table}\n{out}");
+
     let (ok, log, err) = kubectl_rewind(&bed, dir, &["log", &backup], "");
     assert!(ok, "{err}");
     assert!(log.lines().count() >= 2, "{log}");
@@ -135,6 +177,18 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
     );
     let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
     assert_eq!(phase, "Completed");
+    let (ok, restores, err) = kubectl_rewind(&bed, dir, &["restores", &account], "");
+    assert!(ok, "{err}");
+    let row = restores
+        .lines()
+        .find(|line| line.starts_with(&restore))
+        .unwrap_or_else(|| panic!("{restore} missing from:\n{restores}"));
+    assert!(
+        row.contains(&backup)
+            && row.contains("Completed")
+            && row.contains(&format!("{ns}->{target}")),
+        "{restores}"
+    );
     assert_eq!(
         bed.jsonpath(
             &["-n", &target, "configmap", "settings"],

@@ -1,6 +1,6 @@
 //! `kubectl rewind` (the `rewind` binary installed as `kubectl-rewind`, or `rewind kubectl`):
-//! list an account's backups, show an activity log, take a backup now, and restore after the
-//! user types `I understand`. Uses the caller's kubeconfig and permissions.
+//! list an account's backups, describe one, list restores, show an activity log, take a backup
+//! now, and restore after the user types `I understand`. Uses the caller's kubeconfig and permissions.
 
 pub mod render;
 
@@ -20,6 +20,19 @@ use crate::api::{
 pub struct PluginArgs {
     #[command(subcommand)]
     pub command: PluginCommand,
+    /// Output for scripts: `json` or `yaml` prints the objects themselves (list, restores, describe).
+    #[arg(short = 'o', long = "output", global = true, value_parser = ["json", "yaml"])]
+    pub output: Option<String>,
+}
+
+/// Prints `value` as JSON or YAML; false when no such output was asked for.
+fn print_as(output: Option<&str>, value: &impl serde::Serialize) -> anyhow::Result<bool> {
+    match output {
+        Some("json") => println!("{}", serde_json::to_string_pretty(value)?),
+        Some("yaml") => print!("{}", serde_yaml::to_string(value)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The plugin's commands.
@@ -28,6 +41,16 @@ pub enum PluginCommand {
     /// List backups, newest first, with date, size and notes.
     List {
         /// Only this account's backups.
+        account: Option<String>,
+    },
+    /// What a backup holds: projects, objects, volumes, database dumps, what was left out and failures.
+    Describe {
+        /// The AccountBackup.
+        backup: String,
+    },
+    /// List restores, newest first, with phase, source backup and target namespaces.
+    Restores {
+        /// Only this account's restores.
         account: Option<String>,
     },
     /// Show the activity log of an AccountBackup or ProjectRestore (errors in red on a terminal).
@@ -65,6 +88,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         .await
         .context("connecting with your kubeconfig")?;
     let backups: Api<AccountBackup> = Api::all(client.clone());
+    let output = args.output.as_deref();
     match args.command {
         PluginCommand::List { account } => {
             let params = ListParams::default();
@@ -72,7 +96,27 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             if let Some(account) = account {
                 items.retain(|b| b.spec.account == account);
             }
-            print!("{}", render::backup_table(&items));
+            if !print_as(output, &items)? {
+                print!("{}", render::backup_table(&items));
+            }
+        }
+        PluginCommand::Describe { backup } => {
+            let Some(found) = backups.get_opt(&backup).await? else {
+                bail!("no AccountBackup named {backup}: see `kubectl rewind list`");
+            };
+            if !print_as(output, &found)? {
+                print!("{}", render::backup_description(&found));
+            }
+        }
+        PluginCommand::Restores { account } => {
+            let restores: Api<ProjectRestore> = Api::all(client.clone());
+            let mut items = restores.list(&ListParams::default()).await?.items;
+            if let Some(account) = account {
+                items.retain(|r| r.spec.account == account);
+            }
+            if !print_as(output, &items)? {
+                print!("{}", render::restore_table(&items));
+            }
         }
         PluginCommand::Log { name } => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -82,6 +82,187 @@ fn align<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+fn bytes(n: u64) -> String {
+    crate::api::ByteSize::new(n).human
+}
+
+/// What a backup holds, as an admin reads it before a restore (pure): the backup's facts, each
+/// project with its objects, volumes, dumps and failures, then the volumes, the dumps, what was
+/// left out and what failed, each with its reason.
+pub fn backup_description(backup: &AccountBackup) -> String {
+    let status = backup.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<18}{}\n", printable(&value)));
+    };
+    line("Name:", backup.metadata.name.clone().unwrap_or_default());
+    line("Account:", backup.spec.account.clone());
+    line(
+        "Phase:",
+        status
+            .phase
+            .map(|p| crate::notify::notice::phase_name(&p))
+            .unwrap_or_else(|| "Pending".into()),
+    );
+    line(
+        "Notes:",
+        backup.spec.notes.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "Requested by:",
+        status.requested_by.clone().unwrap_or_else(|| "-".into()),
+    );
+    line("Started:", when(status.started_at.as_ref()));
+    line("Completed:", when(status.completed_at.as_ref()));
+    line("Restorable until:", when(status.restorable_until.as_ref()));
+    line(
+        "Size:",
+        format!(
+            "{} held, {} added to the repository",
+            status
+                .logical_size
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| s.human.clone()),
+            status
+                .size
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| s.human.clone())
+        ),
+    );
+    line(
+        "Snapshot:",
+        status
+            .repository_snapshot
+            .clone()
+            .unwrap_or_else(|| "-".into()),
+    );
+    let mut projects = vec![[
+        "PROJECT".to_string(),
+        "OBJECTS".into(),
+        "VOLUMES".into(),
+        "DATABASES".into(),
+        "BYTES".into(),
+        "FAILED".into(),
+    ]];
+    for p in &status.projects {
+        projects.push([
+            p.name.clone(),
+            p.resources.to_string(),
+            p.volumes.to_string(),
+            p.databases.to_string(),
+            bytes(p.bytes),
+            p.failed.to_string(),
+        ]);
+    }
+    out.push_str("\nProjects:\n");
+    out.push_str(&indent(&align(&projects)));
+    if !status.volume_snapshots.is_empty() {
+        let mut rows = vec![[
+            "PROJECT".to_string(),
+            "PVC".into(),
+            "SIZE".into(),
+            "CLASS".into(),
+            "READY".into(),
+        ]];
+        for v in &status.volume_snapshots {
+            rows.push([
+                v.project.clone(),
+                v.pvc.clone(),
+                v.restore_size
+                    .clone()
+                    .or_else(|| v.pvc_size.clone())
+                    .unwrap_or_else(|| "-".into()),
+                v.storage_class.clone().unwrap_or_else(|| "-".into()),
+                v.ready.to_string(),
+            ]);
+        }
+        out.push_str("\nVolumes:\n");
+        out.push_str(&indent(&align(&rows)));
+    }
+    if !status.database_dumps.is_empty() {
+        let mut rows = vec![[
+            "PROJECT".to_string(),
+            "POD".into(),
+            "ENGINE".into(),
+            "SIZE".into(),
+        ]];
+        for d in &status.database_dumps {
+            rows.push([
+                d.project.clone(),
+                d.pod.clone(),
+                d.engine.clone(),
+                bytes(d.bytes),
+            ]);
+        }
+        out.push_str("\nDatabase dumps:\n");
+        out.push_str(&indent(&align(&rows)));
+    }
+    for (title, items) in [("Left out", &status.excluded), ("Failed", &status.failed)] {
+        if items.is_empty() {
+            continue;
+        }
+        let mut rows = vec![[
+            "PROJECT".to_string(),
+            "KIND".into(),
+            "NAME".into(),
+            "WHY".into(),
+        ]];
+        for item in items {
+            rows.push([
+                item.project.clone(),
+                item.kind.clone(),
+                item.name.clone(),
+                item.reason.clone(),
+            ]);
+        }
+        out.push_str(&format!("\n{title}:\n"));
+        out.push_str(&indent(&align(&rows)));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// The restores as a table, newest first: name, account, backup, phase, targets, age (pure).
+pub fn restore_table(restores: &[crate::api::ProjectRestore]) -> String {
+    let mut sorted: Vec<&crate::api::ProjectRestore> = restores.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "ACCOUNT".into(),
+        "BACKUP".into(),
+        "PHASE".into(),
+        "TARGETS".into(),
+        "CREATED".into(),
+    ]];
+    for restore in sorted {
+        let status = restore.status.clone().unwrap_or_default();
+        let targets = if status.target_namespaces.is_empty() {
+            &restore.spec.target_namespaces
+        } else {
+            &status.target_namespaces
+        };
+        rows.push([
+            restore.metadata.name.clone().unwrap_or_default(),
+            restore.spec.account.clone(),
+            restore.spec.backup.clone(),
+            status
+                .phase
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_else(|| "Pending".into()),
+            targets
+                .iter()
+                .map(|(from, to)| format!("{from}->{to}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            when(restore.metadata.creation_timestamp.as_ref()),
+        ]);
+    }
+    align(&rows)
+}
+
 /// The activity log, one entry per line; with `color`, errors in red and warnings in yellow.
 pub fn activity_log(entries: &[ActivityEntry], color: bool) -> String {
     let mut out = String::new();
@@ -233,6 +414,56 @@ mod tests {
             2,
             "only our own colour codes: {log:?}"
         );
+    }
+
+    #[test]
+    fn a_description_lists_projects_volumes_dumps_and_failures_with_reasons() {
+        use crate::api::{DatabaseDumpRecord, ItemOutcome, ProjectSummary, VolumeSnapshotRecord};
+        let mut b = backup("nightly", 100, "before \x1b[2Jthe release");
+        let status = b.status.as_mut().expect("status");
+        status.projects = vec![ProjectSummary {
+            name: "shop".into(),
+            resources: 12,
+            volumes: 1,
+            databases: 1,
+            bytes: 2048,
+            ..Default::default()
+        }];
+        status.volume_snapshots = vec![VolumeSnapshotRecord {
+            project: "shop".into(),
+            pvc: "uploads".into(),
+            driver: "d".into(),
+            restore_size: Some("1Gi".into()),
+            ready: true,
+            ..Default::default()
+        }];
+        status.database_dumps = vec![DatabaseDumpRecord {
+            project: "shop".into(),
+            pod: "db-0".into(),
+            engine: "postgres".into(),
+            bytes: 4096,
+            ..Default::default()
+        }];
+        status.failed = vec![ItemOutcome {
+            project: "shop".into(),
+            kind: "Widget".into(),
+            name: "w".into(),
+            reason: "the API refused the list".into(),
+        }];
+        let text = backup_description(&b);
+        for expected in [
+            "shop",
+            "12",
+            "uploads",
+            "1Gi",
+            "db-0",
+            "postgres",
+            "Failed:",
+            "the API refused the list",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(!text.contains('\x1b'), "{text:?}");
     }
 
     #[test]
