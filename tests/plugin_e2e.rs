@@ -80,6 +80,11 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
     let backup = out.lines().next().unwrap_or_default().to_string();
     assert!(backup.starts_with(&format!("{account}-now-")), "{out}");
     assert!(out.contains(&format!("{backup}: Completed")), "{out}");
+    assert!(
+        err.lines()
+            .any(|line| line.contains(" items, ") && line.contains(" read")),
+        "--wait shows progress on stderr: {err}"
+    );
 
     let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
     assert!(ok, "{err}");

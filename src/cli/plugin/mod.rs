@@ -207,12 +207,28 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
 
 /// Polls a backup until it has finished; returns its phase.
 async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Result<String> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = String::new();
     loop {
         let backup = backups.get(name).await?;
+        let status = backup.status.unwrap_or_default();
+        let line = render::progress_line(status.phase, status.progress.as_ref());
+        if line != shown {
+            // On a terminal one line redrawn in place; in a pipe one line per change.
+            if terminal {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            shown = line;
+        }
         if let Some(
             phase @ (BackupPhase::Completed | BackupPhase::PartiallyFailed | BackupPhase::Failed),
-        ) = backup.status.and_then(|s| s.phase)
+        ) = status.phase
         {
+            if terminal {
+                eprintln!();
+            }
             return Ok(crate::notify::notice::phase_name(&phase));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

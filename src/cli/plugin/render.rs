@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountBackup, ActivityEntry, ActivityLevel};
+use crate::api::{AccountBackup, ActivityEntry, ActivityLevel, BackupPhase};
 
 /// The words a user must type before a restore is created.
 pub const CONFIRMATION: &str = "I understand";
@@ -263,6 +263,29 @@ pub fn restore_table(restores: &[crate::api::ProjectRestore]) -> String {
     align(&rows)
 }
 
+/// One progress line of a running operation (pure): phase, a bar of items done, and bytes read.
+pub fn progress_line(
+    phase: Option<BackupPhase>,
+    progress: Option<&crate::api::Progress>,
+) -> String {
+    const WIDTH: u64 = 24;
+    let phase = phase
+        .map(|p| crate::notify::notice::phase_name(&p))
+        .unwrap_or_else(|| "Pending".into());
+    let Some(progress) = progress.filter(|p| p.items_total > 0) else {
+        return phase;
+    };
+    let done = progress.items_done.min(progress.items_total);
+    let filled = (done * WIDTH / progress.items_total) as usize;
+    format!(
+        "{phase:<9} [{}{}] {done}/{} items, {} read",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled),
+        progress.items_total,
+        bytes(progress.bytes_done)
+    )
+}
+
 /// The activity log, one entry per line; with `color`, errors in red and warnings in yellow.
 pub fn activity_log(entries: &[ActivityEntry], color: bool) -> String {
     let mut out = String::new();
@@ -464,6 +487,23 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
         assert!(!text.contains('\x1b'), "{text:?}");
+    }
+
+    #[test]
+    fn progress_shows_a_bar_of_items_and_the_bytes_read() {
+        let progress = crate::api::Progress {
+            items_done: 50,
+            items_total: 200,
+            bytes_done: 3 * 1024 * 1024,
+        };
+        let line = progress_line(Some(BackupPhase::Running), Some(&progress));
+        assert!(line.starts_with("Running"), "{line}");
+        assert!(
+            line.contains("[######..................] 50/200 items"),
+            "{line}"
+        );
+        assert!(line.contains("read"), "{line}");
+        assert_eq!(progress_line(Some(BackupPhase::Queued), None), "Queued");
     }
 
     #[test]
