@@ -395,7 +395,7 @@ fn a_hook_that_never_returns_fails_the_backup_at_the_operation_timeout() {
         );
         return;
     }
-    // The hook may take 10 minutes, the whole operation only 8 seconds.
+    // The hook may take 10 minutes (it sleeps 2), the whole operation only 8 seconds.
     let deployment = OwnDeployment::new(
         &bed,
         "rewind-deadline",
@@ -407,7 +407,7 @@ fn a_hook_that_never_returns_fails_the_backup_at_the_operation_timeout() {
     let ns = project.name.clone();
     bed.bind_exec(&ns, &ns);
     bed.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: {ns}\n  annotations: {{rewind.dev/pre-backup: \"sleep 600\"}}\nspec: {{containers: [{{name: app, image: busybox}}]}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: {ns}\n  annotations: {{rewind.dev/pre-backup: \"sleep 120\"}}\nspec: {{containers: [{{name: app, image: busybox}}]}}\n"
     ));
     bed.wait_for_phase(&ns, "pod", "app", "Running", WAIT);
     let backup = unique("stuck");
