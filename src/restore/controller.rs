@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -20,11 +19,9 @@ use tracing::{info, instrument, warn};
 
 use super::apply::RestoreJob;
 use super::error::RestoreError;
-use super::{decide, namespace, status};
+use super::{decide, namespace, observe, status};
 use crate::account_lock::{Holder, LockOutcome};
-use crate::api::{
-    AccountBackup, ProjectRestore, ProjectRestoreStatus, RESTORE_FINALIZER, RestorePhase,
-};
+use crate::api::{ProjectRestore, ProjectRestoreStatus, RESTORE_FINALIZER, RestorePhase};
 use crate::context::Context;
 use crate::metrics::{OperationLabels, ReconcileLabels};
 use crate::status::apply_status;
@@ -122,15 +119,6 @@ async fn write(
     Ok(())
 }
 
-async fn account_of(
-    ctx: &Context,
-    restore: &ProjectRestore,
-) -> Result<Option<AccountBackup>, kube::Error> {
-    Api::<AccountBackup>::all(ctx.client.clone())
-        .get_opt(&restore.spec.backup)
-        .await
-}
-
 async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, RestoreError> {
     let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
@@ -156,14 +144,8 @@ async fn try_start(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, RestoreError> {
-    let backup = account_of(ctx, restore).await?;
-    let existing: Vec<String> = Api::<Namespace>::all(ctx.client.clone())
-        .list_metadata(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|ns| ns.metadata.name)
-        .collect();
+    let backup = observe::backup_of(&ctx.client, restore).await?;
+    let existing = observe::namespace_names(&ctx.client).await?;
     let targets =
         match decide::check_restorable(restore, backup.as_ref(), &existing, &ctx.namespace, now) {
             Ok(targets) => targets,
@@ -220,7 +202,7 @@ async fn run_restore(
 ) -> Result<Action, RestoreError> {
     let started = std::time::Instant::now();
     let current = restore.status.clone().unwrap_or_default();
-    let Some(backup) = account_of(ctx, restore).await? else {
+    let Some(backup) = observe::backup_of(&ctx.client, restore).await? else {
         return fail(
             api,
             restore,
@@ -416,7 +398,7 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
             namespace::delete_if_ours(&ctx.client, target, &identity).await?;
         }
     }
-    if let Some(backup) = account_of(ctx, &restore).await? {
+    if let Some(backup) = observe::backup_of(&ctx.client, &restore).await? {
         ctx.locks
             .release(&backup.spec.account, &holder(&restore))
             .await?;
