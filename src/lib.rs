@@ -17,5 +17,6 @@ pub mod repository;
 pub mod restore;
 pub mod retry;
 pub mod schedule;
+mod shape;
 pub mod snapshot;
 pub mod status;
