@@ -47,6 +47,19 @@ if [[ -n "${HELM:-}" && -f .testbed/env ]]; then
   operator_kubeconfig=$state/kubeconfig-operator.yaml
 fi
 
+# Established is not yet creatable: the mutating admission policy learns a new kind's schema a
+# few seconds later (503 "Resource kind … not found" until then). Wait for a server-side dry run.
+for attempt in $(seq 1 90); do
+  "$KUBECTL" create --dry-run=server -f - >/dev/null 2>&1 <<'YAML' && break
+apiVersion: rewind.dev/v1alpha1
+kind: AccountBackup
+metadata: {name: run-probe}
+spec: {account: demo}
+YAML
+  ((attempt < 90)) || { echo "run: AccountBackups are not creatable 90s after their CRD was Established: kubectl create --dry-run=server" >&2; exit 1; }
+  sleep 1
+done
+
 KUBECONFIG=$operator_kubeconfig "$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT

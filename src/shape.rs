@@ -20,7 +20,10 @@ mod tests {
     #[test]
     fn no_decide_rs_touches_a_client_or_the_clock() {
         let files = decide_files();
-        assert!(files.len() >= 4, "the controllers' decide.rs files: {files:?}");
+        assert!(
+            files.len() >= 4,
+            "the controllers' decide.rs files: {files:?}"
+        );
         for (file, text) in files {
             for forbidden in [
                 "kube::Client",

@@ -56,7 +56,7 @@ wait_for "the API server" 120 kubectl get --raw /readyz
 # "fast" stages (nodes Ready, pods Running and Ready at once) before the node exists.
 kwok_dir=$(GOTOOLCHAIN=local go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
-kubectl apply -k "$kwok_dir/kustomize/stage/fast" >/dev/null
+wait_for "kwok's fast stages to apply" 60 kubectl apply -k "$kwok_dir/kustomize/stage/fast"
 "$bin/kwokctl" scale node --name "$cluster_name" --replicas 1 >>"$logs/kwokctl.log" 2>&1 \
   || die "kwokctl could not create a node: see $logs/kwokctl.log"
 wait_for "the kwok node" 60 kubectl wait --for=condition=Ready node --all --timeout=5s
@@ -79,7 +79,8 @@ start csi-provisioner "$bin/csi-provisioner" --kubeconfig "$kubeconfig" --csi-ad
 start csi-snapshotter "$bin/csi-snapshotter" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
   --leader-election=false --timeout 60s
 start snapshot-controller "$bin/snapshot-controller" --kubeconfig "$kubeconfig" --leader-election=false
-kubectl apply -f - >/dev/null <<YAML
+# Applied with retries: a kind whose CRD was just Established may still answer 503 for a moment.
+cat >"$state/csi/objects.yaml" <<YAML
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: $CSI_DRIVER}
@@ -102,6 +103,7 @@ metadata:
 driver: $CSI_DRIVER
 deletionPolicy: Delete
 YAML
+wait_for "the CSI driver, StorageClass and VolumeSnapshotClass to apply" 60 kubectl apply -f "$state/csi/objects.yaml"
 
 # 4. S3: moto's server on loopback, with a bucket.
 venv=${REWIND_CACHE:-$HOME/.cache/rewind}/venv-moto-$MOTO_VERSION
@@ -141,7 +143,7 @@ runuser -u postgres -- "$pg_bin/pg_ctl" -D "$state/postgres/data" -l "$state/pos
 # 6. The CSI chain serves (a socket and started sidecars are not yet a provisioned volume): a
 # probe claim must bind and its snapshot become ready before the bed says it is up.
 probe_ns=testbed-probe
-kubectl apply -f - >/dev/null <<YAML
+cat >"$state/csi/probe.yaml" <<YAML
 apiVersion: v1
 kind: Namespace
 metadata: {name: $probe_ns}
@@ -156,6 +158,7 @@ kind: VolumeSnapshot
 metadata: {name: probe, namespace: $probe_ns}
 spec: {volumeSnapshotClassName: $SNAPSHOT_CLASS, source: {persistentVolumeClaimName: probe}}
 YAML
+wait_for "the probe volume and snapshot to apply" 60 kubectl apply -f "$state/csi/probe.yaml"
 wait_for "a probe volume and its snapshot (CSI driver, provisioner, snapshotter, snapshot controller)" 90 \
   pvc_bound_and_snapshot_ready "$bin/kubectl" "$probe_ns"
 kubectl delete namespace "$probe_ns" --wait=false >/dev/null

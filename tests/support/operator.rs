@@ -83,9 +83,27 @@ impl Operator {
     /// Applies the CRDs and the chart's tenant-isolation admission policies (bed-wide, as a
     /// default install has them: every suite's operator and tests run under them), and waits
     /// until the CRDs are served.
+    ///
+    /// Once per test binary, whichever test asks first: tests run in parallel, and two
+    /// concurrent `kubectl apply` of a CRD that does not exist yet race (one gets AlreadyExists).
     pub fn install_crds(bed: &Bed) {
+        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut installed = INSTALLED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *installed {
+            return;
+        }
         let crds = repo_root().join("crds");
-        bed.kubectl_ok(&["apply", "-k", &crds.to_string_lossy()]);
+        bed.wait_until(
+            "the CRDs to apply",
+            Duration::from_secs(60),
+            || bed.kubectl(&["apply", "-k", &crds.to_string_lossy()]).ok(),
+            || {
+                bed.kubectl(&["apply", "-k", &crds.to_string_lossy()])
+                    .unwrap_or_else(|e| e)
+            },
+        );
         let policies = bed.render_chart(
             "rewind",
             "rewind-system",
@@ -98,6 +116,23 @@ impl Operator {
             "projectrestores.rewind.dev",
             "backupschedules.rewind.dev",
         ]);
+        // Established is not yet creatable: the mutating admission policy learns a new kind's
+        // schema a few seconds later and answers 503 "Resource kind … not found" until then.
+        // Wait until a server-side dry run of each kind passes admission.
+        let probe = "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe}\n---\napiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe, backup: probe}\n---\napiVersion: rewind.dev/v1alpha1\nkind: BackupSchedule\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe}\n";
+        let dry_run = || {
+            bed.kubectl_with_stdin(
+                &["create", "--dry-run=server", "-f", "-"],
+                Some(probe.as_bytes()),
+            )
+        };
+        bed.wait_until(
+            "the Rewind kinds to be creatable (admission knows them)",
+            Duration::from_secs(90),
+            || dry_run().ok(),
+            || dry_run().unwrap_or_else(|e| e),
+        );
+        *installed = true;
     }
 
     /// Starts an operator process; `wait_ready` waits for /readyz.
