@@ -321,12 +321,31 @@ fn a_tenant_cannot_restore_another_accounts_backup_but_the_platform_admin_can() 
 async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_release_it() {
     let bed = Bed::get();
     let t = Tenancy::new(&bed);
-    let _project = t.project(&t.victim, &t.alice);
+    let project = t.project(&t.victim, &t.alice);
+    // A volume, so the victim's backup owns a physical snapshot as well.
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}\n",
+        project.name
+    ));
+    bed.wait_for_phase(&project.name, "pvc", "data", "Bound", DONE);
     let (backup, before) = t.completed_backup(&t.alice, &t.victim);
     let snapshot = before["repositorySnapshot"]
         .as_str()
         .expect("a snapshot id")
         .to_string();
+    let handle = before["volumeSnapshots"][0]["snapshotHandle"]
+        .as_str()
+        .expect("a physical snapshot")
+        .to_string();
+    let physical = |bed: &Bed| {
+        bed.kubectl_ok(&[
+            "get",
+            "volumesnapshotcontents",
+            "-o",
+            "jsonpath={.items[*].status.snapshotHandle}",
+        ])
+    };
+    let contents_before = physical(&bed);
 
     refused(
         t.mallory.create(
@@ -394,6 +413,21 @@ async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_
         "the victim's snapshot is still in the repository: {ids:?}"
     );
     assert_eq!(object(&bed, &["accountbackup", &backup])["status"], before);
+    // The victim's physical snapshot is still there, and still the one its backup records.
+    if let Some(state) = bed.var("CSI_STATE_DIR") {
+        let tarball = std::path::Path::new(state)
+            .join("snapshots")
+            .join(format!("{handle}.tgz"));
+        assert!(
+            tarball.exists(),
+            "the physical snapshot {handle} is still on the CSI driver"
+        );
+    }
+    assert_eq!(
+        physical(&bed),
+        contents_before,
+        "no snapshot content came or went"
+    );
 }
 
 #[test]
