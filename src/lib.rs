@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cli;
 pub mod context;
 pub mod database;
+pub mod delete;
 pub mod duration;
 pub mod exec;
 pub mod manifest;

@@ -3,6 +3,21 @@
 //! every way we know to read, change or destroy another account's backups; each is refused
 //! with why and who may, and the other account's backups, schedules and snapshots are exactly
 //! as before. The platform admin can still do everything; the operator still does its work.
+//!
+//! Every input the operator reads on the way, who can write it, and where that is proved:
+//! - `ProjectRestore.spec.account` / `AccountBackup.spec.account`: the account's owners only
+//!   (admission); the operator compares them — `a_tenant_cannot_restore_another_accounts_backup…`.
+//! - import label and annotation, schedule label, slot annotation, BackupSchedule owner references:
+//!   the operator only (admission); the operator also checks the repository's record and the
+//!   schedule's uid and account — `…import…`, `…schedule_treat_her_backups…`, `…takes_a_slots_backup_name…`.
+//! - `rewind.dev/requested-by`: stamped at admission — `the_requester_is_the_authenticated_user…`.
+//! - a namespace's `rewind.dev/account`, `rewind.dev/busy` and restore markers: platform admins and
+//!   the operator only — `…move_a_namespace…`.
+//! - command annotations on pods and templates: whoever may exec there — `annotations_that_run_commands…`.
+//! - restore targets, Pod Security labels, what a project holds: the project's own owners; they
+//!   decide only about their own copy, which comes back no weaker and inert — `a_restored_project…`.
+//! - `rewind.dev/hook-timeout`, notes: anyone who edits the pod or the backup; only shorten the
+//!   operator's limit / are length-limited and printed harmlessly (unit tests in hooks.rs, render.rs).
 
 mod support;
 

@@ -224,7 +224,7 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
                 None => {
                     api.delete(
                         &backup.name_any(),
-                        &crate::schedule::delete_exactly(backup.metadata.uid.clone()),
+                        &crate::delete::exactly(backup.metadata.uid.clone()),
                     )
                     .await?;
                     Ok(Action::await_change())

@@ -227,10 +227,9 @@ pub async fn hold(client: Client, namespace: &str, name: &str, me: &str, timing:
         )
         .await;
         let Ok(round) = round else {
-            warn!(lease = name, "renewing the leader lease timed out");
             warn!(
                 lease = name,
-                "could not renew the leader lease before the deadline"
+                "renewing the leader lease timed out: could not renew before the deadline"
             );
             return;
         };

@@ -166,10 +166,7 @@ pub async fn delete_if_ours(
     match namespaces.get_opt(name).await? {
         Some(existing) if is_ours(&existing, restore) => {
             match namespaces
-                .delete(
-                    name,
-                    &crate::schedule::delete_exactly(existing.metadata.uid.clone()),
-                )
+                .delete(name, &crate::delete::exactly(existing.metadata.uid.clone()))
                 .await
             {
                 Ok(_) => Ok(()),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
@@ -106,17 +106,6 @@ async fn publish(
         .await
     {
         warn!(error = %err, "publishing an event failed");
-    }
-}
-
-/// Delete options that delete only the object with `uid` (no check-then-delete window).
-pub fn delete_exactly(uid: Option<String>) -> DeleteParams {
-    DeleteParams {
-        preconditions: uid.map(|uid| kube::api::Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
     }
 }
 
@@ -299,7 +288,7 @@ async fn reconcile_inner(
             .iter()
             .find(|b| &b.name_any() == victim)
             .and_then(|b| b.metadata.uid.clone());
-        match api.delete(victim, &delete_exactly(uid)).await {
+        match api.delete(victim, &crate::delete::exactly(uid)).await {
             // 409: the name now belongs to another object (uid precondition failed).
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Ok(_) => {
