@@ -10,7 +10,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{AccountBackup, BackupPhase, ProjectRestore, RestorePhase};
 
 /// The operation that holds, or wants, an account's lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,24 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// The lock holder that is this backup.
+    pub fn backup(backup: &AccountBackup) -> Self {
+        Self {
+            kind: "AccountBackup",
+            name: backup.name_any(),
+            uid: backup.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The lock holder that is this restore.
+    pub fn restore(restore: &ProjectRestore) -> Self {
+        Self {
+            kind: "ProjectRestore",
+            name: restore.name_any(),
+            uid: restore.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
     /// The identity written into the Lease.
     pub fn identity(&self) -> String {
         format!("{}/{}/{}", self.kind, self.name, self.uid)
@@ -93,13 +113,15 @@ pub enum LockOutcome {
 #[derive(Clone)]
 pub struct AccountLocks {
     api: Api<Lease>,
+    client: Client,
 }
 
 impl AccountLocks {
     /// Locks kept in `namespace` (the operator's own).
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            client,
         }
     }
 
@@ -113,17 +135,12 @@ impl AccountLocks {
             .and_then(|spec| spec.holder_identity))
     }
 
-    /// Takes the account's lock for `me`. `is_active` tells whether a holder identity still runs.
-    pub async fn try_acquire<F, Fut>(
+    /// Takes the account's lock for `me`; a holder whose operation no longer runs is replaced.
+    pub async fn try_acquire(
         &self,
         account: &str,
         me: &Holder,
-        is_active: F,
-    ) -> Result<LockOutcome, kube::Error>
-    where
-        F: FnOnce(String) -> Fut,
-        Fut: std::future::Future<Output = Result<bool, kube::Error>>,
-    {
+    ) -> Result<LockOutcome, kube::Error> {
         let name = lease_name(account);
         let current = self.api.get_opt(&name).await?;
         let holder = current
@@ -131,7 +148,9 @@ impl AccountLocks {
             .and_then(|l| l.spec.as_ref())
             .and_then(|s| s.holder_identity.clone());
         let active = match &holder {
-            Some(h) if *h != me.identity() => is_active(h.clone()).await?,
+            Some(h) if *h != me.identity() => {
+                holder_is_active(self.client.clone(), h.clone()).await?
+            }
             _ => true,
         };
         let spec = LeaseSpec {
@@ -207,6 +226,31 @@ impl AccountLocks {
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Whether the operation named by a lock holder identity still runs.
+async fn holder_is_active(client: Client, identity: String) -> Result<bool, kube::Error> {
+    let Some((kind, name, uid)) = Holder::parse(&identity) else {
+        return Ok(false);
+    };
+    match kind.as_str() {
+        "AccountBackup" => {
+            let api: Api<AccountBackup> = Api::all(client);
+            Ok(api.get_opt(&name).await?.is_some_and(|b| {
+                b.metadata.uid.as_deref() == Some(uid.as_str())
+                    && b.metadata.deletion_timestamp.is_none()
+                    && b.status.and_then(|s| s.phase) == Some(BackupPhase::Running)
+            }))
+        }
+        "ProjectRestore" => {
+            let api: Api<ProjectRestore> = Api::all(client);
+            Ok(api.get_opt(&name).await?.is_some_and(|r| {
+                r.metadata.uid.as_deref() == Some(uid.as_str())
+                    && r.status.and_then(|s| s.phase) == Some(RestorePhase::Running)
+            }))
+        }
+        _ => Ok(false),
     }
 }
 

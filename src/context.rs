@@ -47,9 +47,9 @@ pub struct Context {
     /// The operator's namespace (leases, temporary snapshot references).
     pub namespace: String,
     /// The operator-wide limit on Running backups.
-    pub backup_limit: crate::backup::limit::RunningLimit,
+    pub backup_limit: crate::backup_limit::RunningLimit,
     /// Where backup data lives.
-    pub store: Arc<dyn crate::backup::store::SnapshotStore>,
+    pub store: Arc<dyn crate::archive::store::SnapshotStore>,
     /// Delivers webhook notifications of outcomes, when configured.
     pub notifier: Option<crate::notify::Notifier>,
     /// Consecutive reconcile failures per object: how soon each is retried.

@@ -2,12 +2,15 @@
 
 pub mod account_lock;
 pub mod api;
+pub mod archive;
 pub mod backup;
+pub mod backup_limit;
 pub mod cli;
 pub mod context;
 pub mod database;
 pub mod delete;
 pub mod duration;
+pub mod events;
 pub mod exec;
 pub mod manifest;
 pub mod memory;

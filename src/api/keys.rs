@@ -80,3 +80,6 @@ pub const RESTORE_FINALIZER: &str = "rewind.dev/clean-up-restore";
 
 /// The finalizer that releases a backup's data before the object goes.
 pub const BACKUP_FINALIZER: &str = "rewind.dev/release-backup-data";
+
+/// The prefix of every Pod Security Admission label (`enforce`, `audit`, `warn` and their versions).
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";

@@ -7,9 +7,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::store::{SnapshotSink, StoreError};
 use crate::api::{DatabaseDumpRecord, ItemOutcome};
-use crate::database::{DatabaseTarget, database_target, dump_stream, workload_of};
+use crate::archive::layout::dump_stream;
+use crate::archive::store::{SnapshotSink, StoreError};
+use crate::database::{DatabaseTarget, controller_owner, database_target, workload_of};
 use crate::exec::ExecError;
 
 /// What the database step of one project gave.
@@ -103,16 +104,6 @@ async fn dump_one(
         },
         totals.stored_bytes,
     ))
-}
-
-/// The (kind, name) of a pod's controller owner.
-pub fn controller_owner(pod: &Pod) -> Option<(&str, &str)> {
-    pod.metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .map(|o| (o.kind.as_str(), o.name.as_str()))
 }
 
 /// Dumps every database pod of a project, one after another; a failure affects only its pod.

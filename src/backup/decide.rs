@@ -6,9 +6,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase, ByteSize, ItemOutcome,
-    Progress, ProjectSummary,
+    AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase, ByteSize, Progress,
 };
+use crate::archive::layout::BackupOutcome;
 use crate::duration::parse_duration;
 use crate::status::{READY, push_activity, set_condition};
 
@@ -349,31 +349,19 @@ pub fn imported_status(
     status
 }
 
-/// What the copy step produced. Also stored in the snapshot (stream `backup/outcome.json`) so a
-/// lost AccountBackup object can be rebuilt from the repository.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct BackupOutcome {
-    /// The repository snapshot written.
-    pub snapshot_id: String,
-    /// Per project.
-    pub projects: Vec<ProjectSummary>,
-    /// Items that failed, with reasons.
-    pub failed: Vec<ItemOutcome>,
-    /// Bytes read from the cluster.
-    pub logical_bytes: u64,
-    /// Bytes added to the repository.
-    pub stored_bytes: u64,
-    /// Items handled (stored or failed).
-    pub items: u64,
-    /// Physical volume snapshots now owned by the backup.
-    pub volume_snapshots: Vec<crate::api::VolumeSnapshotRecord>,
-    /// Database dumps stored.
-    pub database_dumps: Vec<crate::api::DatabaseDumpRecord>,
-    /// Items left out on purpose.
-    pub excluded: Vec<ItemOutcome>,
-    /// Things that went wrong but did not fail an item (hooks with on-error continue).
-    pub warnings: Vec<String>,
+/// Whether a reconcile may act on its cached object: only when the API server still shows the
+/// same object (same uid) in one of `phases`. A reconcile may run on a cached object older than
+/// the status the previous reconcile wrote; acting on it would start again a backup that has
+/// just started or finished.
+pub fn cache_is_current(
+    cached: &AccountBackup,
+    live: Option<&AccountBackup>,
+    phases: &[Option<BackupPhase>],
+) -> bool {
+    live.is_some_and(|live| {
+        live.metadata.uid == cached.metadata.uid
+            && phases.contains(&live.status.as_ref().and_then(|s| s.phase))
+    })
 }
 
 /// Status of a backup whose copy step finished: Completed, or PartiallyFailed listing each failed item.
@@ -479,6 +467,56 @@ pub fn finished_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ItemOutcome;
+
+    fn in_phase(backup: &AccountBackup, phase: Option<BackupPhase>) -> AccountBackup {
+        let mut copy = backup.clone();
+        copy.status = phase.map(|phase| AccountBackupStatus {
+            phase: Some(phase),
+            ..AccountBackupStatus::default()
+        });
+        copy
+    }
+
+    /// CloudNativePG's double-start test, for Rewind: the controller's cache lags behind the
+    /// status the previous reconcile wrote, and the backup still starts (and copies) once.
+    #[test]
+    fn a_lagging_cache_never_starts_or_copies_a_backup_twice() {
+        let mut backup = AccountBackup::new(
+            "nightly",
+            serde_json::from_value(serde_json::json!({"account": "acme"})).expect("a spec"),
+        );
+        backup.metadata.uid = Some("uid-1".into());
+        let waiting = [None, Some(BackupPhase::Queued)];
+        let running = [Some(BackupPhase::Running)];
+        let queued = in_phase(&backup, Some(BackupPhase::Queued));
+        // First reconcile: cache and API server agree, the backup starts.
+        assert!(cache_is_current(&queued, Some(&queued), &waiting));
+        // The start wrote Running; a second reconcile still sees Queued in its cache.
+        let started = in_phase(&backup, Some(BackupPhase::Running));
+        assert!(
+            !cache_is_current(&queued, Some(&started), &waiting),
+            "a cache that still shows Queued must not start the backup again"
+        );
+        // The Running reconcile copies once; the copy finished and wrote Completed, and a
+        // reconcile on the cached Running object must not copy again.
+        assert!(cache_is_current(&started, Some(&started), &running));
+        let completed = in_phase(&backup, Some(BackupPhase::Completed));
+        assert!(
+            !cache_is_current(&started, Some(&completed), &running),
+            "a cache that still shows Running must not copy a finished backup again"
+        );
+        // A same-named backup created again after a deletion is another object.
+        let mut recreated = in_phase(&backup, None);
+        recreated.metadata.uid = Some("uid-2".into());
+        assert!(!cache_is_current(
+            &in_phase(&backup, None),
+            Some(&recreated),
+            &waiting
+        ));
+        // Deleted meanwhile: nothing to act on.
+        assert!(!cache_is_current(&queued, None, &waiting));
+    }
 
     #[test]
     fn a_blocked_deletion_says_why_and_the_way_out_once() {

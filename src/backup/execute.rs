@@ -5,64 +5,29 @@
 //! sanitized object per line. Lists are paginated, so memory does not grow
 //! with the number of objects.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::decide::{BackupOutcome, ObservedProject};
+use super::decide::ObservedProject;
 use super::error::BackupError;
 use super::hooks::{self, HookStage};
 use super::progress::ProgressReporter;
-use super::store::{SnapshotSink, SnapshotStore, StoreError};
 use super::{databases, volumes};
 use crate::api::{AccountBackup, ItemOutcome, ProjectSummary};
+use crate::archive::layout::{
+    BackupOutcome, OUTCOME_STREAM, encode_outcome, manifest_stream, snapshot_metadata,
+};
+use crate::archive::store::{SnapshotSink, SnapshotStore, StoreError};
 use crate::manifest::{BackedUpType, object_skip_reason, sanitize_for_backup};
 
 /// Objects per list page.
 const PAGE_SIZE: u32 = 500;
 /// Bytes buffered before a write into the repository stream.
 const WRITE_BUFFER: usize = 256 * 1024;
-
-/// The stream name of a project's manifests.
-pub fn manifest_stream(project: &str) -> String {
-    format!("projects/{project}/manifests.jsonl")
-}
-
-/// The metadata recorded with the repository snapshot.
-pub fn snapshot_metadata(backup: &AccountBackup, now: Timestamp) -> BTreeMap<String, String> {
-    let mut metadata = BTreeMap::new();
-    metadata.insert("account".into(), backup.spec.account.clone());
-    metadata.insert(
-        "backup".into(),
-        backup.metadata.name.clone().unwrap_or_default(),
-    );
-    if let Some(uid) = &backup.metadata.uid {
-        metadata.insert(super::resume::BACKUP_UID_KEY.into(), uid.clone());
-    }
-    if let Some(notes) = &backup.spec.notes {
-        metadata.insert("notes".into(), notes.clone());
-    }
-    if let Some(name) = &backup.spec.display_name {
-        metadata.insert("display-name".into(), name.clone());
-    }
-    if let Some(requested_by) = backup.status.as_ref().and_then(|s| s.requested_by.clone()) {
-        metadata.insert("requested-by".into(), requested_by);
-    }
-    metadata.insert("ttl".into(), backup.spec.ttl.clone());
-    if let Ok(spec) = serde_json::to_string(&backup.spec) {
-        metadata.insert(super::sync::SPEC_METADATA.into(), spec);
-    }
-    if let Some(schedule) = backup.labels().get(crate::api::SCHEDULE_LABEL) {
-        metadata.insert(super::sync::SCHEDULE_METADATA.into(), schedule.clone());
-    }
-    metadata.insert("started-at".into(), now.to_string());
-    metadata
-}
 
 fn store_error(err: StoreError) -> BackupError {
     BackupError::Repository(err.message)
@@ -171,15 +136,12 @@ pub async fn copy_account(
     }
     // What this backup produced goes into the snapshot too, so the object can be rebuilt from
     // the repository if it is ever lost (see `sync`).
-    sink.start_stream(super::sync::OUTCOME_STREAM)
+    sink.start_stream(OUTCOME_STREAM)
         .await
         .map_err(store_error)?;
-    sink.write(Bytes::from(super::sync::encode_outcome(
-        &outcome,
-        Timestamp::now(),
-    )))
-    .await
-    .map_err(store_error)?;
+    sink.write(Bytes::from(encode_outcome(&outcome, Timestamp::now())?))
+        .await
+        .map_err(store_error)?;
     sink.finish_stream().await.map_err(store_error)?;
     outcome.snapshot_id = sink.commit().await.map_err(store_error)?;
     Ok(outcome)

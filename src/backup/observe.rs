@@ -5,7 +5,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use super::decide::ObservedProject;
-use crate::api::{ACCOUNT_LABEL, AccountBackup, BUSY_ANNOTATION, BackupPhase};
+use crate::api::{ACCOUNT_LABEL, AccountBackup, BUSY_ANNOTATION, POD_SECURITY_PREFIX};
 
 /// The account's project namespaces, sorted by name.
 pub async fn projects(client: &Client, account: &str) -> Result<Vec<ObservedProject>, kube::Error> {
@@ -38,32 +38,12 @@ pub fn pod_security_labels(
         .collect()
 }
 
-/// The prefix of every Pod Security Admission label (`enforce`, `audit`, `warn` and their versions).
-pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
-
-/// Whether the operation named by a lock holder identity still runs.
-pub async fn holder_is_active(client: Client, identity: String) -> Result<bool, kube::Error> {
-    let Some((kind, name, uid)) = crate::account_lock::Holder::parse(&identity) else {
-        return Ok(false);
-    };
-    match kind.as_str() {
-        "AccountBackup" => {
-            let api: Api<AccountBackup> = Api::all(client);
-            Ok(api.get_opt(&name).await?.is_some_and(|b| {
-                b.metadata.uid.as_deref() == Some(uid.as_str())
-                    && b.metadata.deletion_timestamp.is_none()
-                    && b.status.and_then(|s| s.phase) == Some(BackupPhase::Running)
-            }))
-        }
-        "ProjectRestore" => {
-            let api: Api<crate::api::ProjectRestore> = Api::all(client);
-            Ok(api.get_opt(&name).await?.is_some_and(|r| {
-                r.metadata.uid.as_deref() == Some(uid.as_str())
-                    && r.status.and_then(|s| s.phase) == Some(crate::api::RestorePhase::Running)
-            }))
-        }
-        _ => Ok(false),
-    }
+/// The backup as the API server holds it now, not as the cache last saw it.
+pub async fn live(
+    api: &Api<AccountBackup>,
+    backup: &AccountBackup,
+) -> Result<Option<AccountBackup>, kube::Error> {
+    api.get_opt(&backup.name_any()).await
 }
 
 #[cfg(test)]

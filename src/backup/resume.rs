@@ -7,15 +7,10 @@
 //! any other attempt.
 
 use jiff::Timestamp;
-use tokio::io::AsyncReadExt;
 
-use super::decide::BackupOutcome;
 use super::error::BackupError;
-use super::store::{SnapshotStore, StoredSnapshot};
-use super::sync::{OUTCOME_STREAM, decode_outcome};
-
-/// The metadata key that names the AccountBackup UID a snapshot belongs to.
-pub const BACKUP_UID_KEY: &str = "backup-uid";
+use crate::archive::layout::{BACKUP_UID_METADATA, BackupOutcome, OUTCOME_STREAM, read_outcome};
+use crate::archive::store::{SnapshotStore, StoreError, StoredSnapshot};
 
 /// What earlier attempts of one backup left in the repository (pure): the newest one that
 /// recorded its outcome, to adopt, and every other one, to release.
@@ -25,7 +20,7 @@ pub fn earlier_attempts<'a>(
 ) -> (Option<&'a StoredSnapshot>, Vec<&'a StoredSnapshot>) {
     let mut ours: Vec<&StoredSnapshot> = snapshots
         .iter()
-        .filter(|s| s.metadata.get(BACKUP_UID_KEY).map(String::as_str) == Some(uid))
+        .filter(|s| s.metadata.get(BACKUP_UID_METADATA).map(String::as_str) == Some(uid))
         .collect();
     ours.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
     let adopt = ours
@@ -40,29 +35,19 @@ pub async fn committed_earlier(
     store: &dyn SnapshotStore,
     uid: &str,
 ) -> Result<Option<(BackupOutcome, Timestamp)>, BackupError> {
-    let repository = |message: String| BackupError::Repository(message);
-    let snapshots = store.list().await.map_err(|e| repository(e.message))?;
+    let repository = |err: StoreError| BackupError::Repository(err.message);
+    let snapshots = store.list().await.map_err(repository)?;
     let (adopt, release) = earlier_attempts(&snapshots, uid);
     for extra in release {
-        store
-            .release(&extra.id)
-            .await
-            .map_err(|e| repository(e.message))?;
+        store.release(&extra.id).await.map_err(repository)?;
     }
     let Some(adopt) = adopt else {
         return Ok(None);
     };
-    let mut bytes = Vec::new();
-    store
-        .read_stream(&adopt.id, OUTCOME_STREAM)
+    read_outcome(store, &adopt.id)
         .await
-        .map_err(|e| repository(e.message))?
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| repository(format!("reading {OUTCOME_STREAM} of {}: {e}", adopt.id)))?;
-    let (mut outcome, completed_at) = decode_outcome(&bytes).map_err(repository)?;
-    outcome.snapshot_id = adopt.id.clone();
-    Ok(Some((outcome, completed_at)))
+        .map(Some)
+        .map_err(repository)
 }
 
 #[cfg(test)]
@@ -70,7 +55,12 @@ mod tests {
     use super::*;
 
     fn snapshot(id: &str, created: &str, uid: &str, with_outcome: bool) -> StoredSnapshot {
-        crate::backup::sync::stored_snapshot(id, created, &[(BACKUP_UID_KEY, uid)], with_outcome)
+        crate::backup::sync::stored_snapshot(
+            id,
+            created,
+            &[(BACKUP_UID_METADATA, uid)],
+            with_outcome,
+        )
     }
 
     #[test]

@@ -11,53 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::decide::BackupOutcome;
-use super::store::StoredSnapshot;
 use crate::api::{ACCOUNT_LABEL, AccountBackup, AccountBackupSpec};
+use crate::archive::layout::{OUTCOME_STREAM, SCHEDULE_METADATA, SPEC_METADATA};
+use crate::archive::store::StoredSnapshot;
 use crate::context::Context;
-
-/// The stream that records a backup's outcome, written just before the snapshot commits.
-pub const OUTCOME_STREAM: &str = "backup/outcome.json";
-/// Snapshot metadata key of the backup's spec (JSON).
-pub const SPEC_METADATA: &str = "spec";
-/// Snapshot metadata key of the schedule that created the backup, if any.
-pub const SCHEDULE_METADATA: &str = "schedule";
-
-/// What the outcome stream holds.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RecordedOutcome {
-    /// When the copy step finished (RFC 3339).
-    completed_at: String,
-    /// Its result.
-    outcome: BackupOutcome,
-}
-
-/// The bytes of the outcome stream.
-pub fn encode_outcome(outcome: &BackupOutcome, completed_at: Timestamp) -> Vec<u8> {
-    serde_json::to_vec(&RecordedOutcome {
-        completed_at: completed_at.to_string(),
-        outcome: outcome.clone(),
-    })
-    .unwrap_or_default()
-}
-
-/// Reads the outcome stream back: the copy step's result and when it finished.
-pub fn decode_outcome(bytes: &[u8]) -> Result<(BackupOutcome, Timestamp), String> {
-    let recorded: RecordedOutcome = serde_json::from_slice(bytes)
-        .map_err(|err| format!("the snapshot's {OUTCOME_STREAM} is not readable: {err}"))?;
-    let completed_at = recorded
-        .completed_at
-        .parse()
-        .map_err(|err| format!("the snapshot's completion time is not readable: {err}"))?;
-    Ok((recorded.outcome, completed_at))
-}
 
 /// Why the operator will not import `snapshot_id` into the AccountBackup `backup` of `account`
 /// (pure), or None when the repository's own record says this snapshot is that backup: the
@@ -401,20 +363,5 @@ mod tests {
         assert_eq!(object.spec.ttl, "72h");
         assert_eq!(object.spec.notes.as_deref(), Some("before the upgrade"));
         assert!(!object.spec.databases.enabled);
-    }
-
-    #[test]
-    fn the_outcome_survives_the_round_trip_through_the_repository() {
-        let outcome = BackupOutcome {
-            items: 7,
-            logical_bytes: 1234,
-            warnings: vec!["hook slow".into()],
-            ..BackupOutcome::default()
-        };
-        let at: Timestamp = "2026-11-01T03:00:09Z".parse().expect("time");
-        let (back, completed) = decode_outcome(&encode_outcome(&outcome, at)).expect("decode");
-        assert_eq!(back, outcome);
-        assert_eq!(completed, at);
-        assert!(decode_outcome(b"{").is_err());
     }
 }

@@ -153,9 +153,14 @@ pub fn workload_of(pod: &str, owner: Option<(&str, &str)>) -> String {
     }
 }
 
-/// The repository stream of a database dump.
-pub fn dump_stream(project: &str, pod: &str) -> String {
-    format!("projects/{project}/databases/{pod}.dump")
+/// The (kind, name) of a pod's controller owner.
+pub fn controller_owner(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(&str, &str)> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
 }
 
 #[cfg(test)]

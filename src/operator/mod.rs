@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::account_lock::AccountLocks;
 use crate::api::AccountBackup;
-use crate::backup::store::SnapshotStore;
+use crate::archive::store::SnapshotStore;
 use crate::context::{Context, StepTimeouts};
 use crate::duration::parse_duration;
 use crate::metrics::Metrics;
@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         operation_timeout,
         step_timeouts,
         namespace: args.namespace.clone(),
-        backup_limit: crate::backup::limit::RunningLimit::new(usize::from(
+        backup_limit: crate::backup_limit::RunningLimit::new(usize::from(
             args.max_concurrent_backups,
         )),
         store,

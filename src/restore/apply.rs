@@ -20,8 +20,8 @@ use super::status::RestoreOutcome;
 use super::tokens::regenerate_bytes;
 use super::volumes::{helper_name, prepare_snapshot, pvc_from_snapshot, remove_helpers};
 use crate::api::{AccountBackup, ItemOutcome, ProjectRestore, RegeneratedToken, TOKEN_LABEL};
-use crate::backup::execute::manifest_stream;
-use crate::backup::store::SnapshotStore;
+use crate::archive::layout::manifest_stream;
+use crate::archive::store::SnapshotStore;
 use crate::context::StepTimeouts;
 
 /// The field manager of restored objects.

@@ -39,14 +39,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .await;
 }
 
-fn holder(restore: &ProjectRestore) -> Holder {
-    Holder {
-        kind: "ProjectRestore",
-        name: restore.name_any(),
-        uid: restore.metadata.uid.clone().unwrap_or_default(),
-    }
-}
-
 #[instrument(skip_all, fields(restore = %restore.name_any(), backup = %restore.spec.backup))]
 async fn reconcile(
     restore: Arc<ProjectRestore>,
@@ -168,12 +160,9 @@ async fn try_start(
             }
         };
     let account = backup.map(|b| b.spec.account).unwrap_or_default();
-    let client = ctx.client.clone();
     match ctx
         .locks
-        .try_acquire(&account, &holder(restore), |identity| {
-            crate::backup::observe::holder_is_active(client, identity)
-        })
+        .try_acquire(&account, &Holder::restore(restore))
         .await?
     {
         LockOutcome::Busy { behind } => {
@@ -243,12 +232,9 @@ async fn run_restore(
         )
         .await;
     }
-    let client = ctx.client.clone();
     if let LockOutcome::Busy { behind } = ctx
         .locks
-        .try_acquire(&account, &holder(restore), |identity| {
-            crate::backup::observe::holder_is_active(client, identity)
-        })
+        .try_acquire(&account, &Holder::restore(restore))
         .await?
     {
         write(
@@ -282,7 +268,9 @@ async fn run_restore(
     }
     let finished = status::finished(restore, &outcome, Timestamp::now());
     write(api, restore, &finished).await?;
-    ctx.locks.release(&account, &holder(restore)).await?;
+    ctx.locks
+        .release(&account, &Holder::restore(restore))
+        .await?;
     let phase = if finished.phase == Some(RestorePhase::Completed) {
         "Completed"
     } else {
@@ -333,7 +321,9 @@ async fn fail(
     )
     .await?;
     if !account.is_empty() {
-        ctx.locks.release(account, &holder(restore)).await?;
+        ctx.locks
+            .release(account, &Holder::restore(restore))
+            .await?;
     }
     publish(
         ctx,
@@ -400,7 +390,7 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
     }
     if let Some(backup) = observe::backup_of(&ctx.client, &restore).await? {
         ctx.locks
-            .release(&backup.spec.account, &holder(&restore))
+            .release(&backup.spec.account, &Holder::restore(&restore))
             .await?;
     }
     Ok(Action::await_change())

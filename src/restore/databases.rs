@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::api::DatabaseDumpRecord;
-use crate::backup::databases::controller_owner;
+use crate::database::controller_owner;
 use crate::database::{database_target, workload_of};
 
 /// Counts and hashes what passes through, so the restore can prove it sent the whole dump.

@@ -26,7 +26,7 @@ pub fn restored_namespace(
 ) -> Namespace {
     let mut labels: BTreeMap<String, String> = pod_security
         .iter()
-        .filter(|(key, _)| key.starts_with(crate::backup::observe::POD_SECURITY_PREFIX))
+        .filter(|(key, _)| key.starts_with(crate::api::POD_SECURITY_PREFIX))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     labels.extend([

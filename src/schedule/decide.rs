@@ -162,11 +162,6 @@ pub fn active(backups: &[BackupFacts]) -> Vec<String> {
     names
 }
 
-/// Whether one more backup may start given how many run cluster-wide (`limit` 0: no limit).
-pub fn may_start(running: usize, limit: usize) -> bool {
-    limit == 0 || running < limit
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,12 +348,5 @@ mod tests {
             ..facts("n", BackupPhase::Queued, "2026-05-01T03:00:00Z")
         });
         assert_eq!(active(&backups), ["n", "q", "r"]);
-    }
-
-    #[test]
-    fn concurrency_limit_holds_backups_at_the_limit() {
-        assert!(may_start(9, 10));
-        assert!(!may_start(10, 10));
-        assert!(may_start(1000, 0));
     }
 }

@@ -1,21 +1,4 @@
-//! The AccountBackup controller: observe → decide (pure) → apply → report.
-//!
-//! A backup's phase lives in its status, so every step re-runs safely after a
-//! restart: a Running backup found by a new leader is copied again (data
-//! already in the repository is deduplicated), never left Running for ever.
-
-pub mod databases;
-pub mod decide;
-pub mod error;
-pub mod execute;
-pub mod hooks;
-pub mod limit;
-pub mod observe;
-pub mod progress;
-pub mod resume;
-pub mod store;
-pub mod sync;
-pub mod volumes;
+//! The AccountBackup reconcile shell: the kube-runtime wiring, then per phase observe → decide → apply → report.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,28 +6,29 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use self::decide::{FinishedDecision, StartDecision};
-use self::error::BackupError;
+use super::apply::{
+    QUEUED_RECHECK, publish, queue, release_data, release_slot_and_lock, settle_snapshots, write,
+};
+use super::decide::{FinishedDecision, StartDecision};
+use super::error::BackupError;
+use super::{apply, decide, execute, observe, progress, resume, sync};
 use crate::account_lock::{Holder, LockOutcome};
 use crate::api::{
     AccountBackup, AccountBackupStatus, ActivityLevel, BACKUP_FINALIZER, BackupPhase,
 };
+use crate::archive::layout::{BackupOutcome, read_outcome};
 use crate::context::Context;
 use crate::metrics::{OperationLabels, ReconcileLabels};
-use crate::status::apply_status;
 
 /// How soon a reconcile that found its cached object stale looks again.
 const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
-
-/// How often a Queued backup looks again whether it may start.
-const QUEUED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Reconciles in flight beyond the Running limit: Queued rechecks, deletions and expiries go on
 /// while the limit's worth of backups copy.
@@ -73,14 +57,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn holder(backup: &AccountBackup) -> Holder {
-    Holder {
-        kind: "AccountBackup",
-        name: backup.name_any(),
-        uid: backup.metadata.uid.clone().unwrap_or_default(),
-    }
 }
 
 #[instrument(skip_all, fields(backup = %backup.name_any(), account = %backup.spec.account))]
@@ -122,34 +98,6 @@ fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, ctx: Arc<Contex
     let wait = ctx.backoff.failed(&uid, error.is_permanent());
     warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
-}
-
-async fn publish(
-    ctx: &Context,
-    backup: &AccountBackup,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Backup".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &backup.object_ref(&())).await {
-        warn!(error = %err, "publishing an event failed");
-    }
-}
-
-async fn write(
-    api: &Api<AccountBackup>,
-    backup: &AccountBackup,
-    status: &AccountBackupStatus,
-) -> Result<(), BackupError> {
-    apply_status(api, &backup.name_any(), status).await?;
-    Ok(())
 }
 
 async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
@@ -222,11 +170,7 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
             ) {
                 Some(wait) => Ok(Action::requeue(wait)),
                 None => {
-                    api.delete(
-                        &backup.name_any(),
-                        &crate::delete::exactly(backup.metadata.uid.clone()),
-                    )
-                    .await?;
+                    apply::delete_object(&api, &backup).await?;
                     Ok(Action::await_change())
                 }
             }
@@ -268,17 +212,17 @@ async fn import(
         publish(ctx, backup, EventType::Warning, "ImportRefused", refusal).await;
         return Ok(Action::await_change());
     }
-    let recorded = read_outcome(ctx, snapshot_id).await;
-    let status = match recorded {
+    let status = match read_outcome(ctx.store.as_ref(), snapshot_id).await {
         Ok((outcome, completed_at)) => {
             decide::imported_status(backup, snapshot_id, &outcome, completed_at, now)
         }
-        Err(ReadOutcomeError::Retry(message)) => return Err(BackupError::Repository(message)),
-        Err(ReadOutcomeError::Permanent(message)) => decide::failed_status(
+        Err(err) if !err.permanent => return Err(BackupError::Repository(err.message)),
+        Err(err) => decide::failed_status(
             backup,
             "ImportFailed",
             &format!(
-                "cannot import repository snapshot {snapshot_id}: {message}; delete this AccountBackup (its data is released with it)"
+                "cannot import repository snapshot {snapshot_id}: {}; delete this AccountBackup (its data is released with it)",
+                err.message
             ),
             now,
         ),
@@ -297,56 +241,6 @@ async fn import(
     )
     .await;
     Ok(Action::await_change())
-}
-
-/// Why the outcome of a snapshot could not be read.
-enum ReadOutcomeError {
-    /// The repository could not be reached: try again.
-    Retry(String),
-    /// The snapshot is gone or does not record its outcome.
-    Permanent(String),
-}
-
-async fn read_outcome(
-    ctx: &Context,
-    snapshot_id: &str,
-) -> Result<(decide::BackupOutcome, Timestamp), ReadOutcomeError> {
-    use tokio::io::AsyncReadExt;
-    /// The outcome of a backup of thousands of items is well below this.
-    const LIMIT: u64 = 64 * 1024 * 1024;
-    let classify = |err: store::StoreError| {
-        if err.permanent {
-            ReadOutcomeError::Permanent(err.message)
-        } else {
-            ReadOutcomeError::Retry(err.message)
-        }
-    };
-    let reader = ctx
-        .store
-        .read_stream(snapshot_id, sync::OUTCOME_STREAM)
-        .await
-        .map_err(classify)?;
-    let mut bytes = Vec::new();
-    reader
-        .take(LIMIT)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|err| ReadOutcomeError::Retry(err.to_string()))?;
-    sync::decode_outcome(&bytes).map_err(ReadOutcomeError::Permanent)
-}
-
-/// Holds a backup in Queued behind `behind`, writing its status only when that changes.
-async fn queue(
-    api: &Api<AccountBackup>,
-    backup: &AccountBackup,
-    behind: &str,
-    now: Timestamp,
-) -> Result<Action, BackupError> {
-    let status = decide::queued_status(backup, behind, now);
-    if backup.status.as_ref() != Some(&status) {
-        write(api, backup, &status).await?;
-    }
-    Ok(Action::requeue(QUEUED_RECHECK))
 }
 
 async fn try_start(
@@ -375,18 +269,17 @@ async fn try_start(
         StartDecision::Queue { behind } => queue(api, backup, &behind, now).await,
         StartDecision::TryStart => {
             // The cache may be behind: start only what the API server still shows as waiting.
-            if !in_phase(api, backup, &[None, Some(BackupPhase::Queued)]).await? {
+            let live = observe::live(api, backup).await?;
+            if !decide::cache_is_current(backup, live.as_ref(), &[None, Some(BackupPhase::Queued)])
+            {
                 return Ok(Action::requeue(CACHE_CATCH_UP));
             }
             if let Err(reached) = ctx.backup_limit.try_claim(&uid).await {
                 return queue(api, backup, &reached.behind(), now).await;
             }
-            let client = ctx.client.clone();
             let lock = ctx
                 .locks
-                .try_acquire(&backup.spec.account, &holder(backup), |identity| {
-                    observe::holder_is_active(client, identity)
-                })
+                .try_acquire(&backup.spec.account, &Holder::backup(backup))
                 .await;
             match lock {
                 Err(err) => {
@@ -420,28 +313,13 @@ async fn try_start(
     }
 }
 
-/// Whether the API server (not the cache) shows the backup in one of `phases`. A reconcile may
-/// run on a cached object older than the status the previous reconcile wrote; acting on it
-/// would start again a backup that has just finished.
-async fn in_phase(
-    api: &Api<AccountBackup>,
-    backup: &AccountBackup,
-    phases: &[Option<BackupPhase>],
-) -> Result<bool, BackupError> {
-    let Some(current) = api.get_opt(&backup.name_any()).await? else {
-        return Ok(false);
-    };
-    let same_object = current.metadata.uid == backup.metadata.uid;
-    let phase = current.status.as_ref().and_then(|s| s.phase);
-    Ok(same_object && phases.contains(&phase))
-}
-
 async fn run_copy(
     api: &Api<AccountBackup>,
     backup: &AccountBackup,
     ctx: &Context,
 ) -> Result<Action, BackupError> {
-    if !in_phase(api, backup, &[Some(BackupPhase::Running)]).await? {
+    let live = observe::live(api, backup).await?;
+    if !decide::cache_is_current(backup, live.as_ref(), &[Some(BackupPhase::Running)]) {
         return Ok(Action::requeue(CACHE_CATCH_UP));
     }
     let started = std::time::Instant::now();
@@ -454,13 +332,10 @@ async fn run_copy(
         ))
         .await;
     }
-    let client = ctx.client.clone();
     // Re-take the account lock: ours already if this is a resumed backup.
     if let LockOutcome::Busy { behind } = ctx
         .locks
-        .try_acquire(&backup.spec.account, &holder(backup), |identity| {
-            observe::holder_is_active(client, identity)
-        })
+        .try_acquire(&backup.spec.account, &Holder::backup(backup))
         .await?
     {
         write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
@@ -567,7 +442,7 @@ async fn finish_copy(
     backup: &AccountBackup,
     latest: &AccountBackup,
     ctx: &Context,
-    outcome: &decide::BackupOutcome,
+    outcome: &BackupOutcome,
     finished_at: Timestamp,
     started: std::time::Instant,
 ) -> Result<Action, BackupError> {
@@ -611,49 +486,6 @@ async fn finish_copy(
     Ok(Action::await_change())
 }
 
-/// Settles the backup's pending volume snapshots: those `outcome` records stay, the rest go.
-async fn settle_snapshots(
-    ctx: &Context,
-    backup: &AccountBackup,
-    outcome: Option<&decide::BackupOutcome>,
-) -> Result<(), BackupError> {
-    let recorded = outcome
-        .map(|o| {
-            o.volume_snapshots
-                .iter()
-                .filter_map(|v| v.snapshot_handle.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    let deleted = crate::snapshot::pending::settle(
-        &ctx.client,
-        backup.metadata.uid.as_deref().unwrap_or_default(),
-        &recorded,
-        &ctx.namespace,
-        ctx.step_timeouts.snapshot,
-    )
-    .await
-    .map_err(|err| BackupError::Snapshot(err.to_string()))?;
-    if deleted > 0 {
-        info!(
-            deleted,
-            "deleted volume snapshots an unfinished copy attempt had taken"
-        );
-    }
-    Ok(())
-}
-
-/// A finished backup gives back its place under the concurrency limit and its account lock.
-async fn release_slot_and_lock(ctx: &Context, backup: &AccountBackup) -> Result<(), BackupError> {
-    ctx.backup_limit
-        .slot_freed(backup.metadata.uid.as_deref().unwrap_or_default())
-        .await;
-    ctx.locks
-        .release(&backup.spec.account, &holder(backup))
-        .await?;
-    Ok(())
-}
-
 async fn fail(
     api: &Api<AccountBackup>,
     backup: &AccountBackup,
@@ -687,33 +519,6 @@ fn phase_label(phase: BackupPhase) -> &'static str {
     }
 }
 
-async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
-    for volume in backup.status.iter().flat_map(|s| s.volume_snapshots.iter()) {
-        if let Some(handle) = &volume.snapshot_handle {
-            crate::snapshot::delete_physical(
-                &ctx.client,
-                &volume.driver,
-                handle,
-                &ctx.namespace,
-                ctx.step_timeouts.snapshot,
-            )
-            .await
-            .map_err(|err| BackupError::Snapshot(err.to_string()))?;
-        }
-    }
-    if let Some(snapshot) = backup
-        .status
-        .as_ref()
-        .and_then(|s| s.repository_snapshot.as_deref())
-    {
-        ctx.store
-            .release(snapshot)
-            .await
-            .map_err(|err| BackupError::Repository(err.message))?;
-    }
-    Ok(())
-}
-
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
     let released = async {
         settle_snapshots(ctx, &backup, None).await?;
@@ -740,7 +545,7 @@ async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Ba
         return Err(err);
     }
     ctx.locks
-        .release(&backup.spec.account, &holder(&backup))
+        .release(&backup.spec.account, &Holder::backup(&backup))
         .await?;
     info!("backup deleted: data released");
     Ok(Action::await_change())

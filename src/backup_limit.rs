@@ -192,7 +192,7 @@ impl RunningLimit {
         let now = Instant::now();
         let backups = cache.state();
         let running = running_besides(backups.iter().map(AsRef::as_ref), &claimed, &ended, me, now);
-        if !crate::schedule::decide::may_start(running, self.limit) {
+        if !may_start(running, self.limit) {
             return Err(LimitReached { limit: self.limit });
         }
         if claim {
@@ -208,9 +208,21 @@ impl RunningLimit {
     }
 }
 
+/// Whether one more backup may start given how many run cluster-wide (`limit` 0: no limit).
+pub fn may_start(running: usize, limit: usize) -> bool {
+    limit == 0 || running < limit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_limit_holds_backups_at_the_limit() {
+        assert!(may_start(9, 10));
+        assert!(!may_start(10, 10));
+        assert!(may_start(1000, 0));
+    }
     use crate::api::{AccountBackupSpec, AccountBackupStatus};
 
     fn backup(uid: &str, phase: Option<BackupPhase>) -> AccountBackup {

@@ -1,4 +1,4 @@
-//! The seam between the backup controller and the repository: what a backup writes and releases.
+//! The seam between the controllers and the repository: what a backup writes, a restore reads and a deletion releases.
 
 use std::collections::BTreeMap;
 
