@@ -138,6 +138,32 @@ where
     .await
 }
 
+/// Whether an operation started at `started_at` has run longer than `limit` at `now` (pure).
+/// One that never started has not.
+pub fn past_deadline(
+    started_at: Option<&Time>,
+    now: Timestamp,
+    limit: std::time::Duration,
+) -> bool {
+    let Some(Time(started)) = started_at else {
+        return false;
+    };
+    let limit = jiff::SignedDuration::try_from(limit).unwrap_or(jiff::SignedDuration::MAX);
+    now.duration_since(*started) > limit
+}
+
+/// How long an operation started at `started_at` may still run before `limit` (pure).
+pub fn time_left(
+    started_at: Option<&Time>,
+    now: Timestamp,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let Some(Time(started)) = started_at else {
+        return limit;
+    };
+    limit.saturating_sub(now.duration_since(*started).unsigned_abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,18 @@ pub enum BackupPhase {
 }
 
 impl BackupPhase {
+    /// The phase as the API spells it (`Completed`, `PartiallyFailed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "Queued",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::PartiallyFailed => "PartiallyFailed",
+            Self::Failed => "Failed",
+            Self::Expired => "Expired",
+        }
+    }
+
     /// A backup in this phase will not change phase again on its own (except by expiring).
     pub fn is_finished(self) -> bool {
         matches!(

@@ -71,3 +71,26 @@ fn kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition
     walk(&mut json);
     serde_json::from_value(json).unwrap_or(crd)
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::{BackupPhase, RestorePhase};
+
+    #[test]
+    fn every_phase_is_named_as_the_api_spells_it() {
+        use BackupPhase::*;
+        for phase in [Queued, Running, Completed, PartiallyFailed, Failed, Expired] {
+            assert_eq!(serde_json::json!(phase), phase.as_str());
+        }
+        use RestorePhase as R;
+        for phase in [
+            R::Queued,
+            R::Running,
+            R::Completed,
+            R::PartiallyFailed,
+            R::Failed,
+        ] {
+            assert_eq!(serde_json::json!(phase), phase.as_str());
+        }
+    }
+}

@@ -100,6 +100,19 @@ pub enum RestorePhase {
     Failed,
 }
 
+impl RestorePhase {
+    /// The phase as the API spells it (`Completed`, `PartiallyFailed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "Queued",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::PartiallyFailed => "PartiallyFailed",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
 /// Counts of what a restore recreated.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -459,7 +459,7 @@ async fn finish_copy(
         .operation_duration
         .get_or_create(&OperationLabels {
             operation: "backup",
-            phase: phase_label(phase),
+            phase: phase.as_str(),
         })
         .observe(started.elapsed().as_secs_f64());
     if phase == BackupPhase::Completed {
@@ -477,9 +477,9 @@ async fn finish_copy(
     } else {
         EventType::Warning
     };
-    publish(ctx, backup, type_, phase_label(phase), message).await;
+    publish(ctx, backup, type_, phase.as_str(), message).await;
     info!(
-        phase = phase_label(phase),
+        phase = phase.as_str(),
         items = outcome.items,
         "backup finished"
     );
@@ -506,17 +506,6 @@ async fn fail(
     release_slot_and_lock(ctx, backup).await?;
     publish(ctx, backup, EventType::Warning, reason, message.to_string()).await;
     Ok(Action::await_change())
-}
-
-fn phase_label(phase: BackupPhase) -> &'static str {
-    match phase {
-        BackupPhase::Queued => "Queued",
-        BackupPhase::Running => "Running",
-        BackupPhase::Completed => "Completed",
-        BackupPhase::PartiallyFailed => "PartiallyFailed",
-        BackupPhase::Failed => "Failed",
-        BackupPhase::Expired => "Expired",
-    }
 }
 
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {

@@ -97,21 +97,13 @@ pub fn decide_finished(status: &AccountBackupStatus, now: Timestamp) -> Finished
 
 /// A Running backup that has run longer than this is failed rather than left Running for ever.
 pub fn running_too_long(status: &AccountBackupStatus, now: Timestamp, limit: Duration) -> bool {
-    let Some(Time(started)) = status.started_at else {
-        return false;
-    };
-    let limit = SignedDuration::try_from(limit).unwrap_or(SignedDuration::MAX);
-    now.duration_since(started) > limit
+    crate::status::past_deadline(status.started_at.as_ref(), now, limit)
 }
 
 /// How long a Running backup may still run before the operation timeout (pure): the copy is
 /// cut off then, so a step that hangs (a hook, a dump) cannot hold a backup slot for ever.
 pub fn time_left(status: &AccountBackupStatus, now: Timestamp, limit: Duration) -> Duration {
-    let Some(Time(started)) = status.started_at else {
-        return limit;
-    };
-    let elapsed = now.duration_since(started).unsigned_abs();
-    limit.saturating_sub(elapsed)
+    crate::status::time_left(status.started_at.as_ref(), now, limit)
 }
 
 fn base(backup: &AccountBackup) -> AccountBackupStatus {

@@ -1,4 +1,4 @@
-//! The ProjectRestore controller: observe → decide (pure) → apply → report.
+//! The ProjectRestore reconcile shell: the kube-runtime wiring, then per phase observe → decide → apply → report.
 //!
 //! The phase and the target namespaces live in the status, so a restore found
 //! Running after an operator restart runs its (idempotent) steps again to the end.
@@ -8,23 +8,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use super::apply::RestoreJob;
+use super::apply::{publish, write};
+use super::decide::{FinishedDecision, status};
 use super::error::RestoreError;
-use super::{decide, namespace, observe, status};
+use super::execute::RestoreJob;
+use super::{apply, decide, observe};
 use crate::account_lock::{Holder, LockOutcome};
-use crate::api::{ProjectRestore, ProjectRestoreStatus, RESTORE_FINALIZER, RestorePhase};
+use crate::api::{ProjectRestore, RESTORE_FINALIZER, RestorePhase};
 use crate::context::Context;
 use crate::metrics::{OperationLabels, ReconcileLabels};
-use crate::status::apply_status;
 
 const QUEUED_RECHECK: Duration = Duration::from_secs(5);
 
@@ -81,34 +81,6 @@ fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, ctx: Arc<Con
     let wait = ctx.backoff.failed(&uid, error.is_permanent());
     warn!(restore = %restore.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
-}
-
-async fn publish(
-    ctx: &Context,
-    restore: &ProjectRestore,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Restore".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &restore.object_ref(&())).await {
-        warn!(error = %err, "publishing an event failed");
-    }
-}
-
-async fn write(
-    api: &Api<ProjectRestore>,
-    restore: &ProjectRestore,
-    status: &ProjectRestoreStatus,
-) -> Result<(), RestoreError> {
-    apply_status(api, &restore.name_any(), status).await?;
-    Ok(())
 }
 
 async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, RestoreError> {
@@ -219,9 +191,7 @@ async fn run_restore(
         )
         .await;
     }
-    if let Some(Time(started_at)) = current.started_at
-        && Timestamp::now().duration_since(started_at).unsigned_abs() > ctx.operation_timeout
-    {
+    if decide::running_too_long(&current, Timestamp::now(), ctx.operation_timeout) {
         return fail(
             api,
             restore,
@@ -251,7 +221,7 @@ async fn run_restore(
         targets: &current.target_namespaces,
         timeouts: ctx.step_timeouts,
     };
-    let outcome = super::apply::run(&ctx.client, ctx.store.as_ref(), &job)
+    let outcome = super::execute::run(&ctx.client, ctx.store.as_ref(), &job)
         .await
         .map_err(RestoreError::Work)?;
     // Every item, for when the status lists only the first ones.
@@ -289,20 +259,19 @@ async fn run_restore(
         .find(|c| c.type_ == crate::status::READY)
         .map(|c| c.message.clone())
         .unwrap_or_default();
-    let type_ = if phase == "Completed" {
+    let type_ = if finished.phase == Some(RestorePhase::Completed) {
         EventType::Normal
     } else {
         EventType::Warning
     };
     publish(ctx, restore, type_, phase, message).await;
     info!(phase, "restore finished");
-    Ok(match finished.expires_at {
-        Some(Time(at)) => Action::requeue(
-            at.duration_since(Timestamp::now())
-                .unsigned_abs()
-                .max(Duration::from_secs(1)),
-        ),
-        None => Action::await_change(),
+    Ok(match decide::decide_finished(&finished, Timestamp::now()) {
+        FinishedDecision::RecheckAt(at) => {
+            Action::requeue(decide::wait_until(at, Timestamp::now()))
+        }
+        FinishedDecision::Expire => Action::requeue(Duration::from_secs(1)),
+        FinishedDecision::Nothing => Action::await_change(),
     })
 }
 
@@ -344,33 +313,22 @@ async fn expire_if_due(
     now: Timestamp,
 ) -> Result<Option<Duration>, RestoreError> {
     let current = restore.status.clone().unwrap_or_default();
-    let already = current
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Expired" && c.status == "True");
-    match current.expires_at {
-        Some(Time(at)) if at <= now && !already => {
-            let identity = namespace::RestoreIdentity::of(restore);
-            for target in current.target_namespaces.values() {
-                namespace::delete_if_ours(&ctx.client, target, &identity).await?;
-            }
+    match decide::decide_finished(&current, now) {
+        FinishedDecision::Expire => {
+            apply::delete_namespaces(ctx, restore).await?;
             write(api, restore, &status::expired(restore, now)).await?;
             publish(
                 ctx,
                 restore,
                 EventType::Normal,
-                "Expired",
+                status::EXPIRED,
                 "expireAfter passed: restored namespaces deleted".into(),
             )
             .await;
             Ok(None)
         }
-        Some(Time(at)) if !already => Ok(Some(
-            at.duration_since(now)
-                .unsigned_abs()
-                .clamp(Duration::from_secs(1), Duration::from_secs(3600)),
-        )),
-        _ => Ok(None),
+        FinishedDecision::RecheckAt(at) => Ok(Some(decide::wait_until(at, now))),
+        FinishedDecision::Nothing => Ok(None),
     }
 }
 
@@ -383,10 +341,7 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
         None | Some(RestorePhase::Queued | RestorePhase::Running)
     );
     if unfinished {
-        let identity = namespace::RestoreIdentity::of(&restore);
-        for target in current.target_namespaces.values() {
-            namespace::delete_if_ours(&ctx.client, target, &identity).await?;
-        }
+        apply::delete_namespaces(ctx, &restore).await?;
     }
     if let Some(backup) = observe::backup_of(&ctx.client, &restore).await? {
         ctx.locks

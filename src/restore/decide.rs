@@ -1,11 +1,14 @@
 //! What a ProjectRestore may do: refusals with what to do, and target namespace names (pure).
 
+pub mod status;
+
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountBackup, ProjectRestore};
+use crate::api::{AccountBackup, ProjectRestore, ProjectRestoreStatus, RestorePhase};
 
 /// Why a restore cannot start; each becomes the Ready condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +170,47 @@ pub fn check_restorable(
         ));
     }
     Ok(targets)
+}
+
+/// A Running restore that has run longer than the operation timeout is failed, never left
+/// Running for ever.
+pub fn running_too_long(status: &ProjectRestoreStatus, now: Timestamp, limit: Duration) -> bool {
+    crate::status::past_deadline(status.started_at.as_ref(), now, limit)
+}
+
+/// What a finished restore should do about `expireAfter`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinishedDecision {
+    /// Past `expiresAt` and not yet expired: delete its namespaces, mark it Expired.
+    Expire,
+    /// Look again at this time.
+    RecheckAt(Timestamp),
+    /// Nothing will change on its own (no expiry, or expired already).
+    Nothing,
+}
+
+/// Decides for a finished restore (pure).
+pub fn decide_finished(status: &ProjectRestoreStatus, now: Timestamp) -> FinishedDecision {
+    let expired = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == status::EXPIRED && c.status == "True");
+    let finished = matches!(
+        status.phase,
+        Some(RestorePhase::Completed | RestorePhase::PartiallyFailed)
+    );
+    match &status.expires_at {
+        Some(Time(at)) if finished && !expired && *at <= now => FinishedDecision::Expire,
+        Some(Time(at)) if finished && !expired => FinishedDecision::RecheckAt(*at),
+        _ => FinishedDecision::Nothing,
+    }
+}
+
+/// How long to wait until `at`: at least a second, at most an hour (clocks and caches drift).
+pub fn wait_until(at: Timestamp, now: Timestamp) -> Duration {
+    at.duration_since(now)
+        .unsigned_abs()
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 #[cfg(test)]
@@ -368,5 +412,62 @@ mod tests {
             targets.keys().cloned().collect::<Vec<_>>(),
             vec!["blog".to_string(), "shop".to_string()]
         );
+    }
+
+    #[test]
+    fn a_finished_restore_expires_once_when_expire_after_passes() {
+        let mut status = ProjectRestoreStatus {
+            phase: Some(RestorePhase::Completed),
+            expires_at: Some(Time(at(1000))),
+            ..ProjectRestoreStatus::default()
+        };
+        assert_eq!(
+            decide_finished(&status, at(999)),
+            FinishedDecision::RecheckAt(at(1000))
+        );
+        assert_eq!(decide_finished(&status, at(1000)), FinishedDecision::Expire);
+        crate::status::set_condition(
+            &mut status.conditions,
+            status::EXPIRED,
+            true,
+            "ExpireAfterPassed",
+            "deleted",
+            None,
+            at(1000),
+        );
+        assert_eq!(
+            decide_finished(&status, at(5000)),
+            FinishedDecision::Nothing,
+            "expired once"
+        );
+        let running = ProjectRestoreStatus {
+            phase: Some(RestorePhase::Running),
+            expires_at: Some(Time(at(1000))),
+            ..ProjectRestoreStatus::default()
+        };
+        assert_eq!(
+            decide_finished(&running, at(5000)),
+            FinishedDecision::Nothing
+        );
+        assert_eq!(
+            decide_finished(&ProjectRestoreStatus::default(), at(5000)),
+            FinishedDecision::Nothing
+        );
+    }
+
+    #[test]
+    fn a_restore_running_past_the_operation_timeout_is_failed() {
+        let status = ProjectRestoreStatus {
+            started_at: Some(Time(at(0))),
+            ..ProjectRestoreStatus::default()
+        };
+        let limit = std::time::Duration::from_secs(3600);
+        assert!(!running_too_long(&status, at(3600), limit));
+        assert!(running_too_long(&status, at(3601), limit));
+        assert!(!running_too_long(
+            &ProjectRestoreStatus::default(),
+            at(99999),
+            limit
+        ));
     }
 }

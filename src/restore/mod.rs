@@ -1,16 +1,20 @@
-//! ProjectRestore: a backed-up project comes back as a new, isolated namespace.
-//! Pure parts (decide, rewrite, tokens, status) are wired to the cluster by `controller`, which
-//! reads through `observe` and writes through `apply`.
+//! The ProjectRestore controller: a backed-up project comes back as a new, isolated namespace.
+//! `controller` wires observe (reads) → decide (pure, with the status builders in
+//! `decide::status`) → apply (writes) and reports; `error` says what went wrong. The restore's
+//! own work is `execute`, with its parts: `namespace`, `rewrite`, `tokens`, `volumes`,
+//! `databases`, `selector`.
 
 pub mod apply;
 pub mod controller;
 pub mod databases;
 pub mod decide;
 pub mod error;
+pub mod execute;
 pub mod namespace;
 pub mod observe;
 pub mod rewrite;
 pub mod selector;
-pub mod status;
 pub mod tokens;
 pub mod volumes;
+
+pub use controller::run;

@@ -229,7 +229,7 @@ async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Resu
             if terminal {
                 eprintln!();
             }
-            return Ok(crate::notify::notice::phase_name(&phase));
+            return Ok(phase.as_str().to_string());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -52,7 +52,7 @@ pub fn backup_table(backups: &[AccountBackup]) -> String {
             backup.spec.account.clone(),
             status
                 .phase
-                .map(|p| crate::notify::notice::phase_name(&p))
+                .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "Pending".into()),
             when(taken(backup).as_ref()),
             status.size.map_or_else(|| "-".into(), |s| s.human),
@@ -101,7 +101,7 @@ pub fn backup_description(backup: &AccountBackup) -> String {
         "Phase:",
         status
             .phase
-            .map(|p| crate::notify::notice::phase_name(&p))
+            .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "Pending".into()),
     );
     line(
@@ -270,7 +270,7 @@ pub fn progress_line(
 ) -> String {
     const WIDTH: u64 = 24;
     let phase = phase
-        .map(|p| crate::notify::notice::phase_name(&p))
+        .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "Pending".into());
     let Some(progress) = progress.filter(|p| p.items_total > 0) else {
         return phase;

@@ -227,6 +227,9 @@ pub fn finished(
     status
 }
 
+/// The condition a restore gets when expireAfter deleted its namespaces.
+pub const EXPIRED: &str = "Expired";
+
 /// After expireAfter: the restored namespaces were deleted.
 pub fn expired(restore: &ProjectRestore, now: Timestamp) -> ProjectRestoreStatus {
     let mut status = base(restore);
@@ -238,7 +241,7 @@ pub fn expired(restore: &ProjectRestore, now: Timestamp) -> ProjectRestoreStatus
     );
     set_condition(
         &mut status.conditions,
-        "Expired",
+        EXPIRED,
         true,
         "ExpireAfterPassed",
         "the restored namespaces were deleted",

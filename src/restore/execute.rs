@@ -1,0 +1,545 @@
+//! The work of a running restore (client required), per project: namespace, manifests (tokens regenerated,
+//! PVCs from snapshots), helper cleanup, then databases. Every step is idempotent
+//! (server-side apply, deterministic names), so a resumed restore simply runs it again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use kube::api::{DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Discovery;
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::decide::status::RestoreOutcome;
+use super::namespace;
+use super::rewrite::{Rewritten, rewrite_for_restore};
+use super::selector;
+use super::tokens::regenerate_bytes;
+use super::volumes::{helper_name, prepare_snapshot, pvc_from_snapshot, remove_helpers};
+use crate::api::{
+    AccountBackup, AccountBackupStatus, ItemOutcome, ProjectRestore, RegeneratedToken, TOKEN_LABEL,
+};
+use crate::archive::layout::manifest_stream;
+use crate::archive::store::SnapshotStore;
+use crate::context::StepTimeouts;
+
+/// The field manager of restored objects.
+pub const RESTORE_MANAGER: &str = "rewind-restore";
+
+fn item(project: &str, object: &Value, reason: String) -> ItemOutcome {
+    ItemOutcome {
+        project: project.to_string(),
+        kind: object["kind"].as_str().unwrap_or("Object").to_string(),
+        name: object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        reason,
+    }
+}
+
+/// Whether a Secret is a resource token: labelled `rewind.dev/token=true` or matched by the backup's selector (pure).
+pub fn is_token(object: &Value, backup: &AccountBackup) -> bool {
+    if object["kind"].as_str() != Some("Secret") || object["apiVersion"].as_str() != Some("v1") {
+        return false;
+    }
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default();
+    labels.get(TOKEN_LABEL).map(String::as_str) == Some("true")
+        || backup
+            .spec
+            .token_selector
+            .as_ref()
+            .is_some_and(|s| selector::matches(s, &labels))
+}
+
+/// Gives every `data` value of a token Secret a new random value; returns the keys (pure apart from randomness).
+pub fn regenerate_token(object: &mut Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(data) = object.get_mut("data").and_then(Value::as_object_mut) {
+        for (key, value) in data.iter_mut() {
+            let old = value
+                .as_str()
+                .and_then(|v| engine.decode(v).ok())
+                .unwrap_or_default();
+            *value = Value::String(engine.encode(regenerate_bytes(&old)));
+            keys.push(key.clone());
+        }
+    }
+    if let Some(data) = object.get_mut("stringData").and_then(Value::as_object_mut) {
+        for (key, value) in data.iter_mut() {
+            let old = value.as_str().unwrap_or_default().to_string();
+            *value = Value::String(super::tokens::regenerate_text(&old));
+            keys.push(key.clone());
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// Everything one restore needs to know.
+pub struct RestoreJob<'a> {
+    /// The restore.
+    pub restore: &'a ProjectRestore,
+    /// Its backup.
+    pub backup: &'a AccountBackup,
+    /// Project → target namespace.
+    pub targets: &'a BTreeMap<String, String>,
+    /// Step time limits.
+    pub timeouts: StepTimeouts,
+}
+
+async fn apply_object(
+    client: &Client,
+    discovery: &Discovery,
+    namespace: &str,
+    object: &Value,
+) -> Result<(), String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let Some((resource, _)) = discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+    else {
+        return Err(format!(
+            "the cluster does not serve {api_version} {kind}: install its CRD, then restore again"
+        ));
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let object: DynamicObject = serde_json::from_value(object.clone())
+        .map_err(|e| format!("the backed-up manifest is not an object: {e}"))?;
+    let params = PostParams {
+        field_manager: Some(RESTORE_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    // Create only: the operator may create a project's objects but never patch one (its
+    // ClusterRole has no patch on them). The namespace is the restore's own, so an object that
+    // exists already was created by an earlier attempt of this restore and is kept as it is.
+    match api.create(&params, &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(format!("creating it failed: {e}")),
+    }
+}
+
+/// Restores every target project; items that fail are listed, the rest goes on.
+pub async fn run(
+    client: &Client,
+    store: &dyn SnapshotStore,
+    job: &RestoreJob<'_>,
+) -> Result<RestoreOutcome, String> {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(|e| format!("API discovery failed: {e}"))?;
+    let status = job.backup.status.clone().unwrap_or_default();
+    let snapshot = status
+        .repository_snapshot
+        .clone()
+        .ok_or("the backup has no repository snapshot")?;
+    let mut outcome = RestoreOutcome::default();
+    for (project, target) in job.targets {
+        let step = ProjectStep {
+            client,
+            store,
+            job,
+            discovery: &discovery,
+            backup: &status,
+            snapshot: &snapshot,
+            project,
+            target,
+        };
+        step.run(&mut outcome).await?;
+    }
+    Ok(outcome)
+}
+
+/// One project of a restore, into its target namespace.
+struct ProjectStep<'a> {
+    client: &'a Client,
+    store: &'a dyn SnapshotStore,
+    job: &'a RestoreJob<'a>,
+    discovery: &'a Discovery,
+    /// The backup's status: its snapshot, volume records and dumps.
+    backup: &'a AccountBackupStatus,
+    /// The backup's repository snapshot.
+    snapshot: &'a str,
+    project: &'a str,
+    target: &'a str,
+}
+
+impl ProjectStep<'_> {
+    /// Namespace, manifests, volumes bound, helpers removed, then databases.
+    async fn run(&self, outcome: &mut RestoreOutcome) -> Result<(), String> {
+        if let Err(reason) = self.ensure_namespace().await {
+            outcome
+                .failed
+                .push(self.failure("Namespace", self.target, reason));
+            return Ok(());
+        }
+        let helpers = self.restore_manifests(outcome).await?;
+        wait_for_bound(
+            self.client,
+            self.target,
+            &helpers,
+            self.job.timeouts.snapshot,
+            self.project,
+            outcome,
+        )
+        .await;
+        for (helper, _) in &helpers {
+            if let Err(err) = remove_helpers(self.client, helper, self.target).await {
+                outcome.warnings.push(format!(
+                    "the restore helper snapshot {}/{helper} could not be removed: {err}",
+                    self.target
+                ));
+            }
+        }
+        if self.job.restore.spec.restore_databases {
+            self.restore_databases(outcome).await;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, kind: &str, name: &str, reason: String) -> ItemOutcome {
+        ItemOutcome {
+            project: self.project.to_string(),
+            kind: kind.into(),
+            name: name.to_string(),
+            reason,
+        }
+    }
+
+    /// The target namespace, created as the restore's own (or found so after a resume).
+    async fn ensure_namespace(&self) -> Result<(), String> {
+        let pod_security = self
+            .backup
+            .projects
+            .iter()
+            .find(|summary| summary.name == self.project)
+            .map(|summary| summary.pod_security.clone())
+            .unwrap_or_default();
+        let ns = namespace::restored_namespace(
+            self.target,
+            &self.job.backup.spec.account,
+            &self.job.backup.name_any(),
+            &self.job.restore.name_any(),
+            self.job.restore.metadata.uid.as_deref().unwrap_or_default(),
+            &pod_security,
+        );
+        namespace::ensure(
+            self.client,
+            &ns,
+            &namespace::RestoreIdentity::of(self.job.restore),
+        )
+        .await
+        .map_err(|err| err.to_string())
+    }
+
+    /// Streams the project's manifests from the repository and creates them kind by kind, in the
+    /// order the backup wrote them; returns the helper snapshots of restored PVCs.
+    async fn restore_manifests(
+        &self,
+        outcome: &mut RestoreOutcome,
+    ) -> Result<Vec<(String, String)>, String> {
+        let stream = self
+            .store
+            .read_stream(self.snapshot, &manifest_stream(self.project))
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading project {} from the repository failed: {}",
+                    self.project, e.message
+                )
+            })?;
+        let mut lines = BufReader::new(stream).lines();
+        let mut helpers = Vec::new();
+        let mut group: Vec<Value> = Vec::new();
+        loop {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(err) => {
+                    outcome.failed.push(self.failure(
+                        "Project",
+                        self.project,
+                        format!("the backup's manifests could not be read to the end: {err}"),
+                    ));
+                    break;
+                }
+            };
+            let Ok(object) = serde_json::from_str::<Value>(&line) else {
+                outcome.failed.push(self.failure(
+                    "Object",
+                    "?",
+                    "an unreadable manifest line".into(),
+                ));
+                continue;
+            };
+            let Some(object) = self.prepare(object, &mut helpers, outcome).await else {
+                continue;
+            };
+            // Objects of one kind are independent: apply them together (dependency order is
+            // kind by kind, as the backup wrote them).
+            let same_kind = group.first().is_none_or(|first| {
+                first["kind"] == object["kind"] && first["apiVersion"] == object["apiVersion"]
+            });
+            if !same_kind || group.len() >= GROUP_SIZE {
+                self.apply(&mut group, outcome).await;
+            }
+            group.push(object);
+        }
+        self.apply(&mut group, outcome).await;
+        Ok(helpers)
+    }
+
+    async fn apply(&self, group: &mut Vec<Value>, outcome: &mut RestoreOutcome) {
+        apply_group(
+            self.client,
+            self.discovery,
+            self.target,
+            self.project,
+            group,
+            outcome,
+        )
+        .await;
+    }
+
+    /// One backed-up object made ready to create: rewritten to be inert in its new namespace,
+    /// a token given new values, a PVC pointed at its snapshot. None: it is not created.
+    async fn prepare(
+        &self,
+        object: Value,
+        helpers: &mut Vec<(String, String)>,
+        outcome: &mut RestoreOutcome,
+    ) -> Option<Value> {
+        let (project, target) = (self.project, self.target);
+        let mut object = match rewrite_for_restore(object.clone(), project, target) {
+            Rewritten::Skip(reason) => {
+                outcome.skipped.push(item(project, &object, reason));
+                return None;
+            }
+            Rewritten::Create(object, changes) => {
+                for change in changes {
+                    outcome.adjusted.push(item(project, &object, change));
+                }
+                object
+            }
+        };
+        if is_token(&object, self.job.backup) {
+            let keys = regenerate_token(&mut object);
+            outcome.restored.tokens += 1;
+            outcome.regenerated_tokens.push(RegeneratedToken {
+                namespace: target.to_string(),
+                secret: object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                keys,
+            });
+        }
+        if object["kind"] == "PersistentVolumeClaim" && object["apiVersion"] == "v1" {
+            return self.prepare_claim(object, helpers, outcome).await;
+        }
+        Some(object)
+    }
+
+    /// A PVC comes back from its volume snapshot when the backup has one and the restore wants
+    /// volumes; otherwise it is created empty, with a warning that says why.
+    async fn prepare_claim(
+        &self,
+        object: Value,
+        helpers: &mut Vec<(String, String)>,
+        outcome: &mut RestoreOutcome,
+    ) -> Option<Value> {
+        let (project, target) = (self.project, self.target);
+        let pvc = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let record = self
+            .backup
+            .volume_snapshots
+            .iter()
+            .find(|v| v.project == project && v.pvc == pvc);
+        let excluded =
+            self.backup.excluded.iter().any(|e| {
+                e.project == project && e.name == pvc && e.kind == "PersistentVolumeClaim"
+            });
+        match record {
+            Some(record) if self.job.restore.spec.restore_volumes => {
+                let uid = self.job.restore.metadata.uid.as_deref().unwrap_or_default();
+                let helper = helper_name(uid, target, &pvc);
+                if let Err(reason) = prepare_snapshot(
+                    self.client,
+                    &helper,
+                    target,
+                    record,
+                    self.job.timeouts.snapshot,
+                )
+                .await
+                {
+                    outcome.failed.push(item(project, &object, reason));
+                    return None;
+                }
+                helpers.push((helper.clone(), pvc));
+                outcome.restored.volumes += 1;
+                return Some(pvc_from_snapshot(object, &helper, record));
+            }
+            _ if excluded => outcome.warnings.push(format!("PVC {target}/{pvc} was excluded from the backup (rewind.dev/exclude=true) and is created empty")),
+            Some(_) => outcome.warnings.push(format!("PVC {target}/{pvc} is created empty: spec.restoreVolumes is false")),
+            None => outcome.warnings.push(format!("PVC {target}/{pvc} has no snapshot in the backup and is created empty")),
+        }
+        Some(object)
+    }
+
+    /// Each of the project's dumps streamed into its restored database pod.
+    async fn restore_databases(&self, outcome: &mut RestoreOutcome) {
+        let dumps = self
+            .backup
+            .database_dumps
+            .iter()
+            .filter(|d| d.project == self.project);
+        for record in dumps {
+            let dump = match self.store.read_stream(self.snapshot, &record.stream).await {
+                Ok(dump) => dump,
+                Err(err) => {
+                    outcome.failed.push(self.failure(
+                        "Database",
+                        &record.pod,
+                        format!("reading the dump failed: {}", err.message),
+                    ));
+                    continue;
+                }
+            };
+            match super::databases::load_dump(
+                self.client,
+                self.target,
+                record,
+                dump,
+                self.job.timeouts.dump,
+            )
+            .await
+            {
+                Ok(_) => outcome.restored.databases += 1,
+                Err(reason) => outcome
+                    .failed
+                    .push(self.failure("Database", &record.pod, reason)),
+            }
+        }
+    }
+}
+
+/// Objects of one kind applied at once.
+const GROUP_SIZE: usize = 128;
+/// Concurrent API calls while applying a group.
+const APPLY_CONCURRENCY: usize = 16;
+
+async fn apply_group(
+    client: &Client,
+    discovery: &Discovery,
+    target: &str,
+    project: &str,
+    group: &mut Vec<Value>,
+    outcome: &mut RestoreOutcome,
+) {
+    use futures::StreamExt;
+    let results: Vec<(Value, Result<(), String>)> = futures::stream::iter(group.drain(..))
+        .map(|object| async move {
+            let result = apply_object(client, discovery, target, &object).await;
+            (object, result)
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+    for (object, result) in results {
+        match result {
+            Ok(()) => outcome.restored.resources += 1,
+            Err(reason) => outcome.failed.push(item(project, &object, reason)),
+        }
+    }
+}
+
+async fn wait_for_bound(
+    client: &Client,
+    namespace: &str,
+    helpers: &[(String, String)],
+    timeout: Duration,
+    project: &str,
+    outcome: &mut RestoreOutcome,
+) {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (_, pvc) in helpers {
+        loop {
+            let phase = claims
+                .get_opt(pvc)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status)
+                .and_then(|s| s.phase);
+            if phase.as_deref() == Some("Bound") {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                outcome.failed.push(ItemOutcome {
+                    project: project.to_string(),
+                    kind: "PersistentVolumeClaim".into(),
+                    name: pvc.clone(),
+                    reason: format!("not Bound within {timeout:?} (phase {phase:?}): check the CSI provisioner's events on the PVC"),
+                });
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AccountBackupSpec;
+    use serde_json::json;
+
+    fn backup() -> AccountBackup {
+        AccountBackup::new(
+            "nightly",
+            AccountBackupSpec {
+                account: "acme".into(),
+                display_name: None,
+                notes: None,
+                ttl: "168h".into(),
+                volume_snapshot_class_name: None,
+                databases: Default::default(),
+                token_selector: None,
+            },
+        )
+    }
+
+    #[test]
+    fn labelled_secrets_are_tokens_and_others_are_not() {
+        let token = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k", "labels": {"rewind.dev/token": "true"}}});
+        let plain = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}});
+        assert!(is_token(&token, &backup()));
+        assert!(!is_token(&plain, &backup()));
+    }
+
+    #[test]
+    fn regenerated_token_keeps_keys_and_lengths_but_not_values() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"},
+            "data": {"key": engine.encode("sk_live_0123456789abcdef"), "webhook": engine.encode("whsec_ABCDEF123456")}});
+        let keys = regenerate_token(&mut secret);
+        assert_eq!(keys, vec!["key".to_string(), "webhook".to_string()]);
+        let fresh = engine
+            .decode(secret["data"]["key"].as_str().expect("string"))
+            .expect("base64");
+        assert_eq!(fresh.len(), "sk_live_0123456789abcdef".len());
+        assert_ne!(fresh, b"sk_live_0123456789abcdef");
+    }
+}
