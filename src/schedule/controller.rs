@@ -5,11 +5,7 @@
 //! restart or a leader change — is AlreadyExists and harmless; delete pruned
 //! backups, whose finalizer releases the data) → status.
 
-pub mod cron;
-pub mod decide;
-pub mod error;
-pub mod observe;
-
+use super::{decide, observe};
 use crate::api::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,8 +22,8 @@ use kube::{Api, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use self::decide::{Plan, Retention, SlotDecision};
-use self::error::ScheduleError;
+use super::decide::{Plan, Retention, SlotDecision};
+use super::error::ScheduleError;
 use crate::api::{AccountBackup, AccountBackupSpec, BackupSchedule, BackupScheduleStatus};
 use crate::context::Context;
 use crate::metrics::ReconcileLabels;
