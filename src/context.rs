@@ -52,6 +52,8 @@ pub struct Context {
     pub store: Arc<dyn crate::archive::store::SnapshotStore>,
     /// Delivers webhook notifications of outcomes, when configured.
     pub notifier: Option<crate::notify::Notifier>,
+    /// Every AccountBackup, from the one shared watch (`crate::reflectors`).
+    pub backups: kube::runtime::reflector::Store<crate::api::AccountBackup>,
     /// Consecutive reconcile failures per object: how soon each is retried.
     pub backoff: crate::retry::Backoff,
 }

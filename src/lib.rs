@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod operator;
+pub mod reflectors;
 pub mod repository;
 pub mod restore;
 pub mod retry;

@@ -8,7 +8,6 @@ use jiff::Timestamp;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
@@ -35,15 +34,19 @@ const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
 const SPARE_RECONCILES: u16 = 16;
 
 /// Runs the controller until `shutdown` is cancelled (in-flight reconciles finish first).
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<AccountBackup> = Api::all(ctx.client.clone());
+/// `changes` is a subscription to the shared AccountBackup watch (`crate::reflectors`).
+pub async fn run(
+    ctx: Arc<Context>,
+    changes: impl futures::Stream<Item = Arc<AccountBackup>> + Send + 'static,
+    shutdown: CancellationToken,
+) {
     let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
-    let controller = Controller::new(api, watcher::Config::default().any_semantic()).reconcile_on(
+    let controller = Controller::for_shared_stream(changes, ctx.backups.clone()).reconcile_on(
         futures::stream::unfold(woken, |mut woken| async move {
             woken.recv().await.map(|object| (object, woken))
         }),
     );
-    ctx.backup_limit.watch(controller.store());
+    ctx.backup_limit.watch(ctx.backups.clone());
     ctx.backup_limit.wake_with(waker);
     let concurrency = match ctx.backup_limit.limit() {
         0 => 0,

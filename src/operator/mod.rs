@@ -65,7 +65,9 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         }
     }
 
+    let backups = crate::reflectors::BackupReflector::default();
     let ctx = Arc::new(Context {
+        backups: backups.reader(),
         client: client.clone(),
         locks: AccountLocks::new(client.clone(), &args.namespace),
         metrics,
@@ -84,10 +86,13 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
             .transpose()?,
         backoff: crate::retry::Backoff::default(),
     });
-    let controllers = futures::future::join4(
-        crate::backup::run(ctx.clone(), shutdown.clone()),
-        crate::restore::controller::run(ctx.clone(), shutdown.clone()),
-        crate::schedule::run(ctx.clone(), shutdown.clone()),
+    let backup_changes = backups.subscribe();
+    let schedule_wakeups = backups.subscribe();
+    let controllers = futures::future::join5(
+        backups.run(client.clone(), shutdown.clone()),
+        crate::backup::run(ctx.clone(), backup_changes, shutdown.clone()),
+        crate::restore::run(ctx.clone(), shutdown.clone()),
+        crate::schedule::run(ctx.clone(), schedule_wakeups, shutdown.clone()),
         crate::backup::sync::run(ctx, sync_interval, shutdown.clone()),
     );
     let lost_lease = async {

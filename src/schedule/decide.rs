@@ -6,7 +6,16 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::cron::{Cron, CronError, expand_spread, time_zone};
-use crate::api::BackupPhase;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    AccountBackup, AccountBackupSpec, BackupPhase, BackupSchedule, BackupScheduleStatus,
+    SCHEDULE_LABEL, SLOT_ANNOTATION,
+};
+use crate::status::{READY, set_condition};
 
 /// The longest AccountBackup name (a DNS subdomain).
 const MAX_NAME: usize = 253;
@@ -160,6 +169,114 @@ pub fn active(backups: &[BackupFacts]) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The AccountBackup of one slot: template + account, labelled, annotated and owned by the schedule.
+pub fn backup_for_slot(schedule: &BackupSchedule, slot: Timestamp) -> AccountBackup {
+    let template = &schedule.spec.template;
+    let spec = AccountBackupSpec {
+        account: schedule.spec.account.clone(),
+        display_name: template.display_name.clone(),
+        notes: template.notes.clone(),
+        ttl: template.ttl.clone(),
+        volume_snapshot_class_name: template.volume_snapshot_class_name.clone(),
+        databases: template.databases.clone(),
+        token_selector: template.token_selector.clone(),
+    };
+    let mut backup = AccountBackup::new(&backup_name(&schedule.name_any(), slot), spec);
+    backup.metadata.labels = Some(BTreeMap::from([
+        (SCHEDULE_LABEL.to_string(), schedule.name_any()),
+        (
+            "rewind.dev/account".to_string(),
+            schedule.spec.account.clone(),
+        ),
+    ]));
+    backup.metadata.annotations = Some(BTreeMap::from([
+        (SLOT_ANNOTATION.to_string(), slot.to_string()),
+        (
+            crate::api::REQUESTED_BY_ANNOTATION.to_string(),
+            format!("BackupSchedule/{}", schedule.name_any()),
+        ),
+    ]));
+    backup.metadata.owner_references = schedule.controller_owner_ref(&()).map(|r| vec![r]);
+    backup
+}
+
+/// `retention.maxAge`, parsed; an error message names the field.
+pub fn max_age(schedule: &BackupSchedule) -> Result<Option<Duration>, String> {
+    schedule
+        .spec
+        .retention
+        .max_age
+        .as_deref()
+        .map(crate::duration::parse_duration)
+        .transpose()
+        .map_err(|err| format!("retention.maxAge: {err}"))
+}
+
+/// The status of a schedule that cannot run as written: Ready=False with what is wrong.
+pub fn invalid_status(
+    schedule: &BackupSchedule,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> BackupScheduleStatus {
+    let mut status = schedule.status.clone().unwrap_or_default();
+    status.observed_generation = schedule.metadata.generation;
+    status.next_schedule_time = None;
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        schedule.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// The status of a running schedule: its next slot, newest successful and active backups
+/// (of those `remaining` after pruning), Ready=True saying scheduled or suspended.
+pub fn scheduled_status(
+    schedule: &BackupSchedule,
+    mut status: BackupScheduleStatus,
+    next: Option<Timestamp>,
+    remaining: &[BackupFacts],
+    now: Timestamp,
+) -> BackupScheduleStatus {
+    status.observed_generation = schedule.metadata.generation;
+    status.next_schedule_time = next.map(Time);
+    status.last_successful_backup = newest_successful(remaining).map(|b| b.name.clone());
+    status.active = active(remaining);
+    let (reason, message) = if schedule.spec.suspend {
+        (
+            "Suspended",
+            "suspended: no new backups; existing ones are still pruned".to_string(),
+        )
+    } else {
+        match next {
+            Some(next) => ("Scheduled", format!("next backup at {next}")),
+            None => ("Scheduled", "the schedule has no further slot".to_string()),
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        READY,
+        true,
+        reason,
+        message,
+        schedule.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// How long to wait before looking again: just past the next slot, never longer than `max`.
+pub fn next_wake(next: Option<Timestamp>, now: Timestamp, max: Duration) -> Duration {
+    next.map(|next| next.duration_since(now).unsigned_abs() + Duration::from_secs(1))
+        .unwrap_or(max)
+        .min(max)
 }
 
 #[cfg(test)]
@@ -348,5 +465,40 @@ mod tests {
             ..facts("n", BackupPhase::Queued, "2026-05-01T03:00:00Z")
         });
         assert_eq!(active(&backups), ["n", "q", "r"]);
+    }
+
+    #[test]
+    fn a_slot_backup_carries_the_template_label_slot_and_owner() {
+        let mut schedule = BackupSchedule::new(
+            "acme-daily",
+            serde_json::from_value::<crate::api::BackupScheduleSpec>(serde_json::json!({
+                "account": "acme",
+                "template": {"ttl": "48h", "notes": "nightly"}
+            }))
+            .expect("spec"),
+        );
+        schedule.metadata.uid = Some("uid-1".into());
+        let slot: Timestamp = "2026-05-10T03:00:00Z".parse().expect("ts");
+        let backup = backup_for_slot(&schedule, slot);
+        assert_eq!(backup.name_any(), "acme-daily-202605100300");
+        assert_eq!(backup.spec.account, "acme");
+        assert_eq!(backup.spec.ttl, "48h");
+        assert_eq!(backup.spec.notes.as_deref(), Some("nightly"));
+        assert_eq!(
+            backup.labels().get(SCHEDULE_LABEL).map(String::as_str),
+            Some("acme-daily")
+        );
+        assert_eq!(
+            crate::schedule::observe::latest_slot(std::slice::from_ref(&backup)),
+            Some(slot)
+        );
+        let owner = backup
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .expect("owner");
+        assert_eq!(owner.kind, "BackupSchedule");
+        assert_eq!(owner.uid, "uid-1");
     }
 }

@@ -1,31 +1,23 @@
-//! Reads a schedule's AccountBackups and turns them into the facts the pure decisions need.
+//! Reads a schedule's AccountBackups (from the shared cache) and turns them into the facts the pure decisions need.
 
 use crate::api::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use jiff::Timestamp;
-use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
 
 use super::decide::BackupFacts;
 use crate::api::{AccountBackup, BackupSchedule};
 
-/// The AccountBackups created by schedule `name`, all pages.
-pub async fn backups(
-    api: &Api<AccountBackup>,
-    name: &str,
-) -> Result<Vec<AccountBackup>, kube::Error> {
-    let mut params = ListParams::default()
-        .labels(&format!("{SCHEDULE_LABEL}={name}"))
-        .limit(500);
-    let mut all = Vec::new();
-    loop {
-        let page = api.list(&params).await?;
-        let token = page.metadata.continue_.clone();
-        all.extend(page.items);
-        match token {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(all),
-        }
-    }
+/// The AccountBackups labelled as the schedule's, from the shared cache (no LIST per
+/// reconcile). The label only narrows: [`owned_by`] decides.
+pub fn backups(cache: &Store<AccountBackup>, schedule: &BackupSchedule) -> Vec<AccountBackup> {
+    let name = schedule.name_any();
+    cache
+        .state()
+        .into_iter()
+        .filter(|backup| backup.labels().get(SCHEDULE_LABEL) == Some(&name))
+        .map(|backup| (*backup).clone())
+        .collect()
 }
 
 /// The backups that really are the schedule's (pure): the label only narrows the list; what
