@@ -2,9 +2,6 @@
 //! fails or fails), to a URL read from a file mounted from a Secret. The delivery is recorded
 //! in the object's `status.notification`, so an outcome is notified once, across restarts.
 
-pub mod decide;
-pub mod notice;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::context::Context;
-use decide::Step;
-use notice::Notified;
+use super::decide::{self, Step};
+use super::notice::{self, Notified};
 
 /// The field manager of `status.notification`: separate from the controllers', so their
 /// status writes (which never mention the field) leave it in place.
