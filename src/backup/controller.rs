@@ -127,7 +127,14 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
                 ctx.metrics
                     .record_success(&backup.spec.account, at.as_second() as f64);
             }
-            let retry = crate::notify::notify_outcome(ctx, &api, &*backup, &finished).await;
+            let retry = crate::notify::notify_outcome(
+                ctx.notifier.as_ref(),
+                &ctx.recorder,
+                &api,
+                &*backup,
+                finished.as_str(),
+            )
+            .await;
             match decide::decide_finished(
                 backup
                     .status
@@ -179,8 +186,14 @@ async fn apply(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, Back
             }
         }
         Some(BackupPhase::Failed) => {
-            let retry =
-                crate::notify::notify_outcome(ctx, &api, &*backup, &BackupPhase::Failed).await;
+            let retry = crate::notify::notify_outcome(
+                ctx.notifier.as_ref(),
+                &ctx.recorder,
+                &api,
+                &*backup,
+                BackupPhase::Failed.as_str(),
+            )
+            .await;
             Ok(crate::notify::sooner_of(&[retry]))
         }
     }

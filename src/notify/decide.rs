@@ -6,6 +6,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use kube::runtime::events::EventType;
+
 use crate::api::NotificationStatus;
 
 /// Failed deliveries after which the operator gives up on an outcome.
@@ -74,6 +76,43 @@ pub fn after_delivery(
     }
 }
 
+/// What to say about a delivery, and when to try again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Normal for a delivery, Warning for a failure.
+    pub event_type: EventType,
+    /// `Notified` or `NotificationFailed`.
+    pub reason: &'static str,
+    /// The event's text (never the URL: errors do not carry it).
+    pub note: String,
+    /// When to try again, if the notifier has not given up.
+    pub retry: Option<Duration>,
+}
+
+/// The report of a delivery of outcome `phase` whose result is recorded in `status` (pure).
+pub fn report(phase: &str, status: &NotificationStatus) -> Report {
+    if status.failed_attempts == 0 {
+        return Report {
+            event_type: EventType::Normal,
+            reason: "Notified",
+            note: format!("webhook notified of {phase}"),
+            retry: None,
+        };
+    }
+    let error = status.last_error.as_deref().unwrap_or("unknown error");
+    let gave_up = status.failed_attempts >= MAX_ATTEMPTS;
+    let mut note = format!("webhook notification of {phase} failed: {error}");
+    if gave_up {
+        note.push_str(&format!("; gave up after {MAX_ATTEMPTS} attempts"));
+    }
+    Report {
+        event_type: EventType::Warning,
+        reason: "NotificationFailed",
+        note,
+        retry: (!gave_up).then(|| backoff(status.failed_attempts)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +166,24 @@ mod tests {
     fn backoff_grows_threefold_from_ten_seconds() {
         let waits: Vec<u64> = (1..=4).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, vec![10, 30, 90, 270]);
+    }
+
+    #[test]
+    fn a_failed_delivery_is_reported_with_its_retry_until_the_notifier_gives_up() {
+        let now = Timestamp::from_second(0).expect("time");
+        let delivered = after_delivery("Completed", None, Ok(()), now);
+        let ok = report("Completed", &delivered);
+        assert_eq!((ok.reason, ok.retry), ("Notified", None));
+        let mut status = after_delivery("Failed", None, Err("HTTP 500".into()), now);
+        let first = report("Failed", &status);
+        assert_eq!(first.event_type, EventType::Warning);
+        assert!(first.note.contains("HTTP 500"));
+        assert_eq!(first.retry, Some(backoff(1)));
+        for _ in 1..MAX_ATTEMPTS {
+            status = after_delivery("Failed", Some(&status), Err("HTTP 500".into()), now);
+        }
+        let last = report("Failed", &status);
+        assert_eq!(last.retry, None, "no retry after the last attempt");
+        assert!(last.note.contains("gave up after 5 attempts"));
     }
 }

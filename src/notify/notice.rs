@@ -1,7 +1,6 @@
 //! What a webhook receives: a small JSON document per finished backup or restore — names,
 //! outcome, times, sizes and the Ready message; never a secret value. Pure.
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::{AccountBackup, NotificationStatus, ProjectRestore};
@@ -44,14 +43,6 @@ impl Notified for ProjectRestore {
 
     fn notification(&self) -> Option<NotificationStatus> {
         self.status.as_ref().and_then(|s| s.notification.clone())
-    }
-}
-
-/// A phase as the API spells it (`Completed`, `PartiallyFailed`, `Failed`).
-pub fn phase_name(phase: &impl Serialize) -> String {
-    match serde_json::to_value(phase) {
-        Ok(Value::String(name)) => name,
-        _ => "Unknown".into(),
     }
 }
 
@@ -138,9 +129,9 @@ mod tests {
             }],
             ..Default::default()
         });
-        let phase = phase_name(&BackupPhase::Failed);
+        let phase = BackupPhase::Failed.as_str();
         assert_eq!(phase, "Failed");
-        let notice = of_backup(&backup, &phase);
+        let notice = of_backup(&backup, phase);
         assert_eq!(notice["kind"], "AccountBackup");
         assert_eq!(notice["name"], "nightly");
         assert_eq!(notice["account"], "acme");

@@ -90,13 +90,26 @@ async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, Re
         None | Some(RestorePhase::Queued) => try_start(&api, &restore, ctx, now).await,
         Some(RestorePhase::Running) => run_restore(&api, &restore, ctx).await,
         Some(phase @ (RestorePhase::Completed | RestorePhase::PartiallyFailed)) => {
-            let retry = crate::notify::notify_outcome(ctx, &api, &*restore, &phase).await;
+            let retry = crate::notify::notify_outcome(
+                ctx.notifier.as_ref(),
+                &ctx.recorder,
+                &api,
+                &*restore,
+                phase.as_str(),
+            )
+            .await;
             let expiry = expire_if_due(&api, &restore, ctx, now).await?;
             Ok(crate::notify::sooner_of(&[retry, expiry]))
         }
         Some(RestorePhase::Failed) => {
-            let retry =
-                crate::notify::notify_outcome(ctx, &api, &*restore, &RestorePhase::Failed).await;
+            let retry = crate::notify::notify_outcome(
+                ctx.notifier.as_ref(),
+                &ctx.recorder,
+                &api,
+                &*restore,
+                RestorePhase::Failed.as_str(),
+            )
+            .await;
             Ok(crate::notify::sooner_of(&[retry]))
         }
     }

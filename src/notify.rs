@@ -1,7 +1,0 @@
-//! Webhook notifications.
-
-pub mod controller;
-pub mod decide;
-pub mod notice;
-
-pub use controller::*;
