@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Why a duration string was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{input:?} is not a duration: use a number and a unit (ms, s, m, h), e.g. 168h or 36h30m")]
 pub struct DurationError {
     input: String,
@@ -47,6 +47,76 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// A duration field of a spec (`ttl`, `maxAge`, `expireAfter`): the text as written, parsed
+/// once when the object is read. Deserializing never fails on a bad value (one tenant's object
+/// must not break the watch of every object): the parse error is kept and turned into a
+/// condition by the controller that uses the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoDuration {
+    text: String,
+    parsed: Result<Duration, DurationError>,
+}
+
+impl GoDuration {
+    /// The duration, or why the text is not one.
+    pub fn get(&self) -> Result<Duration, DurationError> {
+        self.parsed.clone()
+    }
+
+    /// The text as written in the spec.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for GoDuration {
+    fn from(text: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            parsed: parse_duration(text),
+        }
+    }
+}
+
+impl PartialEq<&str> for GoDuration {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl std::fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for GoDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Self::from(text.as_str()))
+    }
+}
+
+impl schemars::JsonSchema for GoDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GoDuration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +138,19 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.to_string().contains("e.g. 168h"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_spec_duration_keeps_its_text_and_a_bad_one_reads_without_failing() {
+        let good: GoDuration = serde_json::from_value(serde_json::json!("36h30m")).expect("read");
+        assert_eq!(good.get(), Ok(Duration::from_secs(36 * 3600 + 1800)));
+        assert_eq!(serde_json::json!(good), "36h30m");
+        let huge: GoDuration =
+            serde_json::from_value(serde_json::json!("99999999999999999999h")).expect("read");
+        assert!(
+            huge.get().is_err(),
+            "an overflowing duration is an error, not a panic"
+        );
+        assert_eq!(huge.as_str(), "99999999999999999999h");
     }
 }

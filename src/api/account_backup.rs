@@ -7,6 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::GoDuration;
+
 use super::{ActivityEntry, ByteSize, ItemOutcome, NotificationStatus, Progress};
 
 /// Take a backup of an account now: every project's manifests, volume
@@ -53,7 +55,7 @@ pub struct AccountBackupSpec {
     /// How long the backup stays restorable after it completes, as a Go duration (`168h`, `90m`). Then it expires and is garbage-collected.
     #[serde(default = "default_ttl")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("ttl must be a duration such as 168h, 36h30m or 90m"))]
-    pub ttl: String,
+    pub ttl: GoDuration,
     /// The VolumeSnapshotClass for every PVC; when empty, the default class of each PVC's CSI driver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,
@@ -66,8 +68,8 @@ pub struct AccountBackupSpec {
 }
 
 /// Seven days: the default `ttl` of a backup.
-pub fn default_ttl() -> String {
-    "168h".to_string()
+pub fn default_ttl() -> GoDuration {
+    GoDuration::from("168h")
 }
 
 fn default_true() -> bool {

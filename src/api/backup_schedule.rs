@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{DatabasesSpec, default_ttl};
+use crate::duration::GoDuration;
 
 /// Back up an account on a schedule (daily by default) and keep the last few backups.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -136,7 +137,7 @@ fn default_keep_last() -> u32 {
 }
 
 /// Which backups a schedule keeps; the newest successful backup is always kept.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
     /// Keep this many of the newest backups. Default 7.
@@ -145,7 +146,8 @@ pub struct RetentionSpec {
     pub keep_last: u32,
     /// Delete backups older than this Go duration (e.g. `720h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_age: Option<String>,
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("maxAge must be a duration such as 720h or 90m"))]
+    pub max_age: Option<GoDuration>,
 }
 
 impl Default for RetentionSpec {
@@ -158,7 +160,7 @@ impl Default for RetentionSpec {
 }
 
 /// The AccountBackup spec without `account`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountBackupTemplate {
     /// A name for people. At most 253 characters.
@@ -171,7 +173,8 @@ pub struct AccountBackupTemplate {
     pub notes: Option<String>,
     /// How long each backup stays restorable. Default `168h`.
     #[serde(default = "default_ttl")]
-    pub ttl: String,
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("ttl must be a duration such as 168h, 36h30m or 90m"))]
+    pub ttl: GoDuration,
     /// The VolumeSnapshotClass for every PVC; default: the driver's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,

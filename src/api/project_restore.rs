@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ActivityEntry, ItemOutcome, NotificationStatus, Progress};
+use crate::duration::GoDuration;
 
 fn default_true() -> bool {
     true
@@ -66,7 +67,7 @@ pub struct ProjectRestoreSpec {
     /// Delete the restored namespaces this long after the restore completes (Go duration, e.g. `24h`): a look-around copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("expireAfter must be a duration such as 24h or 90m"))]
-    pub expire_after: Option<String>,
+    pub expire_after: Option<GoDuration>,
     /// Stream database dumps into the restored database pods. Default true.
     #[serde(default = "default_true")]
     pub restore_databases: bool,

@@ -9,7 +9,6 @@ use crate::api::{
     AccountBackup, AccountBackupStatus, ActivityLevel, BackupPhase, ByteSize, Progress,
 };
 use crate::archive::layout::BackupOutcome;
-use crate::duration::parse_duration;
 use crate::status::{READY, push_activity, set_condition};
 
 /// A project namespace as the decision needs it.
@@ -41,7 +40,7 @@ pub enum StartDecision {
 
 /// Decides whether a Queued (or new) backup can start.
 pub fn decide_start(backup: &AccountBackup, projects: &[ObservedProject]) -> StartDecision {
-    if let Err(err) = parse_duration(&backup.spec.ttl) {
+    if let Err(err) = backup.spec.ttl.get() {
         return StartDecision::Fail {
             reason: "InvalidTTL",
             message: err.to_string(),
@@ -363,7 +362,11 @@ pub fn finished_status(
     now: Timestamp,
 ) -> AccountBackupStatus {
     let mut status = base(backup);
-    let ttl = parse_duration(&backup.spec.ttl).unwrap_or(Duration::from_secs(168 * 3600));
+    let ttl = backup
+        .spec
+        .ttl
+        .get()
+        .unwrap_or(Duration::from_secs(168 * 3600));
     let restorable_until = SignedDuration::try_from(ttl)
         .ok()
         .and_then(|ttl| now.checked_add(ttl).ok())

@@ -116,8 +116,7 @@ pub fn imported_object(import: &Import) -> AccountBackup {
             notes: meta.get("notes").cloned(),
             ttl: meta
                 .get("ttl")
-                .cloned()
-                .unwrap_or_else(|| "168h".to_string()),
+                .map_or_else(crate::api::default_ttl, |ttl| ttl.as_str().into()),
             volume_snapshot_class_name: None,
             databases: Default::default(),
             token_selector: None,

@@ -68,6 +68,12 @@ pub fn check_restorable(
     operator_namespace: &str,
     now: Timestamp,
 ) -> Result<BTreeMap<String, String>, Refusal> {
+    if let Some(Err(err)) = restore.spec.expire_after.as_ref().map(|after| after.get()) {
+        return Err(refuse(
+            "InvalidExpireAfter",
+            format!("expireAfter: {err}; create a new ProjectRestore with a valid duration"),
+        ));
+    }
     let Some(backup) = backup else {
         return Err(refuse(
             "BackupNotFound",
@@ -469,5 +475,22 @@ mod tests {
             at(99999),
             limit
         ));
+    }
+
+    #[test]
+    fn an_expire_after_that_is_no_duration_is_refused_before_anything_is_created() {
+        let mut restore = ProjectRestore::new(
+            "r",
+            serde_json::from_value(serde_json::json!({
+                "account": "acme", "backup": "nightly",
+                "expireAfter": "99999999999999999999h"
+            }))
+            .expect("spec"),
+        );
+        restore.metadata.uid = Some("u".into());
+        let refusal =
+            check_restorable(&restore, None, &[], "rewind-system", at(0)).expect_err("refused");
+        assert_eq!(refusal.reason, "InvalidExpireAfter");
+        assert!(refusal.message.contains("99999999999999999999h"));
     }
 }

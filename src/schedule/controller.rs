@@ -169,7 +169,10 @@ async fn reconcile_inner(
                 format!(
                     "deleted AccountBackup {victim} per retention (keepLast {}, maxAge {}, ttl)",
                     retention.keep_last,
-                    spec.retention.max_age.as_deref().unwrap_or("none")
+                    spec.retention
+                        .max_age
+                        .as_ref()
+                        .map_or("none", |age| age.as_str())
                 ),
             )
             .await;

@@ -208,8 +208,8 @@ pub fn max_age(schedule: &BackupSchedule) -> Result<Option<Duration>, String> {
         .spec
         .retention
         .max_age
-        .as_deref()
-        .map(crate::duration::parse_duration)
+        .as_ref()
+        .map(crate::duration::GoDuration::get)
         .transpose()
         .map_err(|err| format!("retention.maxAge: {err}"))
 }

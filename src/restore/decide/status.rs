@@ -9,7 +9,6 @@ use crate::api::{
     ActivityLevel, ItemOutcome, Progress, ProjectRestore, ProjectRestoreStatus, RegeneratedToken,
     RestorePhase, RestoredCounts,
 };
-use crate::duration::parse_duration;
 use crate::status::{READY, push_activity, set_condition};
 
 fn base(restore: &ProjectRestore) -> ProjectRestoreStatus {
@@ -151,8 +150,8 @@ pub fn finished(
     if let Some(after) = restore
         .spec
         .expire_after
-        .as_deref()
-        .and_then(|d| parse_duration(d).ok())
+        .as_ref()
+        .and_then(|d| d.get().ok())
         && let Ok(after) = SignedDuration::try_from(after)
         && let Ok(at) = now.checked_add(after)
     {
@@ -255,6 +254,7 @@ pub fn expired(restore: &ProjectRestore, now: Timestamp) -> ProjectRestoreStatus
 mod tests {
     use super::*;
     use crate::api::ProjectRestoreSpec;
+    use crate::duration::GoDuration;
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).expect("valid time")
@@ -268,7 +268,7 @@ mod tests {
                 backup: "nightly".into(),
                 projects: vec![],
                 target_namespaces: BTreeMap::new(),
-                expire_after: expire_after.map(String::from),
+                expire_after: expire_after.map(GoDuration::from),
                 restore_databases: true,
                 restore_volumes: true,
             },
