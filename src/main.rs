@@ -5,8 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rewind::cli;
+use rewind::cli::repo as repo_cli;
 use rewind::operator::config::RunArgs;
-use rewind::repository::{Repository, cli as repo_cli};
+use rewind::repository::Repository;
 
 /// Rewind backs up the accounts of a multi-tenant Kubernetes platform and
 /// restores their projects into new, isolated namespaces.
@@ -62,15 +63,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match parsed.command {
         Command::Crd(args) => {
-            rewind::memory::quiet_on_closed_pipe();
+            rewind::cli::quiet_on_closed_pipe();
             cli::crd::run(args)
         }
         Command::Repo(args) => {
-            rewind::memory::quiet_on_closed_pipe();
+            rewind::cli::quiet_on_closed_pipe();
             runtime.block_on(repo_cli::run(args))
         }
         Command::Kubectl(args) => {
-            rewind::memory::quiet_on_closed_pipe();
+            rewind::cli::quiet_on_closed_pipe();
             runtime.block_on(cli::plugin::run(args))
         }
         Command::Run(args) => runtime.block_on(async move {

@@ -1,5 +1,5 @@
-//! Process settings made once at start: glibc's allocator kept from hoarding memory (so
-//! resident memory follows what is live), and SIGPIPE for the command-line tools.
+//! Made once at start: glibc's allocator kept from hoarding memory (so resident memory
+//! follows what is live).
 //!
 //! The data path allocates megabyte buffers (batches, packs) on many threads. By default glibc
 //! grows its mmap threshold after each large free, so later buffers come from per-thread arenas
@@ -26,16 +26,5 @@ pub fn bound_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-    }
-}
-
-/// For the command-line tools (`rewind repo`, `rewind crd`): a reader that goes away
-/// (`rewind repo ls | head -1`) ends the process quietly, as it does every Unix filter,
-/// instead of a panic on the next print. Not for the operator, whose sockets must survive it.
-pub fn quiet_on_closed_pipe() {
-    #[cfg(unix)]
-    // SAFETY: restores the default disposition of one signal; no handler runs Rust code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -7,7 +7,6 @@
 //! lock objects (see `locks`).
 
 pub mod backend;
-pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod format;
@@ -15,7 +14,7 @@ mod locks;
 mod maintenance;
 mod read_plan;
 mod reader;
-mod stdio;
+pub mod stdio;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};

@@ -144,10 +144,10 @@ async fn try_start(
                 return Ok(Action::await_change());
             }
         };
-    let account = backup.map(|b| b.spec.account).unwrap_or_default();
+    // The lock is the restore's own account's (check_restorable proved the backup is of it).
     match ctx
         .locks
-        .try_acquire(&account, &Holder::restore(restore))
+        .try_acquire(&restore.spec.account, &Holder::restore(restore))
         .await?
     {
         LockOutcome::Busy { behind } => {
@@ -181,7 +181,6 @@ async fn run_restore(
             api,
             restore,
             ctx,
-            "",
             "BackupNotFound",
             "the AccountBackup was deleted during the restore",
         )
@@ -195,7 +194,6 @@ async fn run_restore(
             api,
             restore,
             ctx,
-            &account,
             "AccountMismatch",
             &format!(
                 "AccountBackup {} is not a backup of account {}: a restore can only restore its own account's backups",
@@ -209,7 +207,6 @@ async fn run_restore(
             api,
             restore,
             ctx,
-            &account,
             "DeadlineExceeded",
             "the restore ran longer than the operation timeout; see the activity log",
         )
@@ -292,7 +289,6 @@ async fn fail(
     api: &Api<ProjectRestore>,
     restore: &ProjectRestore,
     ctx: &Context,
-    account: &str,
     reason: &str,
     message: &str,
 ) -> Result<Action, RestoreError> {
@@ -302,11 +298,10 @@ async fn fail(
         &status::failed(restore, reason, message, Timestamp::now()),
     )
     .await?;
-    if !account.is_empty() {
-        ctx.locks
-            .release(account, &Holder::restore(restore))
-            .await?;
-    }
+    // A restore only ever holds its own account's lock; releasing is a no-op when it does not.
+    ctx.locks
+        .release(&restore.spec.account, &Holder::restore(restore))
+        .await?;
     publish(
         ctx,
         restore,
@@ -356,10 +351,9 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
     if unfinished {
         apply::delete_namespaces(ctx, &restore).await?;
     }
-    if let Some(backup) = observe::backup_of(&ctx.client, &restore).await? {
-        ctx.locks
-            .release(&backup.spec.account, &Holder::restore(&restore))
-            .await?;
-    }
+    // Its own account's lock, even when the backup is gone already.
+    ctx.locks
+        .release(&restore.spec.account, &Holder::restore(&restore))
+        .await?;
     Ok(Action::await_change())
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
-use super::stdio::{StdinBlocks, StdoutChunks};
-use super::{MasterKey, Repository, Verify};
+use crate::repository::stdio::{StdinBlocks, StdoutChunks};
+use crate::repository::{MasterKey, Repository, Verify};
 
 /// Work with a backup repository directly.
 #[derive(clap::Args, Debug)]
