@@ -231,9 +231,14 @@ async fn run_restore(
         targets: &current.target_namespaces,
         timeouts: ctx.step_timeouts,
     };
-    let outcome = super::execute::run(&ctx.client, ctx.store.as_ref(), &job)
-        .await
-        .map_err(RestoreError::Work)?;
+    let outcome = match super::execute::run(&ctx.client, ctx.store.as_ref(), &job).await {
+        Ok(outcome) => outcome,
+        // Retrying cannot help: the restore fails with the reason (and its lock is released).
+        Err(err) if err.is_permanent() => {
+            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
+        }
+        Err(err) => return Err(err),
+    };
     // Every item, for when the status lists only the first ones.
     for item in &outcome.failed {
         warn!(project = %item.project, kind = %item.kind, name = %item.name, reason = %item.reason, "item not restored");

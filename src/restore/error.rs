@@ -9,9 +9,20 @@ pub enum RestoreError {
     /// The finalizer could not be managed.
     #[error("finalizer: {0}")]
     Finalizer(String),
-    /// The restore work failed as a whole (e.g. the repository is unreachable).
-    #[error("{0}")]
-    Work(String),
+    /// The repository could not be read; `permanent` when retrying cannot help (wrong key,
+    /// the snapshot is gone).
+    #[error("repository: {message}")]
+    Repository {
+        /// What went wrong, for people.
+        message: String,
+        /// Retrying cannot help.
+        permanent: bool,
+    },
+    /// The backup records no repository snapshot: there is nothing to restore from.
+    #[error(
+        "AccountBackup {0} records no repository snapshot: restore another backup of the account"
+    )]
+    NoSnapshot(String),
 }
 
 impl RestoreError {
@@ -20,14 +31,20 @@ impl RestoreError {
         match self {
             Self::Kube(_) => "kubernetes",
             Self::Finalizer(_) => "finalizer",
-            Self::Work(_) => "restore",
+            Self::Repository { .. } => "repository",
+            Self::NoSnapshot(_) => "NoSnapshot",
         }
     }
 
     /// Permanent errors are retried rarely (a request the API server refuses as such will be
     /// refused again); transient ones with backoff.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Kube(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422))
+        match self {
+            Self::Kube(kube::Error::Api(status)) => matches!(status.code, 400 | 403 | 422),
+            Self::Kube(_) | Self::Finalizer(_) => false,
+            Self::Repository { permanent, .. } => *permanent,
+            Self::NoSnapshot(_) => true,
+        }
     }
 }
 
@@ -43,7 +60,12 @@ mod tests {
                 .boxed(),
         ));
         assert!(refused.is_permanent());
-        assert!(!RestoreError::Work("the repository is unreachable".into()).is_permanent());
-        assert_eq!(RestoreError::Work(String::new()).category(), "restore");
+        let unreachable = RestoreError::Repository {
+            message: "the repository is unreachable".into(),
+            permanent: false,
+        };
+        assert!(!unreachable.is_permanent());
+        assert_eq!(unreachable.category(), "repository");
+        assert!(RestoreError::NoSnapshot("nightly".into()).is_permanent());
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::decide::status::RestoreOutcome;
+use super::error::RestoreError;
 use super::namespace;
 use super::rewrite::{Rewritten, rewrite_for_restore};
 use super::selector;
@@ -130,16 +131,13 @@ pub async fn run(
     client: &Client,
     store: &dyn SnapshotStore,
     job: &RestoreJob<'_>,
-) -> Result<RestoreOutcome, String> {
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(|e| format!("API discovery failed: {e}"))?;
+) -> Result<RestoreOutcome, RestoreError> {
+    let discovery = Discovery::new(client.clone()).run().await?;
     let status = job.backup.status.clone().unwrap_or_default();
     let snapshot = status
         .repository_snapshot
         .clone()
-        .ok_or("the backup has no repository snapshot")?;
+        .ok_or_else(|| RestoreError::NoSnapshot(job.backup.name_any()))?;
     let mut outcome = RestoreOutcome::default();
     for (project, target) in job.targets {
         let step = ProjectStep {
@@ -173,7 +171,7 @@ struct ProjectStep<'a> {
 
 impl ProjectStep<'_> {
     /// Namespace, manifests, volumes bound, helpers removed, then databases.
-    async fn run(&self, outcome: &mut RestoreOutcome) -> Result<(), String> {
+    async fn run(&self, outcome: &mut RestoreOutcome) -> Result<(), RestoreError> {
         if let Err(reason) = self.ensure_namespace().await {
             outcome
                 .failed
@@ -244,16 +242,14 @@ impl ProjectStep<'_> {
     async fn restore_manifests(
         &self,
         outcome: &mut RestoreOutcome,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, RestoreError> {
         let stream = self
             .store
             .read_stream(self.snapshot, &manifest_stream(self.project))
             .await
-            .map_err(|e| {
-                format!(
-                    "reading project {} from the repository failed: {}",
-                    self.project, e.message
-                )
+            .map_err(|e| RestoreError::Repository {
+                message: format!("reading project {}: {}", self.project, e.message),
+                permanent: e.permanent,
             })?;
         let mut lines = BufReader::new(stream).lines();
         let mut helpers = Vec::new();
