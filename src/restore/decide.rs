@@ -219,6 +219,31 @@ pub fn wait_until(at: Timestamp, now: Timestamp) -> Duration {
         .clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
+/// Attempts at one create before it counts as the item's failure.
+pub const CREATE_ATTEMPTS: u32 = 8;
+
+/// Whether and when a create the API server did not take is tried again (pure): asked to slow
+/// down (429, API Priority and Fairness) or failed transiently (5xx, a dropped connection:
+/// `code` None) it waits the server's Retry-After, or backs off from 250 ms doubling to 10 s;
+/// refused for what it is (400, 403, 422…) it is the item's failure at once.
+pub fn create_retry(
+    code: Option<u16>,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    let transient = match code {
+        None => true,
+        Some(code) => code == 429 || code >= 500,
+    };
+    if !transient || attempt >= CREATE_ATTEMPTS {
+        return None;
+    }
+    let backoff = Duration::from_millis(250)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(Duration::from_secs(10));
+    Some(retry_after.unwrap_or(backoff).min(Duration::from_secs(30)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +517,39 @@ mod tests {
             check_restorable(&restore, None, &[], "rewind-system", at(0)).expect_err("refused");
         assert_eq!(refusal.reason, "InvalidExpireAfter");
         assert!(refusal.message.contains("99999999999999999999h"));
+    }
+
+    #[test]
+    fn a_create_asked_to_slow_down_waits_and_a_refused_one_fails_at_once() {
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(
+            create_retry(Some(429), 1, Some(second)),
+            Some(second),
+            "Retry-After honoured"
+        );
+        assert_eq!(
+            create_retry(Some(429), 1, None),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            create_retry(Some(503), 3, None),
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            create_retry(None, 2, None),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            create_retry(Some(429), 7, None),
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(
+            create_retry(Some(429), CREATE_ATTEMPTS, None),
+            None,
+            "not for ever"
+        );
+        for refused in [400, 403, 404, 422] {
+            assert_eq!(create_retry(Some(refused), 1, None), None);
+        }
     }
 }

@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use kube::api::{DynamicObject, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::Discovery;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::create::Creator;
 use super::decide::status::RestoreOutcome;
 use super::error::RestoreError;
 use super::namespace;
@@ -26,9 +24,6 @@ use crate::api::{
 use crate::archive::layout::manifest_stream;
 use crate::archive::store::SnapshotStore;
 use crate::context::StepTimeouts;
-
-/// The field manager of restored objects.
-pub const RESTORE_MANAGER: &str = "rewind-restore";
 
 fn item(project: &str, object: &Value, reason: String) -> ItemOutcome {
     ItemOutcome {
@@ -94,45 +89,12 @@ pub struct RestoreJob<'a> {
     pub timeouts: StepTimeouts,
 }
 
-async fn apply_object(
-    client: &Client,
-    discovery: &Discovery,
-    namespace: &str,
-    object: &Value,
-) -> Result<(), String> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let Some((resource, _)) = discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
-    else {
-        return Err(format!(
-            "the cluster does not serve {api_version} {kind}: install its CRD, then restore again"
-        ));
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let object: DynamicObject = serde_json::from_value(object.clone())
-        .map_err(|e| format!("the backed-up manifest is not an object: {e}"))?;
-    let params = PostParams {
-        field_manager: Some(RESTORE_MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    // Create only: the operator may create a project's objects but never patch one (its
-    // ClusterRole has no patch on them). The namespace is the restore's own, so an object that
-    // exists already was created by an earlier attempt of this restore and is kept as it is.
-    match api.create(&params, &object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(format!("creating it failed: {e}")),
-    }
-}
-
 /// Restores every target project; items that fail are listed, the rest goes on.
 pub async fn run(
     client: &Client,
     store: &dyn SnapshotStore,
     job: &RestoreJob<'_>,
 ) -> Result<RestoreOutcome, RestoreError> {
-    let discovery = Discovery::new(client.clone()).run().await?;
     let status = job.backup.status.clone().unwrap_or_default();
     let snapshot = status
         .repository_snapshot
@@ -144,7 +106,6 @@ pub async fn run(
             client,
             store,
             job,
-            discovery: &discovery,
             backup: &status,
             snapshot: &snapshot,
             project,
@@ -160,7 +121,6 @@ struct ProjectStep<'a> {
     client: &'a Client,
     store: &'a dyn SnapshotStore,
     job: &'a RestoreJob<'a>,
-    discovery: &'a Discovery,
     /// The backup's status: its snapshot, volume records and dumps.
     backup: &'a AccountBackupStatus,
     /// The backup's repository snapshot.
@@ -253,7 +213,7 @@ impl ProjectStep<'_> {
             })?;
         let mut lines = BufReader::new(stream).lines();
         let mut helpers = Vec::new();
-        let mut group: Vec<Value> = Vec::new();
+        let mut creator = Creator::new(self.client.clone(), self.target);
         loop {
             let line = match lines.next_line().await {
                 Ok(Some(line)) => line,
@@ -278,30 +238,23 @@ impl ProjectStep<'_> {
             let Some(object) = self.prepare(object, &mut helpers, outcome).await else {
                 continue;
             };
-            // Objects of one kind are independent: apply them together (dependency order is
-            // kind by kind, as the backup wrote them).
-            let same_kind = group.first().is_none_or(|first| {
-                first["kind"] == object["kind"] && first["apiVersion"] == object["apiVersion"]
-            });
-            if !same_kind || group.len() >= GROUP_SIZE {
-                self.apply(&mut group, outcome).await;
-            }
-            group.push(object);
+            // Objects of one kind are independent and created together; the backup wrote the
+            // kinds in dependency order, and the creator waits where the kind changes.
+            let finished = creator.push(object).await;
+            self.count(finished, outcome);
         }
-        self.apply(&mut group, outcome).await;
+        let finished = creator.finish().await;
+        self.count(finished, outcome);
         Ok(helpers)
     }
 
-    async fn apply(&self, group: &mut Vec<Value>, outcome: &mut RestoreOutcome) {
-        apply_group(
-            self.client,
-            self.discovery,
-            self.target,
-            self.project,
-            group,
-            outcome,
-        )
-        .await;
+    fn count(&self, finished: Vec<(Value, Result<(), String>)>, outcome: &mut RestoreOutcome) {
+        for (object, result) in finished {
+            match result {
+                Ok(()) => outcome.restored.resources += 1,
+                Err(reason) => outcome.failed.push(item(self.project, &object, reason)),
+            }
+        }
     }
 
     /// One backed-up object made ready to create: rewritten to be inert in its new namespace,
@@ -425,36 +378,6 @@ impl ProjectStep<'_> {
                     .failed
                     .push(self.failure("Database", &record.pod, reason)),
             }
-        }
-    }
-}
-
-/// Objects of one kind applied at once.
-const GROUP_SIZE: usize = 128;
-/// Concurrent API calls while applying a group.
-const APPLY_CONCURRENCY: usize = 16;
-
-async fn apply_group(
-    client: &Client,
-    discovery: &Discovery,
-    target: &str,
-    project: &str,
-    group: &mut Vec<Value>,
-    outcome: &mut RestoreOutcome,
-) {
-    use futures::StreamExt;
-    let results: Vec<(Value, Result<(), String>)> = futures::stream::iter(group.drain(..))
-        .map(|object| async move {
-            let result = apply_object(client, discovery, target, &object).await;
-            (object, result)
-        })
-        .buffer_unordered(APPLY_CONCURRENCY)
-        .collect()
-        .await;
-    for (object, result) in results {
-        match result {
-            Ok(()) => outcome.restored.resources += 1,
-            Err(reason) => outcome.failed.push(item(project, &object, reason)),
         }
     }
 }

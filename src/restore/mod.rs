@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod controller;
+pub mod create;
 pub mod databases;
 pub mod decide;
 pub mod error;
