@@ -164,6 +164,23 @@ pub fn time_left(
     limit.saturating_sub(now.duration_since(*started).unsigned_abs())
 }
 
+/// When an operation started at `started` should finish, at the rate it had until `now` (pure).
+/// None until enough is done to say: 5% of the items and a second of work.
+pub fn estimate_completion(
+    started: Timestamp,
+    now: Timestamp,
+    done: u64,
+    total: u64,
+) -> Option<Timestamp> {
+    let elapsed = now.duration_since(started).as_secs_f64();
+    if total == 0 || done == 0 || done >= total || done * 20 < total || elapsed < 1.0 {
+        return None;
+    }
+    let remaining = elapsed * (total - done) as f64 / done as f64;
+    now.checked_add(jiff::SignedDuration::try_from_secs_f64(remaining).ok()?)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +266,29 @@ mod tests {
         assert_eq!(
             log.last().map(|e| e.message.as_str()),
             Some(format!("step {}", ACTIVITY_LIMIT + 4).as_str())
+        );
+    }
+
+    #[test]
+    fn completion_is_estimated_from_the_rate_so_far_once_enough_is_done() {
+        let start = Timestamp::from_second(1_000).expect("time");
+        let at = |s: i64| Timestamp::from_second(1_000 + s).expect("time");
+        assert_eq!(
+            estimate_completion(start, at(10), 0, 1000),
+            None,
+            "nothing done"
+        );
+        assert_eq!(
+            estimate_completion(start, at(10), 40, 1000),
+            None,
+            "under 5%"
+        );
+        assert_eq!(estimate_completion(start, at(10), 250, 1000), Some(at(40)));
+        assert_eq!(estimate_completion(start, at(10), 1000, 1000), None, "done");
+        assert_eq!(
+            estimate_completion(start, at(0), 500, 1000),
+            None,
+            "no time passed yet"
         );
     }
 }

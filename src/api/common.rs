@@ -12,8 +12,18 @@ pub struct Progress {
     pub items_done: u64,
     /// Items the operation found to work on; grows while projects are discovered.
     pub items_total: u64,
-    /// Bytes read from the cluster so far.
+    /// Bytes handled so far (read from the cluster by a backup, from the repository by a restore).
     pub bytes_done: u64,
+    /// Bytes the operation will handle, when known in advance (a restore knows it from its backup).
+    #[serde(default, skip_serializing_if = "is_zero_bytes")]
+    pub bytes_total: u64,
+    /// When the operation should finish at the rate so far; set once enough is done to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<Time>,
+}
+
+fn is_zero_bytes(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A size in bytes with a human-readable rendering for printer columns.

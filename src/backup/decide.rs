@@ -395,6 +395,7 @@ pub fn finished_status(
         items_done: outcome.items,
         items_total: outcome.items,
         bytes_done: outcome.logical_bytes,
+        ..Progress::default()
     });
     for failure in &outcome.failed {
         push_activity(

@@ -20,6 +20,7 @@ use super::apply::{publish, write};
 use super::decide::{FinishedDecision, status};
 use super::error::RestoreError;
 use super::execute::RestoreJob;
+use super::progress::ProgressWriter;
 use super::{apply, decide, observe};
 use crate::account_lock::{Holder, LockOutcome};
 use crate::api::{ProjectRestore, RESTORE_FINALIZER, RestorePhase};
@@ -155,7 +156,9 @@ async fn try_start(
             Ok(Action::requeue(QUEUED_RECHECK))
         }
         LockOutcome::Held => {
-            write(api, restore, &status::started(restore, &targets, now)).await?;
+            let backup_status = backup.and_then(|b| b.status).unwrap_or_default();
+            let started = status::started(restore, &targets, &backup_status, now);
+            write(api, restore, &started).await?;
             publish(
                 ctx,
                 restore,
@@ -231,7 +234,9 @@ async fn run_restore(
         targets: &current.target_namespaces,
         timeouts: ctx.step_timeouts,
     };
-    let outcome = match super::execute::run(&ctx.client, ctx.store.as_ref(), &job).await {
+    let mut progress = ProgressWriter::new(api.clone(), restore.name_any(), current.clone());
+    let result = super::execute::run(&ctx.client, ctx.store.as_ref(), &job, &mut progress).await;
+    let outcome = match result {
         Ok(outcome) => outcome,
         // Retrying cannot help: the restore fails with the reason (and its lock is released).
         Err(err) if err.is_permanent() => {

@@ -14,6 +14,7 @@ use super::create::Creator;
 use super::decide::status::RestoreOutcome;
 use super::error::RestoreError;
 use super::namespace;
+use super::progress::ProgressWriter;
 use super::rewrite::{Rewritten, rewrite_for_restore};
 use super::selector;
 use super::tokens::regenerate_bytes;
@@ -94,6 +95,7 @@ pub async fn run(
     client: &Client,
     store: &dyn SnapshotStore,
     job: &RestoreJob<'_>,
+    progress: &mut ProgressWriter,
 ) -> Result<RestoreOutcome, RestoreError> {
     let status = job.backup.status.clone().unwrap_or_default();
     let snapshot = status
@@ -111,7 +113,7 @@ pub async fn run(
             project,
             target,
         };
-        step.run(&mut outcome).await?;
+        step.run(&mut outcome, progress).await?;
     }
     Ok(outcome)
 }
@@ -131,14 +133,18 @@ struct ProjectStep<'a> {
 
 impl ProjectStep<'_> {
     /// Namespace, manifests, volumes bound, helpers removed, then databases.
-    async fn run(&self, outcome: &mut RestoreOutcome) -> Result<(), RestoreError> {
+    async fn run(
+        &self,
+        outcome: &mut RestoreOutcome,
+        progress: &mut ProgressWriter,
+    ) -> Result<(), RestoreError> {
         if let Err(reason) = self.ensure_namespace().await {
             outcome
                 .failed
                 .push(self.failure("Namespace", self.target, reason));
             return Ok(());
         }
-        let helpers = self.restore_manifests(outcome).await?;
+        let helpers = self.restore_manifests(outcome, progress).await?;
         wait_for_bound(
             self.client,
             self.target,
@@ -157,7 +163,7 @@ impl ProjectStep<'_> {
             }
         }
         if self.job.restore.spec.restore_databases {
-            self.restore_databases(outcome).await;
+            self.restore_databases(outcome, progress).await;
         }
         Ok(())
     }
@@ -202,6 +208,7 @@ impl ProjectStep<'_> {
     async fn restore_manifests(
         &self,
         outcome: &mut RestoreOutcome,
+        progress: &mut ProgressWriter,
     ) -> Result<Vec<(String, String)>, RestoreError> {
         let stream = self
             .store
@@ -214,9 +221,13 @@ impl ProjectStep<'_> {
         let mut lines = BufReader::new(stream).lines();
         let mut helpers = Vec::new();
         let mut creator = Creator::new(self.client.clone(), self.target);
+        let mut bytes_read = 0;
         loop {
             let line = match lines.next_line().await {
-                Ok(Some(line)) => line,
+                Ok(Some(line)) => {
+                    bytes_read += line.len() as u64 + 1;
+                    line
+                }
                 Ok(None) => break,
                 Err(err) => {
                     outcome.failed.push(self.failure(
@@ -241,20 +252,30 @@ impl ProjectStep<'_> {
             // Objects of one kind are independent and created together; the backup wrote the
             // kinds in dependency order, and the creator waits where the kind changes.
             let finished = creator.push(object).await;
-            self.count(finished, outcome);
+            self.count(finished, outcome, progress, std::mem::take(&mut bytes_read))
+                .await;
         }
         let finished = creator.finish().await;
-        self.count(finished, outcome);
+        self.count(finished, outcome, progress, bytes_read).await;
         Ok(helpers)
     }
 
-    fn count(&self, finished: Vec<(Value, Result<(), String>)>, outcome: &mut RestoreOutcome) {
+    /// Counts finished creates into the outcome and the progress.
+    async fn count(
+        &self,
+        finished: Vec<(Value, Result<(), String>)>,
+        outcome: &mut RestoreOutcome,
+        progress: &mut ProgressWriter,
+        bytes: u64,
+    ) {
+        let items = finished.len() as u64;
         for (object, result) in finished {
             match result {
                 Ok(()) => outcome.restored.resources += 1,
                 Err(reason) => outcome.failed.push(item(self.project, &object, reason)),
             }
         }
+        progress.add(items, bytes).await;
     }
 
     /// One backed-up object made ready to create: rewritten to be inert in its new namespace,
@@ -346,7 +367,7 @@ impl ProjectStep<'_> {
     }
 
     /// Each of the project's dumps streamed into its restored database pod.
-    async fn restore_databases(&self, outcome: &mut RestoreOutcome) {
+    async fn restore_databases(&self, outcome: &mut RestoreOutcome, progress: &mut ProgressWriter) {
         let dumps = self
             .backup
             .database_dumps
@@ -378,6 +399,7 @@ impl ProjectStep<'_> {
                     .failed
                     .push(self.failure("Database", &record.pod, reason)),
             }
+            progress.add(1, record.bytes).await;
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod execute;
 pub mod namespace;
 pub mod observe;
+pub mod progress;
 pub mod rewrite;
 pub mod selector;
 pub mod tokens;

@@ -79,6 +79,9 @@ pub enum PluginCommand {
         /// Name the new namespace of a project: --to shop=shop-yesterday (repeatable).
         #[arg(long = "to", value_name = "PROJECT=NAMESPACE")]
         targets: Vec<String>,
+        /// Wait until the restore finishes, showing its progress and the time left.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -161,6 +164,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             backup,
             projects,
             targets,
+            wait,
         } => {
             let Some(source) = backups.get_opt(&backup).await? else {
                 bail!("no AccountBackup named {backup}: see `kubectl rewind list`");
@@ -199,20 +203,59 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             };
             let restores: Api<ProjectRestore> = Api::all(client);
             let created = restores.create(&PostParams::default(), &restore).await?;
-            println!("{}", created.name_any());
+            let name = created.name_any();
+            println!("{name}");
+            if wait {
+                let phase = wait_finished(&restores, &name).await?;
+                println!("{name}: {phase} (kubectl rewind log {name})");
+                if phase == "Failed" {
+                    std::process::exit(1);
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Polls a backup until it has finished; returns its phase.
-async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Result<String> {
+/// What `--wait` needs of an AccountBackup or ProjectRestore.
+trait Waited:
+    kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug
+{
+    /// Its phase as the API spells it, if it has one yet.
+    fn phase(&self) -> Option<&'static str>;
+    /// Its progress.
+    fn progress(&self) -> Option<&crate::api::Progress>;
+}
+
+impl Waited for AccountBackup {
+    fn phase(&self) -> Option<&'static str> {
+        self.status.as_ref()?.phase.map(BackupPhase::as_str)
+    }
+    fn progress(&self) -> Option<&crate::api::Progress> {
+        self.status.as_ref()?.progress.as_ref()
+    }
+}
+
+impl Waited for ProjectRestore {
+    fn phase(&self) -> Option<&'static str> {
+        self.status
+            .as_ref()?
+            .phase
+            .map(crate::api::RestorePhase::as_str)
+    }
+    fn progress(&self) -> Option<&crate::api::Progress> {
+        self.status.as_ref()?.progress.as_ref()
+    }
+}
+
+/// Polls an AccountBackup or ProjectRestore until it has finished, drawing its progress;
+/// returns its phase.
+async fn wait_finished<K: Waited>(api: &Api<K>, name: &str) -> anyhow::Result<String> {
     let terminal = std::io::stderr().is_terminal();
     let mut shown = String::new();
     loop {
-        let backup = backups.get(name).await?;
-        let status = backup.status.unwrap_or_default();
-        let line = render::progress_line(status.phase, status.progress.as_ref());
+        let object = api.get(name).await?;
+        let line = render::progress_line(object.phase(), object.progress(), jiff::Timestamp::now());
         if line != shown {
             // On a terminal one line redrawn in place; in a pipe one line per change.
             if terminal {
@@ -222,14 +265,11 @@ async fn wait_finished(backups: &Api<AccountBackup>, name: &str) -> anyhow::Resu
             }
             shown = line;
         }
-        if let Some(
-            phase @ (BackupPhase::Completed | BackupPhase::PartiallyFailed | BackupPhase::Failed),
-        ) = status.phase
-        {
+        if let Some(phase @ ("Completed" | "PartiallyFailed" | "Failed")) = object.phase() {
             if terminal {
                 eprintln!();
             }
-            return Ok(phase.as_str().to_string());
+            return Ok(phase.to_string());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountBackup, ActivityEntry, ActivityLevel, BackupPhase};
+use crate::api::{AccountBackup, ActivityEntry, ActivityLevel};
 
 /// The words a user must type before a restore is created.
 pub const CONFIRMATION: &str = "I understand";
@@ -263,27 +263,46 @@ pub fn restore_table(restores: &[crate::api::ProjectRestore]) -> String {
     align(&rows)
 }
 
-/// One progress line of a running operation (pure): phase, a bar of items done, and bytes read.
+/// One progress line of a running operation (pure): phase, a bar of items done, bytes handled,
+/// and the time left at the rate so far once the operator has estimated it.
 pub fn progress_line(
-    phase: Option<BackupPhase>,
+    phase: Option<&str>,
     progress: Option<&crate::api::Progress>,
+    now: jiff::Timestamp,
 ) -> String {
     const WIDTH: u64 = 24;
-    let phase = phase
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "Pending".into());
+    let phase = phase.unwrap_or("Pending");
     let Some(progress) = progress.filter(|p| p.items_total > 0) else {
-        return phase;
+        return phase.to_string();
     };
     let done = progress.items_done.min(progress.items_total);
     let filled = (done * WIDTH / progress.items_total) as usize;
+    let bytes_done = match progress.bytes_total {
+        0 => bytes(progress.bytes_done),
+        total => format!("{}/{}", bytes(progress.bytes_done), bytes(total)),
+    };
+    let left = progress
+        .estimated_completion_time
+        .as_ref()
+        .map(|at| at.0.duration_since(now).as_secs())
+        .filter(|seconds| *seconds > 0)
+        .map(|seconds| format!(", about {} left", duration(seconds)))
+        .unwrap_or_default();
     format!(
-        "{phase:<9} [{}{}] {done}/{} items, {} read",
+        "{phase:<9} [{}{}] {done}/{} items, {bytes_done} read{left}",
         "#".repeat(filled),
         ".".repeat(WIDTH as usize - filled),
         progress.items_total,
-        bytes(progress.bytes_done)
     )
+}
+
+/// A number of seconds for people: `45s`, `3m20s`, `2h05m`.
+fn duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// The activity log, one entry per line; with `color`, errors in red and warnings in yellow.
@@ -495,15 +514,38 @@ mod tests {
             items_done: 50,
             items_total: 200,
             bytes_done: 3 * 1024 * 1024,
+            ..crate::api::Progress::default()
         };
-        let line = progress_line(Some(BackupPhase::Running), Some(&progress));
+        let now = jiff::Timestamp::from_second(1_000).expect("time");
+        let line = progress_line(Some("Running"), Some(&progress), now);
         assert!(line.starts_with("Running"), "{line}");
         assert!(
             line.contains("[######..................] 50/200 items"),
             "{line}"
         );
         assert!(line.contains("read"), "{line}");
-        assert_eq!(progress_line(Some(BackupPhase::Queued), None), "Queued");
+        assert!(!line.contains("left"), "no estimate yet: {line}");
+        assert_eq!(progress_line(Some("Queued"), None, now), "Queued");
+    }
+
+    #[test]
+    fn a_restore_shows_bytes_against_the_total_and_the_time_left() {
+        let now = jiff::Timestamp::from_second(1_000).expect("time");
+        let progress = crate::api::Progress {
+            items_done: 2_500,
+            items_total: 10_000,
+            bytes_done: 1024 * 1024,
+            bytes_total: 4 * 1024 * 1024,
+            estimated_completion_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_200).expect("time"),
+            )),
+        };
+        let line = progress_line(Some("Running"), Some(&progress), now);
+        assert!(
+            line.contains("2500/10000 items, 1.0 MiB/4.0 MiB read"),
+            "{line}"
+        );
+        assert!(line.ends_with("about 3m20s left"), "{line}");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    ActivityLevel, ItemOutcome, Progress, ProjectRestore, ProjectRestoreStatus, RegeneratedToken,
-    RestorePhase, RestoredCounts,
+    AccountBackupStatus, ActivityLevel, ItemOutcome, Progress, ProjectRestore,
+    ProjectRestoreStatus, RegeneratedToken, RestorePhase, RestoredCounts,
 };
 use crate::status::{READY, push_activity, set_condition};
 
@@ -71,6 +71,7 @@ pub fn failed(
 pub fn started(
     restore: &ProjectRestore,
     targets: &BTreeMap<String, String>,
+    backup: &AccountBackupStatus,
     now: Timestamp,
 ) -> ProjectRestoreStatus {
     let mut status = base(restore);
@@ -81,7 +82,22 @@ pub fn started(
     status.queued_behind = None;
     status.started_at = Some(Time(now));
     status.target_namespaces = targets.clone();
-    status.progress = Some(Progress::default());
+    // The totals come from the backup: every object and dump of the chosen projects.
+    let chosen = backup
+        .projects
+        .iter()
+        .filter(|project| targets.contains_key(&project.name));
+    let (items_total, bytes_total) = chosen.fold((0, 0), |(items, bytes), project| {
+        (
+            items + project.resources + project.databases,
+            bytes + project.bytes,
+        )
+    });
+    status.progress = Some(Progress {
+        items_total,
+        bytes_total,
+        ..Progress::default()
+    });
     let pairs: Vec<String> = targets.iter().map(|(p, t)| format!("{p} → {t}")).collect();
     push_activity(
         &mut status.activity,
@@ -102,6 +118,28 @@ pub fn started(
         restore.metadata.generation,
         now,
     );
+    status
+}
+
+/// A running restore's status with `items_done` and `bytes_done` so far, and the estimated
+/// completion time at the rate so far.
+pub fn progressed(
+    mut status: ProjectRestoreStatus,
+    items_done: u64,
+    bytes_done: u64,
+    now: Timestamp,
+) -> ProjectRestoreStatus {
+    let started = status.started_at.as_ref().map(|t| t.0);
+    let progress = status.progress.get_or_insert_with(Progress::default);
+    progress.items_done = items_done;
+    progress.items_total = progress.items_total.max(items_done);
+    progress.bytes_done = bytes_done;
+    progress.estimated_completion_time = started
+        .and_then(|started| {
+            crate::status::estimate_completion(started, now, items_done, progress.items_total)
+        })
+        .map(Time);
+    status.progress_summary = Some(format!("{items_done}/{}", progress.items_total));
     status
 }
 
@@ -141,12 +179,28 @@ pub fn finished(
         + outcome.restored.volumes
         + outcome.restored.databases
         + outcome.failed.len() as u64;
+    let bytes_done = status.progress.as_ref().map_or(0, |p| p.bytes_done);
     status.progress = Some(Progress {
         items_done: done,
         items_total: done,
-        bytes_done: status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0),
+        bytes_done,
+        bytes_total: bytes_done,
+        estimated_completion_time: None,
     });
     status.progress_summary = Some(format!("{done}/{done}"));
+    if let Some(Time(started)) = status.started_at {
+        let seconds = now.duration_since(started).as_secs_f64().max(0.001);
+        push_activity(
+            &mut status.activity,
+            ActivityLevel::Info,
+            format!(
+                "{done} items ({}) in {seconds:.1} s: {:.0} items/s",
+                crate::api::human_bytes(bytes_done),
+                done as f64 / seconds
+            ),
+            now,
+        );
+    }
     if let Some(after) = restore
         .spec
         .expire_after
