@@ -5,7 +5,6 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::operator::Operator;
 use support::{Bed, unique};
@@ -162,24 +161,28 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         before
     );
 
+    // --wait draws the progress (one line per change in a pipe) and prints the outcome.
     let (ok, out, err) = kubectl_rewind(
         &bed,
         dir,
-        &["restore", &backup, "--to", &to],
+        &["restore", &backup, "--to", &to, "--wait"],
         "I understand\n",
     );
-    assert!(ok, "{err}");
-    let restore = out.trim().to_string();
+    assert!(ok, "{err}\n{}", operator.log_tail());
+    let restore = out.lines().next().unwrap_or_default().trim().to_string();
     assert!(restore.starts_with(&format!("{backup}-restore-")), "{out}");
-    let phase = bed.wait_until(
-        &format!("ProjectRestore {restore} to finish"),
-        Duration::from_secs(120),
-        || {
-            bed.jsonpath(&["projectrestore", &restore], "{.status.phase}")
-                .filter(|p| p == "Completed" || p == "Failed" || p == "PartiallyFailed")
-        },
-        || operator.log_tail(),
+    assert!(
+        out.contains(&format!("{restore}: Completed")),
+        "--wait prints the outcome: {out}"
     );
+    assert!(
+        err.lines()
+            .any(|line| line.contains(" items, ") && line.contains(" read")),
+        "--wait shows the progress: {err}"
+    );
+    let phase = bed
+        .jsonpath(&["projectrestore", &restore], "{.status.phase}")
+        .unwrap_or_default();
     let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
     assert_eq!(phase, "Completed");
     let (ok, restores, err) = kubectl_rewind(&bed, dir, &["restores", &account], "");

@@ -271,6 +271,31 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
         operator.log_tail()
     );
     assert_eq!(status["targetNamespaces"][&ns], target);
+    // Progress: done equals the total the backup recorded, bytes included, and the activity
+    // log names the final rate.
+    let progress = &status["progress"];
+    let project_summary = backup_status["projects"]
+        .as_array()
+        .and_then(|projects| projects.iter().find(|p| p["name"] == ns.as_str()))
+        .expect("the project's summary in the backup");
+    assert_eq!(
+        progress["bytesTotal"], project_summary["bytes"],
+        "the total bytes come from the backup: {progress}"
+    );
+    assert!(
+        progress["itemsDone"].as_u64().unwrap_or(0)
+            >= project_summary["resources"].as_u64().unwrap_or(u64::MAX),
+        "{progress}"
+    );
+    assert!(
+        progress.get("estimatedCompletionTime").is_none(),
+        "no estimate once finished: {progress}"
+    );
+    assert!(
+        status["activity"].to_string().contains("items/s"),
+        "the final rate is logged: {}",
+        status["activity"]
+    );
 
     let labels = bed
         .jsonpath(&["namespace", &target], "{.metadata.labels}")
