@@ -5,7 +5,7 @@
 mod tests {
     use std::path::Path;
 
-    /// Every `decide.rs` under src/ (one folder deep).
+    /// Every `decide.rs` under src/ (one folder deep), and the files of its `decide/` folder.
     fn decide_files() -> Vec<(String, String)> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut found = Vec::new();
@@ -13,6 +13,14 @@ mod tests {
             let file = entry.path().join("decide.rs");
             if let Ok(text) = std::fs::read_to_string(&file) {
                 found.push((file.display().to_string(), text));
+            }
+            let parts = std::fs::read_dir(entry.path().join("decide"))
+                .into_iter()
+                .flatten();
+            for part in parts.flatten() {
+                if let Ok(text) = std::fs::read_to_string(part.path()) {
+                    found.push((part.path().display().to_string(), text));
+                }
             }
         }
         found
@@ -169,6 +177,32 @@ mod tests {
                     cycle.join(" → ")
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_readme_layout_table_names_every_module() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let table = readme
+            .split("## Layout")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Layout section");
+        for entry in std::fs::read_dir(root.join("src")).expect("src/").flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if ["lib.rs", "main.rs", "shape.rs"].contains(&name.as_str()) {
+                continue;
+            }
+            let shown = if entry.path().is_dir() {
+                format!("`src/{name}/")
+            } else {
+                format!("`src/{name}`")
+            };
+            assert!(
+                table.contains(&shown),
+                "README's layout table does not mention src/{name}"
+            );
         }
     }
 }
