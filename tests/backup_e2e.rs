@@ -308,6 +308,7 @@ spec: {{size: 3}}
         "ACCOUNT",
         "PHASE",
         "SIZE",
+        "ADDED",
         "RESTORABLE-UNTIL",
         "NOTES",
         "AGE",
@@ -317,10 +318,15 @@ spec: {{size: 3}}
             "printer column {column} missing: {printed}"
         );
     }
-    let size = status["size"]["human"].as_str().unwrap_or("?");
+    // SIZE is what the backup holds, ADDED what it stored new in the repository.
+    let holds = status["logicalSize"]["human"].as_str().unwrap_or("?");
+    let added = status["size"]["human"].as_str().unwrap_or("?");
     assert!(
-        printed.contains("e2e") && printed.contains(size) && printed.contains("Completed"),
-        "notes, size and phase show: {printed}"
+        printed.contains("e2e")
+            && printed.contains(holds)
+            && printed.contains(added)
+            && printed.contains("Completed"),
+        "notes, both sizes and phase show: {printed}"
     );
     assert!(
         bed.kubectl_ok(&["get", "rewind"]).contains(&name),

@@ -25,7 +25,12 @@ use super::{ActivityEntry, ByteSize, ItemOutcome, NotificationStatus, Progress};
     doc = "A point-in-time backup of every project (namespace) of one account.",
     printcolumn(name = "Account", type_ = "string", json_path = ".spec.account"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Size", type_ = "string", json_path = ".status.size.human"),
+    printcolumn(
+        name = "Size",
+        type_ = "string",
+        json_path = ".status.logicalSize.human"
+    ),
+    printcolumn(name = "Added", type_ = "string", json_path = ".status.size.human"),
     printcolumn(
         name = "Restorable-Until",
         type_ = "string",
@@ -248,10 +253,13 @@ pub struct AccountBackupStatus {
     /// Items and bytes done so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// Bytes this backup added to the repository (after deduplication, compression and encryption).
+    /// What this backup added to the repository: new bytes only, after deduplication,
+    /// compression and encryption (column ADDED). A second backup of unchanged data adds about
+    /// nothing; that is not an empty backup — see logicalSize.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
-    /// Bytes of the backed-up data before deduplication and compression.
+    /// What this backup holds: the bytes of its manifests and dumps as read from the cluster,
+    /// before deduplication and compression (column SIZE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical_size: Option<ByteSize>,
     /// The repository snapshot holding this backup's data.

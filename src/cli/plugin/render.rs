@@ -43,6 +43,7 @@ pub fn backup_table(backups: &[AccountBackup]) -> String {
         "PHASE".into(),
         "TAKEN".into(),
         "SIZE".into(),
+        "ADDED".into(),
         "NOTES".into(),
     ]];
     for backup in sorted {
@@ -55,6 +56,7 @@ pub fn backup_table(backups: &[AccountBackup]) -> String {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "Pending".into()),
             when(taken(backup).as_ref()),
+            status.logical_size.map_or_else(|| "-".into(), |s| s.human),
             status.size.map_or_else(|| "-".into(), |s| s.human),
             backup.spec.notes.clone().unwrap_or_default(),
         ]);
