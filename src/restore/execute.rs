@@ -115,6 +115,7 @@ pub async fn run(
         };
         step.run(&mut outcome, progress).await?;
     }
+    outcome.bytes_read = progress.bytes();
     Ok(outcome)
 }
 

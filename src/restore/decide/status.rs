@@ -158,6 +158,8 @@ pub struct RestoreOutcome {
     pub regenerated_tokens: Vec<RegeneratedToken>,
     /// Things to know.
     pub warnings: Vec<String>,
+    /// Bytes read from the repository (manifests and dumps).
+    pub bytes_read: u64,
 }
 
 /// Finished: Completed, or PartiallyFailed listing each failed item; sets expiresAt from expireAfter.
@@ -179,12 +181,13 @@ pub fn finished(
         + outcome.restored.volumes
         + outcome.restored.databases
         + outcome.failed.len() as u64;
-    let bytes_done = status.progress.as_ref().map_or(0, |p| p.bytes_done);
+    let bytes_done = outcome.bytes_read;
+    let bytes_total = status.progress.as_ref().map_or(0, |p| p.bytes_total);
     status.progress = Some(Progress {
         items_done: done,
         items_total: done,
         bytes_done,
-        bytes_total: bytes_done,
+        bytes_total: bytes_total.max(bytes_done),
         estimated_completion_time: None,
     });
     status.progress_summary = Some(format!("{done}/{done}"));
@@ -350,5 +353,67 @@ mod tests {
         let status = finished(&restore(Some("2h")), &RestoreOutcome::default(), at(100));
         assert_eq!(status.phase, Some(RestorePhase::Completed));
         assert_eq!(status.expires_at, Some(Time(at(100 + 7200))));
+    }
+
+    #[test]
+    fn progress_runs_against_the_backups_totals_with_an_estimate_and_ends_with_the_rate() {
+        let mut restore = restore(None);
+        let targets = BTreeMap::from([("shop".to_string(), "shop-copy".to_string())]);
+        let backup = AccountBackupStatus {
+            projects: vec![
+                crate::api::ProjectSummary {
+                    name: "shop".into(),
+                    resources: 990,
+                    databases: 10,
+                    bytes: 4000,
+                    ..Default::default()
+                },
+                crate::api::ProjectSummary {
+                    name: "other".into(),
+                    resources: 5000,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let started = started(&restore, &targets, &backup, at(0));
+        let progress = started.progress.clone().expect("progress");
+        assert_eq!(
+            (progress.items_total, progress.bytes_total),
+            (1000, 4000),
+            "only chosen projects"
+        );
+        let running = progressed(started.clone(), 250, 1000, at(10));
+        let progress = running.progress.expect("progress");
+        assert_eq!(progress.estimated_completion_time, Some(Time(at(40))));
+        assert_eq!(running.progress_summary.as_deref(), Some("250/1000"));
+        restore.status = Some(started);
+        let outcome = RestoreOutcome {
+            restored: RestoredCounts {
+                resources: 990,
+                databases: 10,
+                ..Default::default()
+            },
+            bytes_read: 4000,
+            ..Default::default()
+        };
+        let done = finished(&restore, &outcome, at(50));
+        let progress = done.progress.expect("progress");
+        assert_eq!(
+            (
+                progress.items_done,
+                progress.bytes_done,
+                progress.bytes_total
+            ),
+            (1000, 4000, 4000)
+        );
+        assert_eq!(progress.estimated_completion_time, None);
+        assert!(
+            done.activity
+                .iter()
+                .any(|e| e.message.contains("1000 items") && e.message.contains("20 items/s")),
+            "{:?}",
+            done.activity
+        );
     }
 }
