@@ -4,8 +4,9 @@ run: ## run the operator on the sample account `demo` and show the backup it tak
 	hack/run.sh
 
 .PHONY: install-plugin
-install-plugin: ## build the release binary and link it as ~/.local/bin/kubectl-rewind (`kubectl rewind …`)
+install-plugin: ## build the release binary and link it as ~/.local/bin/kubectl-rewind (`kubectl rewind …`) and kubectl_complete-rewind (its completion)
 	$(CARGO) build --release --locked
 	mkdir -p $(HOME)/.local/bin
 	ln -sf $(abspath $(or $(CARGO_TARGET_DIR),target))/release/rewind $(HOME)/.local/bin/kubectl-rewind
-	@echo "kubectl rewind is ready if ~/.local/bin is on your PATH"
+	ln -sf $(abspath $(or $(CARGO_TARGET_DIR),target))/release/rewind $(HOME)/.local/bin/kubectl_complete-rewind
+	@echo "kubectl rewind is ready if ~/.local/bin is on your PATH (with completion: kubectl 1.26+)"

@@ -51,6 +51,16 @@ fn main() -> anyhow::Result<()> {
             path.file_name()
                 .map(|name| name.to_string_lossy().to_string())
         });
+    if invoked_as.as_deref() == Some("kubectl_complete-rewind") {
+        // kubectl asks for the completions of `kubectl rewind <args>`.
+        let words = std::env::args().skip(1).collect();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(cli::plugin::complete::run(words));
+        return Ok(());
+    }
     let parsed = if invoked_as.as_deref() == Some("kubectl-rewind") {
         Cli {
             command: Command::Kubectl(Plugin::parse().args),

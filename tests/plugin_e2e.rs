@@ -16,6 +16,16 @@ fn kubectl_rewind(
     args: &[&str],
     stdin: &str,
 ) -> (bool, String, String) {
+    kubectl_with_plugins(bed, plugin_dir, &[&["rewind"], args].concat(), stdin)
+}
+
+/// `kubectl ARGS` with the plugins of `plugin_dir` on PATH; returns (success, stdout, stderr).
+fn kubectl_with_plugins(
+    bed: &Bed,
+    plugin_dir: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
     let path = format!(
         "{}:{}",
         plugin_dir.display(),
@@ -27,7 +37,6 @@ fn kubectl_rewind(
     let mut child = Command::new(bed.var("KUBECTL").unwrap_or("kubectl"))
         .envs(bed.envs())
         .env("PATH", path)
-        .arg("rewind")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -55,6 +64,11 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         plugin_dir.path().join("kubectl-rewind"),
     )
     .expect("install the plugin");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_rewind"),
+        plugin_dir.path().join("kubectl_complete-rewind"),
+    )
+    .expect("install the plugin's completion");
     let dir = plugin_dir.path();
     let account = unique("plugin");
     let project = bed.project("plugin", &account);
@@ -84,6 +98,17 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
             .any(|line| line.contains(" items, ") && line.contains(" read")),
         "--wait shows progress on stderr: {err}"
     );
+
+    // Shell completion through kubectl's own plugin completion: commands, then backup names.
+    let (ok, offered, err) = kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "desc"], "");
+    assert!(
+        ok && offered.lines().any(|l| l == "describe"),
+        "{offered}{err}"
+    );
+    let prefix = &backup[..backup.len() - 2];
+    let (ok, offered, err) =
+        kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "describe", prefix], "");
+    assert!(ok && offered.lines().any(|l| l == backup), "{offered}{err}");
 
     let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
     assert!(ok, "{err}");
@@ -130,6 +155,17 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         "",
     );
     assert!(ok, "{err}");
+    // Shell completion through kubectl's own plugin completion: commands, then backup names.
+    let (ok, offered, err) = kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "desc"], "");
+    assert!(
+        ok && offered.lines().any(|l| l == "describe"),
+        "{offered}{err}"
+    );
+    let prefix = &backup[..backup.len() - 2];
+    let (ok, offered, err) =
+        kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "describe", prefix], "");
+    assert!(ok && offered.lines().any(|l| l == backup), "{offered}{err}");
+
     let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
     assert!(ok, "{err}");
     assert!(

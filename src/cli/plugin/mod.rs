@@ -2,6 +2,7 @@
 //! list an account's backups, describe one, list restores, show an activity log, take a backup
 //! now, and restore after the user types `I understand`. Uses the caller's kubeconfig and permissions.
 
+pub mod complete;
 pub mod render;
 
 use std::io::{BufRead, IsTerminal, Write};
