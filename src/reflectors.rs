@@ -61,3 +61,26 @@ impl BackupReflector {
         }
     }
 }
+
+/// How often the per-phase gauges are recounted from the cache.
+const COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Keeps `rewind_account_backups{phase}` equal to the cache's counts until `shutdown`.
+pub async fn count_phases(
+    backups: Store<AccountBackup>,
+    metrics: crate::metrics::Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        metrics.count_phases(
+            backups
+                .state()
+                .iter()
+                .map(|b| b.status.as_ref().and_then(|s| s.phase)),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(COUNT_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -3,6 +3,8 @@
 
 mod support;
 
+use serde::Deserialize;
+
 use support::{Bed, repo_root, unique};
 
 fn can(bed: &Bed, subject: &[&str], verb: &str, resource: &str, namespace: Option<&str>) -> bool {
@@ -189,6 +191,46 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
         "a non-owner is refused by name: {refused:?}"
     );
     bed.kubectl_ok(&["delete", "clusterrolebinding", &user]);
+}
+
+#[test]
+fn the_grafana_dashboard_ships_in_a_sidecar_configmap_only_when_asked() {
+    let bed = Bed::get();
+    let chart = repo_root().join("charts/rewind");
+    let render = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            "rewind",
+            chart.to_str().unwrap_or_default(),
+            "--namespace",
+            "rewind-system",
+            "--skip-crds",
+            "--kube-version",
+            "1.36.0",
+        ];
+        args.extend_from_slice(extra);
+        bed.helm(&args).expect("helm template")
+    };
+    assert!(!render(&[]).contains("grafana_dashboard"), "off by default");
+    let rendered = render(&["--set", "metrics.grafanaDashboard.enabled=true"]);
+    let configmap = serde_yaml::Deserializer::from_str(&rendered)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .find(|doc| {
+            doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "rewind-grafana-dashboard"
+        })
+        .expect("the dashboard ConfigMap");
+    assert_eq!(configmap["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: serde_json::Value = serde_json::from_str(
+        configmap["data"]["rewind.json"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .expect("the dashboard is JSON");
+    let source: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart.join("dashboards/rewind.json")).expect("dashboard file"),
+    )
+    .expect("JSON");
+    assert_eq!(shipped, source);
 }
 
 #[test]

@@ -478,6 +478,7 @@ async fn finish_copy(
             phase: phase.as_str(),
         })
         .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.record_finished(&backup.spec.account, phase);
     if phase == BackupPhase::Completed {
         ctx.metrics
             .record_success(&backup.spec.account, finished_at.as_second() as f64);
@@ -520,6 +521,8 @@ async fn fail(
         warn!(error = %err, "deleting the failed backup's volume snapshots failed; deleting the AccountBackup retries");
     }
     release_slot_and_lock(ctx, backup).await?;
+    ctx.metrics
+        .record_finished(&backup.spec.account, BackupPhase::Failed);
     publish(ctx, backup, EventType::Warning, reason, message.to_string()).await;
     Ok(Action::await_change())
 }

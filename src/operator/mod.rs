@@ -88,12 +88,17 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
     });
     let backup_changes = backups.subscribe();
     let schedule_wakeups = backups.subscribe();
-    let controllers = futures::future::join5(
-        backups.run(client.clone(), shutdown.clone()),
-        crate::backup::run(ctx.clone(), backup_changes, shutdown.clone()),
-        crate::restore::run(ctx.clone(), shutdown.clone()),
-        crate::schedule::run(ctx.clone(), schedule_wakeups, shutdown.clone()),
-        crate::backup::sync::run(ctx, sync_interval, shutdown.clone()),
+    let counting =
+        crate::reflectors::count_phases(ctx.backups.clone(), ctx.metrics.clone(), shutdown.clone());
+    let controllers = futures::future::join(
+        counting,
+        futures::future::join5(
+            backups.run(client.clone(), shutdown.clone()),
+            crate::backup::run(ctx.clone(), backup_changes, shutdown.clone()),
+            crate::restore::run(ctx.clone(), shutdown.clone()),
+            crate::schedule::run(ctx.clone(), schedule_wakeups, shutdown.clone()),
+            crate::backup::sync::run(ctx, sync_interval, shutdown.clone()),
+        ),
     );
     let lost_lease = async {
         if args.no_leader_election {
