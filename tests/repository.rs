@@ -309,3 +309,40 @@ async fn a_second_stream_with_a_name_already_written_is_refused_and_the_first_is
         b"the first dump"
     );
 }
+
+#[tokio::test]
+async fn a_config_whose_chunker_sizes_were_edited_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}/repo", dir.path().display());
+    Repository::init(&url, &key()).await.expect("init");
+    let config = dir.path().join("repo/config");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    value["chunker"]["max"] = serde_json::json!(64);
+    std::fs::write(&config, serde_json::to_vec(&value).expect("json")).expect("write");
+    let Err(refused) = Repository::open(&url, &key()).await else {
+        panic!("an edited config must be refused");
+    };
+    assert!(refused.to_string().contains("chunker"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_forged_prune_lock_in_the_bucket_does_not_block_backups() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}/repo", dir.path().display());
+    let repo = Repository::init(&url, &key()).await.expect("init");
+    // Bucket write access without the key: a prune lock refreshed ten years from now.
+    let locks = dir.path().join("repo/locks");
+    std::fs::create_dir_all(&locks).expect("locks dir");
+    let forged = serde_json::json!({
+        "kind": "prune",
+        "refreshed": jiff::Timestamp::now().as_second() + 10 * 365 * 86400,
+        "holder": "attacker",
+    });
+    std::fs::write(locks.join("prune-forged"), forged.to_string()).expect("forged lock");
+    let id = put(&repo, &[("dump", b"still backed up")]).await;
+    assert_eq!(
+        read(&repo, &id, "dump").await.expect("read"),
+        b"still backed up"
+    );
+}

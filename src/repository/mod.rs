@@ -141,6 +141,19 @@ impl Repository {
         }
         let config: Config = serde_json::from_value(value)
             .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        // `config` is plain JSON that anyone with write access to the bucket could edit; the
+        // chunker sizes are therefore not read from it but fixed by the format version, and a
+        // config that says otherwise was changed outside Rewind.
+        if config.chunker != ChunkerParams::default() {
+            return Err(RepoError::corrupt(
+                "config",
+                format!(
+                    "its chunker sizes {:?} are not format version {VERSION}'s {:?}: the file was changed outside Rewind; put back the original config",
+                    config.chunker,
+                    ChunkerParams::default()
+                ),
+            ));
+        }
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&config.wrapped_keys)
             .map_err(|e| RepoError::corrupt("config", e.to_string()))?;
