@@ -72,6 +72,10 @@ pub struct AccountBackupSpec {
     pub token_selector: Option<LabelSelector>,
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// Seven days: the default `ttl` of a backup.
 pub fn default_ttl() -> GoDuration {
     GoDuration::from("168h")
@@ -265,15 +269,27 @@ pub struct AccountBackupStatus {
     /// The repository snapshot holding this backup's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_snapshot: Option<String>,
-    /// Per-project summary.
+    /// Per-project summary: the first 100 (projectCount says how many there are; the
+    /// backup's outcome record in the repository lists them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projects: Vec<ProjectSummary>,
-    /// The physical volume snapshots this backup owns.
+    /// How many projects the backup holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub project_count: u64,
+    /// The physical volume snapshots this backup owns: the first 100 (the repository's outcome
+    /// record lists them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<VolumeSnapshotRecord>,
-    /// The database dumps this backup holds.
+    /// How many physical volume snapshots the backup owns.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub volume_snapshot_count: u64,
+    /// The database dumps this backup holds: the first 100 (the repository's outcome record
+    /// lists them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub database_dumps: Vec<DatabaseDumpRecord>,
+    /// How many database dumps the backup holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub database_dump_count: u64,
     /// Items left out on purpose (e.g. PVCs labelled `rewind.dev/exclude=true`). At most 100 listed:
     /// beyond that a last entry of kind `More` counts the rest (the repository's outcome record has all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -9,7 +9,8 @@ use tokio::io::AsyncReadExt;
 
 use super::store::{SnapshotStore, StoreError};
 use crate::api::{
-    AccountBackup, DatabaseDumpRecord, ItemOutcome, ProjectSummary, VolumeSnapshotRecord,
+    AccountBackup, AccountBackupStatus, DatabaseDumpRecord, ItemOutcome, ProjectSummary,
+    VolumeSnapshotRecord,
 };
 
 /// The stream that records a backup's outcome, written just before the snapshot commits.
@@ -154,6 +155,38 @@ pub async fn read_outcome(
     Ok((outcome, completed_at))
 }
 
+/// Whether the status holds every project, volume snapshot and dump of the backup (pure): the
+/// status keeps the first ones of each list and a count; a count of 0 is an older status that
+/// kept them all.
+pub fn lists_complete(status: &AccountBackupStatus) -> bool {
+    let complete = |listed: usize, count: u64| count == 0 || listed as u64 >= count;
+    complete(status.projects.len(), status.project_count)
+        && complete(status.volume_snapshots.len(), status.volume_snapshot_count)
+        && complete(status.database_dumps.len(), status.database_dump_count)
+}
+
+/// `backup` with its projects, volume snapshots and dumps listed in full: as it is when its
+/// status holds them all, otherwise completed from the outcome record in the repository.
+pub async fn with_complete_lists(
+    store: &dyn SnapshotStore,
+    mut backup: AccountBackup,
+) -> Result<AccountBackup, StoreError> {
+    let Some(status) = backup.status.as_mut() else {
+        return Ok(backup);
+    };
+    if lists_complete(status) {
+        return Ok(backup);
+    }
+    let Some(snapshot) = status.repository_snapshot.clone() else {
+        return Ok(backup);
+    };
+    let (outcome, _) = read_outcome(store, &snapshot).await?;
+    status.projects = outcome.projects;
+    status.volume_snapshots = outcome.volume_snapshots;
+    status.database_dumps = outcome.database_dumps;
+    Ok(backup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +205,22 @@ mod tests {
         assert_eq!(back, outcome);
         assert_eq!(completed, at);
         assert!(decode_outcome(b"{").is_err());
+    }
+
+    #[test]
+    fn a_status_with_fewer_records_than_its_counts_is_completed_from_the_repository() {
+        let mut status = AccountBackupStatus::default();
+        assert!(lists_complete(&status), "nothing to list");
+        status.volume_snapshot_count = 250;
+        status.volume_snapshots = vec![VolumeSnapshotRecord::default(); 100];
+        assert!(!lists_complete(&status));
+        status.volume_snapshots = vec![VolumeSnapshotRecord::default(); 250];
+        assert!(lists_complete(&status));
+        status.project_count = 0;
+        status.projects = vec![ProjectSummary::default(); 3];
+        assert!(
+            lists_complete(&status),
+            "an older status without counts kept them all"
+        );
     }
 }

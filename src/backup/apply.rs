@@ -13,7 +13,7 @@ use super::decide;
 use super::error::BackupError;
 use crate::account_lock::Holder;
 use crate::api::{AccountBackup, AccountBackupStatus};
-use crate::archive::layout::BackupOutcome;
+use crate::archive::layout::{BackupOutcome, with_complete_lists};
 use crate::context::Context;
 use crate::status::apply_status;
 
@@ -101,6 +101,10 @@ pub async fn release_slot_and_lock(
 }
 
 pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
+    // Every volume snapshot, also those beyond the first ones the status lists.
+    let backup = with_complete_lists(ctx.store.as_ref(), backup.clone())
+        .await
+        .map_err(|err| BackupError::Repository(err.message))?;
     for volume in backup.status.iter().flat_map(|s| s.volume_snapshots.iter()) {
         if let Some(handle) = &volume.snapshot_handle {
             crate::snapshot::delete_physical(

@@ -374,12 +374,19 @@ pub fn finished_status(
     status.completed_at = Some(Time(now));
     status.restorable_until = Some(Time(restorable_until));
     status.repository_snapshot = Some(outcome.snapshot_id.clone());
-    status.projects = outcome.projects.clone();
+    // Lists of records are bounded too: the first ones and a count (the restore and the release
+    // read the whole list from the repository when the status does not hold it all).
+    let first = |len: usize| len.min(crate::status::ITEM_LIST_LIMIT);
+    status.projects = outcome.projects[..first(outcome.projects.len())].to_vec();
+    status.project_count = outcome.projects.len() as u64;
     // The repository's outcome record of this backup keeps every item; the status the first ones.
     let where_all = "the backup's outcome record in the repository has all of them";
     status.failed = crate::status::first_items(&outcome.failed, where_all);
-    status.volume_snapshots = outcome.volume_snapshots.clone();
-    status.database_dumps = outcome.database_dumps.clone();
+    status.volume_snapshots =
+        outcome.volume_snapshots[..first(outcome.volume_snapshots.len())].to_vec();
+    status.volume_snapshot_count = outcome.volume_snapshots.len() as u64;
+    status.database_dumps = outcome.database_dumps[..first(outcome.database_dumps.len())].to_vec();
+    status.database_dump_count = outcome.database_dumps.len() as u64;
     status.excluded = crate::status::first_items(&outcome.excluded, where_all);
     for warning in &outcome.warnings {
         push_activity(
@@ -747,5 +754,31 @@ mod tests {
             at(3601),
             Duration::from_secs(3600)
         ));
+    }
+
+    #[test]
+    fn a_large_backup_lists_the_first_records_and_counts_them_all() {
+        let backup = AccountBackup::new(
+            "big",
+            serde_json::from_value(serde_json::json!({"account": "acme"})).expect("a spec"),
+        );
+        let outcome = BackupOutcome {
+            snapshot_id: "s1".into(),
+            projects: vec![crate::api::ProjectSummary::default(); 200],
+            volume_snapshots: vec![crate::api::VolumeSnapshotRecord::default(); 150],
+            database_dumps: vec![crate::api::DatabaseDumpRecord::default(); 3],
+            ..BackupOutcome::default()
+        };
+        let status = finished_status(&backup, &outcome, Timestamp::from_second(0).expect("time"));
+        assert_eq!((status.projects.len(), status.project_count), (100, 200));
+        assert_eq!(
+            (status.volume_snapshots.len(), status.volume_snapshot_count),
+            (100, 150)
+        );
+        assert_eq!(
+            (status.database_dumps.len(), status.database_dump_count),
+            (3, 3)
+        );
+        assert!(!crate::archive::layout::lists_complete(&status));
     }
 }

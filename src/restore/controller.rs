@@ -122,7 +122,7 @@ async fn try_start(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, RestoreError> {
-    let backup = observe::backup_of(&ctx.client, restore).await?;
+    let backup = observe::backup_of(&ctx.client, ctx.store.as_ref(), restore).await?;
     let existing = observe::namespace_names(&ctx.client).await?;
     let targets =
         match decide::check_restorable(restore, backup.as_ref(), &existing, &ctx.namespace, now) {
@@ -179,7 +179,7 @@ async fn run_restore(
 ) -> Result<Action, RestoreError> {
     let started = std::time::Instant::now();
     let current = restore.status.clone().unwrap_or_default();
-    let Some(backup) = observe::backup_of(&ctx.client, restore).await? else {
+    let Some(backup) = observe::backup_of(&ctx.client, ctx.store.as_ref(), restore).await? else {
         return fail(
             api,
             restore,

@@ -1,19 +1,35 @@
-//! What the ProjectRestore controller reads from the cluster (client required): the backup a
-//! restore names and the namespaces that exist. Decisions on them live in `decide`.
+//! What the ProjectRestore controller reads (client required): the backup a restore names —
+//! with its records completed from the repository when its status lists only the first ones —
+//! and the namespaces that exist. Decisions on them live in `decide`.
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 
+use super::error::RestoreError;
 use crate::api::{AccountBackup, ProjectRestore};
+use crate::archive::layout::with_complete_lists;
+use crate::archive::store::SnapshotStore;
 
-/// The AccountBackup a restore names, if it exists (read live: its account is checked on it).
+/// The AccountBackup a restore names, if it exists (read live: its account is checked on it),
+/// every project, volume snapshot and dump listed.
 pub async fn backup_of(
     client: &Client,
+    store: &dyn SnapshotStore,
     restore: &ProjectRestore,
-) -> Result<Option<AccountBackup>, kube::Error> {
-    Api::<AccountBackup>::all(client.clone())
+) -> Result<Option<AccountBackup>, RestoreError> {
+    let Some(backup) = Api::<AccountBackup>::all(client.clone())
         .get_opt(&restore.spec.backup)
+        .await?
+    else {
+        return Ok(None);
+    };
+    with_complete_lists(store, backup)
         .await
+        .map(Some)
+        .map_err(|err| RestoreError::Repository {
+            message: format!("reading the backup's records: {}", err.message),
+            permanent: err.permanent,
+        })
 }
 
 /// The names of every namespace of the cluster (a restore never writes into an existing one).
