@@ -56,6 +56,7 @@ rewind_ns=rewind-bench
 velero_target=$project-velero
 rewind_target=$project-rewind
 pids=()
+rewind_crds_were_absent=false
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 s3() {
@@ -102,6 +103,10 @@ cleanup() {
     kubectl delete namespace -l "rewind.dev/account=$account" --ignore-not-found --wait=false >/dev/null 2>&1
     [[ -f $work/rewind/rbac.yaml ]] && kubectl delete -f "$work/rewind/rbac.yaml" --ignore-not-found --wait=false >/dev/null 2>&1
     [[ -f $work/velero/install.json ]] && kubectl delete -f "$work/velero/install.json" --ignore-not-found --wait=false >/dev/null 2>&1
+    if [[ $rewind_crds_were_absent == true ]]; then # the bed had no Rewind kinds: remove them again
+      kubectl delete -f "$work/rewind/policies.yaml" --ignore-not-found >/dev/null 2>&1
+      kubectl delete -k crds/ --ignore-not-found --wait=false >/dev/null 2>&1
+    fi
     s3 delete >/dev/null 2>&1
   else
     say "stopping the bed (it was not running before)"
@@ -197,9 +202,11 @@ kubectl label namespace "$velero_target" rewind.dev/account- >/dev/null
 
 # 5. Rewind: CRDs and the chart's policies and RBAC, as the end-to-end tests install them; the
 # operator impersonates the chart's ServiceAccount; its repository is on the same S3 server.
+kubectl get crd accountbackups.rewind.dev >/dev/null 2>&1 || rewind_crds_were_absent=true
 wait_until "Rewind's CRDs to apply" 60 kubectl apply -k crds/
 "$HELM" template rewind charts/rewind --namespace rewind-system --kube-version 1.36.0 \
-  --show-only templates/account-ownership.yaml | kubectl apply -f - >/dev/null
+  --show-only templates/account-ownership.yaml >"$work/rewind/policies.yaml"
+kubectl apply -f "$work/rewind/policies.yaml" >/dev/null
 kubectl create namespace "$rewind_ns" >/dev/null
 "$HELM" template "$rewind_ns" charts/rewind --namespace "$rewind_ns" --kube-version 1.36.0 \
   --show-only templates/serviceaccount.yaml --show-only templates/rbac-operator.yaml >"$work/rewind/rbac.yaml"
