@@ -17,3 +17,7 @@ bench-restore: ## restore throughput on the test bed: a 5,000-object project and
 bench-schedule: ## 1,000 BackupSchedules on the same minute, limit 10: time to all completed, most Running at once, peak RSS
 	$(MAKE) cluster-up
 	$(CARGO) test --release --locked --test bench_schedule -- --ignored --nocapture
+
+.PHONY: bench-peer
+bench-peer: ## Rewind beside Velero 1.18.3 (built from the Go module proxy, run locally): 10,000 ConfigMaps+Secrets, objects/s, peak RSS, CPU s
+	bench/peer.sh
