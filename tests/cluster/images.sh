@@ -36,6 +36,7 @@ build_image() {
     "$fn"
     python3 "$pack" "$rootfs" "$image" "$tar" "$@" >/dev/null
     rm -rf "$rootfs"
+    find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$k.tar" -delete # older inputs
   fi
   tarballs+=("$tar") names+=("$image")
   printf -v "$var" '%s' "$image"
@@ -87,7 +88,13 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pg_major=$(basename "$(dirname "$pg_bin")")
 fill_postgres() {
   base_dirs
+  # The server's binaries and its $libdir (extensions initdb loads, e.g. dict_snowball), without
+  # the LLVM bitcode for JIT (jit stays off), with every library they load.
+  local so
   copy_with_libs "$pg_bin"/*
+  for so in "$(dirname "$pg_bin")"/lib/*.so; do
+    [[ $so == */llvmjit* ]] || copy_with_libs "$so" # llvmjit.so would bring libLLVM (~100 MB)
+  done
   copy_parents "/usr/share/postgresql/$pg_major"
   copy_parents /usr/share/zoneinfo # Debian builds PostgreSQL with the system's tzdata
   # The loader needs the libraries its dependencies open by soname (gconv for encodings).
@@ -105,7 +112,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   initdb -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
   echo "host all all 0.0.0.0/0 trust" >>"$PGDATA/pg_hba.conf"
 fi
-exec postgres -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql "$@"
+exec postgres -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql -c jit=off "$@"
 SH
   chmod 755 "$rootfs/usr/local/bin/postgres-entrypoint"
 }
