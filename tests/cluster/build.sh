@@ -79,8 +79,9 @@ tools_dir=$(build_group tools "$(echo "$KWOK_VERSION $HELM_VERSION" | key -)" bu
 csi_dir=$(build_group csi "$(key "$here/csi/go.mod" "$here/csi/go.sum" "$here"/csi/hostpath/*.go)" build_csi)
 node_dir=$(build_group node-tools "$(echo "$CRICTL_VERSION" | key -)" build_node_tools)
 
-# One directory with every binary, for PATH and for kwokctl's --*-binary flags.
-bin=$cache/testbed-bin
+# One directory with every binary, for PATH and for kwokctl's --*-binary flags; one per set of
+# pins, so that checkouts with other pins (another worktree's bed) never relink each other's.
+bin=$cache/testbed-bin-$(printf '%s\n' "$k8s_dir" "$etcd_dir" "$tools_dir" "$csi_dir" "$node_dir" | key -)
 mkdir -p "$bin"
 for dir in "$k8s_dir" "$etcd_dir" "$tools_dir" "$csi_dir" "$node_dir"; do
   for file in "$dir"/*; do ln -sfn "$file" "$bin/$(basename "$file")"; done
