@@ -229,6 +229,12 @@ node_down() {
   # pods' entries in case CRI could not run CNI DEL for them.
   local id
   for id in "${ids[@]}"; do rm -f /var/lib/cni/results/*-"$id"-*; done
+  rm -f /var/lib/cni/results/rewind-testbed-"$suffix"-*
+  # The kubelet's links in /var/log/containers (a fixed path) to our pods' logs.
+  local link
+  for link in /var/log/containers/*.log; do
+    [[ $(readlink "$link") == "$node_dir/"* ]] && rm -f "$link"
+  done
   # Cgroups: leaves first (rmdir fails on a cgroup that still has processes).
   local d
   while read -r d; do
