@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The bed's real node: containerd + runc + CNI (bridge, host-local, loopback) + kubelet 1.36, and
-# the CSI driver's node plugin registered with that kubelet through node-driver-registrar.
+# a client certificate for it. up.sh then starts the CSI driver, which registers itself with this
+# kubelet (tests/cluster/csi/hostpath/node.go). See "The real node" in docs/testbed.md.
 #
-#   node.sh up BIN_DIR     start it against the running control plane, wait until Ready
-#   node.sh down           stop it: pods, shims, containerd, kubelet, mounts, netns, bridge, cgroups
+#   node.sh up BIN_DIR IMAGES_ENV   start it against the running control plane, wait until Ready
+#                                   (IMAGES_ENV: written by images.sh)
+#   node.sh down                    stop it: kubelet, pods, containerd, shims, mounts, bridge, cgroups
 #
 # Everything lives under .testbed/node/ (containerd's root and state, the kubelet's root dir, pod
 # logs, CNI state), in a cgroup parent and on a bridge whose names derive from that path, so two
