@@ -9,6 +9,7 @@ cache=${REWIND_CACHE:-$HOME/.cache/rewind}
 K8S_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
+CRICTL_VERSION=v1.37.0 # the CRI client: node.sh removes the real node's pods with it
 
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "build: '$1' is missing: $2" >&2; exit 1; }
@@ -52,7 +53,7 @@ k8s_ldflags() {
 build_k8s() {
   (cd "$here/k8s" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet)
 }
 build_etcd() {
   (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
@@ -61,6 +62,9 @@ build_tools() {
   GOBIN=$out go install -trimpath -ldflags "-s -w" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
   GOBIN=$out go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+build_node_tools() {
+  GOBIN=$out go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 build_csi() {
   (cd "$here/csi" && go build -trimpath -ldflags "-s -w" -o "$out/" ./hostpath \
@@ -72,12 +76,14 @@ build_csi() {
 k8s_dir=$(build_group k8s "$(echo "$K8S_VERSION $(k8s_ldflags)" | key - "$here/k8s/go.mod" "$here/k8s/go.sum")" build_k8s)
 etcd_dir=$(build_group etcd "$(key "$here/etcd/go.mod" "$here/etcd/go.sum")" build_etcd)
 tools_dir=$(build_group tools "$(echo "$KWOK_VERSION $HELM_VERSION" | key -)" build_tools)
-csi_dir=$(build_group csi "$(key "$here/csi/go.mod" "$here/csi/go.sum" "$here/csi/hostpath/main.go")" build_csi)
+csi_dir=$(build_group csi "$(key "$here/csi/go.mod" "$here/csi/go.sum" "$here"/csi/hostpath/*.go)" build_csi)
+node_dir=$(build_group node-tools "$(echo "$CRICTL_VERSION" | key -)" build_node_tools)
 
-# One directory with every binary, for PATH and for kwokctl's --*-binary flags.
-bin=$cache/testbed-bin
+# One directory with every binary, for PATH and for kwokctl's --*-binary flags; one per set of
+# pins, so that checkouts with other pins (another worktree's bed) never relink each other's.
+bin=$cache/testbed-bin-$(printf '%s\n' "$k8s_dir" "$etcd_dir" "$tools_dir" "$csi_dir" "$node_dir" | key -)
 mkdir -p "$bin"
-for dir in "$k8s_dir" "$etcd_dir" "$tools_dir" "$csi_dir"; do
+for dir in "$k8s_dir" "$etcd_dir" "$tools_dir" "$csi_dir" "$node_dir"; do
   for file in "$dir"/*; do ln -sfn "$file" "$bin/$(basename "$file")"; done
 done
 printf '%s\n' "$bin"

@@ -3,6 +3,10 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
+# The real node first (kubelet, pods through CRI, containerd, shims, mounts, bridge, cgroups):
+# the generic loop below would stop its processes in no particular order.
+"$(dirname "$0")/node.sh" down
+
 if [[ -d $pids ]]; then
   for file in "$pids"/*.pid; do
     [[ -f $file ]] || continue
@@ -26,5 +30,9 @@ if [[ -d $KWOK_WORKDIR/clusters/$cluster_name ]]; then
     "$kwokctl" delete cluster --name "$cluster_name" --kubeconfig "$state/kubeconfig-kwokctl" >/dev/null 2>&1 && say "deleted the kwok cluster"
   fi
 fi
-rm -rf "$state"
+# Never delete through a mount that is still there (a pod's volume, a container's root file system).
+if left=$(awk -v p="$state/" 'index($2, p) == 1 {print $2}' /proc/self/mounts) && [[ -n $left ]]; then
+  die "still mounted under $state, not removing it: $left"
+fi
+rm -rf --one-file-system "$state"
 say "down"

@@ -33,6 +33,20 @@ start() {
   echo $! >"$pids/$name.pid"
 }
 
+# stop_pid NAME: stops the process recorded in pids/NAME.pid (TERM, then KILL after 5 s).
+stop_pid() {
+  local file=$pids/$1.pid pid
+  [[ -f $file ]] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    say "stopped $1 (pid $pid)"
+  fi
+  rm -f "$file"
+}
+
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {
   local what=$1 limit=$2; shift 2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make cluster-up`: a real Kubernetes 1.36 control plane (kwok, binary runtime) with CSI
-# snapshots, pod exec onto this host, an S3 server and PostgreSQL; writes .testbed/env.
+# `make cluster-up`: a real Kubernetes 1.36 control plane (kwok, binary runtime) with a simulated
+# kwok node and a real one (kubelet, containerd, runc, CNI: node.sh), CSI snapshots, pod exec onto
+# this host, an S3 server and PostgreSQL; writes .testbed/env.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 started_at=$SECONDS
@@ -14,7 +15,9 @@ S3_BUCKET=rewind-testbed
 
 healthy() {
   [[ -f $state/env ]] || return 1
-  for name in csi-driver csi-provisioner csi-snapshotter snapshot-controller s3; do alive "$name" || return 1; done
+  for name in csi-driver csi-provisioner csi-snapshotter snapshot-controller s3 containerd kubelet; do
+    alive "$name" || return 1
+  done
   [[ -f $state/postgres/data/postmaster.pid ]] || return 1
   KUBECONFIG=$kubeconfig "$state/bin/kubectl" get --raw /readyz >/dev/null 2>&1
 }
@@ -39,7 +42,29 @@ export PATH=$bin:$PATH
 
 # 2. The control plane.
 say "starting kube-apiserver, etcd, controller-manager, scheduler and kwok (kwokctl, binary runtime)"
-"$bin/kwokctl" create cluster --name "$cluster_name" --runtime binary \
+# Patches of kwokctl's components. kwokctl's binary runtime starts kwok with --manage-all-nodes,
+# which would also drive the real node (tests/cluster/node.sh) and its pods: kwok manages only the
+# nodes kwokctl makes (annotation kwok.x-k8s.io/node=fake), and ignores pods on other nodes. The
+# API server reaches the real kubelet (exec, logs) with kwokctl's admin certificate (system:masters).
+cluster_pki=$KWOK_WORKDIR/clusters/$cluster_name/pki
+cat >"$state/kwokctl.yaml" <<YAML
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+componentsPatches:
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false", override: true}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+- name: kube-apiserver
+  extraArgs:
+  - {key: kubelet-client-certificate, value: $cluster_pki/admin.crt}
+  - {key: kubelet-client-key, value: $cluster_pki/admin.key}
+  - {key: kubelet-preferred-address-types, value: InternalIP}
+YAML
+# InternalIP first: the real node's Hostname address (its node name) resolves nowhere. kwok's
+# node then gets 127.0.0.1 as its InternalIP (kwokctl's default is a documentation address), where
+# kwok serves exec and logs for it.
+"$bin/kwokctl" --config "$state/kwokctl.yaml" create cluster --name "$cluster_name" --runtime binary \
   --kubeconfig "$state/kubeconfig-kwokctl" \
   --kube-apiserver-binary "$bin/kube-apiserver" \
   --kube-controller-manager-binary "$bin/kube-controller-manager" \
@@ -57,9 +82,15 @@ wait_for "the API server" 120 kubectl get --raw /readyz
 kwok_dir=$(GOTOOLCHAIN=local go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
 wait_for "kwok's fast stages to apply" 60 kubectl apply -k "$kwok_dir/kustomize/stage/fast"
-"$bin/kwokctl" scale node --name "$cluster_name" --replicas 1 >>"$logs/kwokctl.log" 2>&1 \
+"$bin/kwokctl" scale node --name "$cluster_name" --replicas 1 --param '.nodeIPs=["127.0.0.1"]' >>"$logs/kwokctl.log" 2>&1 \
   || die "kwokctl could not create a node: see $logs/kwokctl.log"
-wait_for "the kwok node" 60 kubectl wait --for=condition=Ready node --all --timeout=5s
+wait_for "the kwok node" 60 kubectl wait --for=condition=Ready node -l type=kwok --timeout=5s
+
+# 2b. The real node: images built from Debian's packages (cached), containerd, kubelet.
+mkdir -p "$state/node"
+"$(dirname "$0")/images.sh" "$state/node/images.env" || die "building the node's images failed"
+"$(dirname "$0")/node.sh" up "$bin" "$state/node/images.env"
+real_node=$(cat "$state/node/name")
 
 # 3. CSI: snapshot CRDs, the driver and the sidecars as local processes.
 crd_dir=$(cd "$(dirname "$0")/csi" && GOTOOLCHAIN=local go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
@@ -72,8 +103,14 @@ wait_for "the snapshot CRDs to be Established" 60 crds_established "$bin/kubectl
 csi_state=$state/csi/volumes
 csi_socket=$state/csi/csi.sock
 mkdir -p "$csi_state"
-start csi-driver "$bin/hostpath" --endpoint "unix://$csi_socket" --statedir "$csi_state"
+# The driver also serves the Node service for the real kubelet and registers itself with it.
+start csi-driver "$bin/hostpath" --endpoint "unix://$csi_socket" --statedir "$csi_state" \
+  --nodeid "$real_node" --kubelet-registration-dir "$(cat "$state/node/registration-dir")"
 wait_for "the CSI driver socket" 30 test -S "$csi_socket"
+csi_registered() {
+  [[ " $(kubectl get csinode "$real_node" -o 'jsonpath={.spec.drivers[*].name}' 2>/dev/null) " == *" $CSI_DRIVER "* ]]
+}
+wait_for "the CSI driver's registration with the real kubelet (CSINode $real_node)" 60 csi_registered
 start csi-provisioner "$bin/csi-provisioner" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
   --leader-election=false --timeout 60s --extra-create-metadata
 start csi-snapshotter "$bin/csi-snapshotter" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
@@ -84,7 +121,7 @@ cat >"$state/csi/objects.yaml" <<YAML
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: $CSI_DRIVER}
-spec: {attachRequired: false, podInfoOnMount: false}
+spec: {attachRequired: false, podInfoOnMount: false, fsGroupPolicy: File}
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -184,5 +221,10 @@ PGHOST=127.0.0.1
 PGPORT=$pg_port
 PGUSER=postgres
 PG_BIN=$pg_bin
+REAL_NODE=$real_node
+REAL_NODE_LABEL=rewind.dev/testbed-node=real
+REAL_NODE_TAINT=rewind.dev/real-node
+CONTAINERD_ADDRESS=$(cat "$state/node/containerd-address")
+$(grep -E '^IMAGE_(PAUSE|SHELL|POSTGRES)=' "$state/node/images.env")
 ENV
 say "up in $((SECONDS - started_at))s; settings in $state/env"

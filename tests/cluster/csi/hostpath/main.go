@@ -1,7 +1,8 @@
 // Command hostpath is the test bed's CSI driver: volumes are directories under
 // --statedir, snapshots are tarballs, and a volume created from a snapshot is
 // the tarball unpacked. It implements the Identity and Controller services the
-// external provisioner and snapshotter need (no Node service: kwok runs no kubelet).
+// external provisioner and snapshotter need, and, given --nodeid, the Node service
+// the bed's real kubelet calls (node.go).
 //
 // The upstream csi-driver-host-path module is not served by the Go module proxy
 // reachable here, so the test bed carries this small driver of its own.
@@ -327,7 +328,9 @@ func copyTree(source, target string) error {
 func main() {
 	endpoint := flag.String("endpoint", "unix:///tmp/csi.sock", "CSI endpoint (unix://path)")
 	stateDir := flag.String("statedir", "/tmp/csi-hostpath", "where volumes and snapshots live")
-	flag.String("nodeid", "", "accepted for compatibility; there is no node service")
+	nodeID := flag.String("nodeid", "", "serve the Node service as this node (empty: no Node service)")
+	registrationDir := flag.String("kubelet-registration-dir", "",
+		"the kubelet's plugins_registry directory: register with that kubelet (needs --nodeid)")
 	flag.Bool("enable-topology", false, "accepted for compatibility")
 	flag.Parse()
 	socket := strings.TrimPrefix(*endpoint, "unix://")
@@ -343,6 +346,14 @@ func main() {
 	d := &driver{stateDir: *stateDir}
 	csi.RegisterIdentityServer(server, d)
 	csi.RegisterControllerServer(server, d)
+	if *nodeID != "" {
+		csi.RegisterNodeServer(server, &nodeServer{d: d, nodeID: *nodeID})
+		if *registrationDir != "" {
+			if err := serveRegistration(*registrationDir, socket); err != nil {
+				log.Fatalf("kubelet registration: %v", err)
+			}
+		}
+	}
 	fmt.Printf("%s serving on %s, state in %s\n", driverName, socket, *stateDir)
 	if err := server.Serve(listener); err != nil {
 		log.Fatalf("serving: %v", err)

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Builds the OCI images the real node runs, without a registry, from this host's Debian packages,
+# into ~/.cache/rewind/images/<image>-<hash of its inputs>.tar (rebuilt only when an input
+# changes), and prints an env file (IMAGE_PAUSE, IMAGE_SHELL, IMAGE_POSTGRES, IMAGE_TARBALLS,
+# IMAGE_NAMES) for node.sh, which imports them with `ctr images import`. Pods use
+# imagePullPolicy: Never.
+#
+#   pause     the pod sandbox: Kubernetes' own build/pause/linux/pause.c from the pinned
+#             k8s.io/kubernetes module, compiled static with gcc
+#   shell     Debian's busybox-static as /bin/sh and every applet
+#   postgres  Debian's PostgreSQL server and client binaries with the libraries they load, busybox
+#             for /bin/sh, user postgres (uid 999); `postgres-entrypoint` initialises $PGDATA
+#             on first start (trust auth) and runs the server
+#
+# usage: images.sh OUT_ENV_FILE
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${REWIND_CACHE:-$HOME/.cache/rewind}/images
+mkdir -p "$cache"
+out_env=$1
+pack=$here/images/oci-pack.py
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+
+key() { cat "$@" | sha256sum | cut -c1-12; }
+pkg_versions() { dpkg-query -W -f '${Package}=${Version}\n' "$@"; }
+
+# build_image VAR NAME KEY FUNCTION [oci-pack.py options]: FUNCTION fills $rootfs; the image,
+# rewind.dev/testbed/NAME:KEY, is packed and its name stored in VAR.
+tarballs=() names=()
+build_image() {
+  local var=$1 name=$2 k=$3 fn=$4; shift 4
+  local image=rewind.dev/testbed/$name:$k tar=$cache/$name-$k.tar
+  if [[ ! -f $tar ]]; then
+    echo "images: building $image" >&2
+    rootfs=$(mktemp -d)
+    "$fn"
+    python3 "$pack" "$rootfs" "$image" "$tar" "$@" >/dev/null
+    rm -rf "$rootfs"
+    find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$k.tar" -delete # older inputs
+  fi
+  tarballs+=("$tar") names+=("$image")
+  printf -v "$var" '%s' "$image"
+}
+
+base_dirs() {
+  mkdir -p "$rootfs"/{bin,sbin,etc,tmp,proc,sys,dev,run,var/run,root,usr/bin,usr/local/bin}
+  chmod 1777 "$rootfs/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\npostgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\npostgres:x:999:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [[ -e $rootfs/bin/$applet ]] || ln -s busybox "$rootfs/bin/$applet"
+  done
+}
+
+# copy_parents PATH...: copies absolute PATHs into $rootfs at the same paths (run from / : GNU cp
+# 9.1's `cp -a --parents` fails on absolute sources from another directory).
+copy_parents() { (cd / && cp -a --parents "${@#/}" "$rootfs/"); }
+
+# copy_with_libs FILE...: FILE and every shared library it loads (ldd), at the same paths.
+copy_with_libs() {
+  local f lib
+  for f in "$@"; do
+    copy_parents "$f"
+    for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
+      [[ -e $rootfs$lib ]] && continue
+      (cd / && cp -L --parents "${lib#/}" "$rootfs/")
+    done
+  done
+}
+
+k8s_dir=$(cd "$here/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+pause_c=$k8s_dir/build/pause/linux/pause.c
+k8s_version=$(cd "$here/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+fill_pause() {
+  mkdir -p "$rootfs"
+  gcc -Os -static -Wall -DVERSION="$k8s_version" -o "$rootfs/pause" "$pause_c"
+  strip "$rootfs/pause"
+}
+build_image pause pause "$(echo "$k8s_version $(gcc -dumpfullversion)" | key - "$pause_c" "$0" "$pack")" fill_pause \
+  --entrypoint /pause --user 65535:65535
+
+fill_shell() { base_dirs; }
+build_image shell shell "$(pkg_versions busybox-static | key - "$0" "$pack")" fill_shell --cmd /bin/sh
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pg_major=$(basename "$(dirname "$pg_bin")")
+fill_postgres() {
+  base_dirs
+  # The server's binaries and its $libdir (extensions initdb loads, e.g. dict_snowball), without
+  # the LLVM bitcode for JIT (jit stays off), with every library they load.
+  local so
+  copy_with_libs "$pg_bin"/*
+  for so in "$(dirname "$pg_bin")"/lib/*.so; do
+    [[ $so == */llvmjit* ]] || copy_with_libs "$so" # llvmjit.so would bring libLLVM (~100 MB)
+  done
+  copy_parents "/usr/share/postgresql/$pg_major"
+  copy_parents /usr/share/zoneinfo # Debian builds PostgreSQL with the system's tzdata
+  # The loader needs the libraries its dependencies open by soname (gconv for encodings).
+  [[ ! -d /usr/lib/x86_64-linux-gnu/gconv ]] || copy_parents /usr/lib/x86_64-linux-gnu/gconv
+  mkdir -p "$rootfs/var/lib/postgresql" "$rootfs/var/run/postgresql"
+  chown 999:999 "$rootfs/var/lib/postgresql" "$rootfs/var/run/postgresql"
+  cat >"$rootfs/usr/local/bin/postgres-entrypoint" <<'SH'
+#!/bin/sh
+# Initialises $PGDATA (trust auth, user postgres) on first start, then runs the server in front.
+set -e
+: "${PGDATA:=/var/lib/postgresql/data/pgdata}"
+export PGDATA
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
+  initdb -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
+  echo "host all all 0.0.0.0/0 trust" >>"$PGDATA/pg_hba.conf"
+fi
+exec postgres -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql -c jit=off "$@"
+SH
+  chmod 755 "$rootfs/usr/local/bin/postgres-entrypoint"
+}
+build_image postgres postgres \
+  "$(pkg_versions "postgresql-$pg_major" "postgresql-client-$pg_major" libpq5 tzdata busybox-static | key - "$0" "$pack")" \
+  fill_postgres --cmd /usr/local/bin/postgres-entrypoint --user 999:999 \
+  --env "PATH=$pg_bin:/usr/local/bin:/usr/bin:/bin" --env PGDATA=/var/lib/postgresql/data/pgdata \
+  --env PGUSER=postgres --env PGHOST=/var/run/postgresql
+
+cat >"$out_env" <<ENV
+IMAGE_PAUSE=$pause
+IMAGE_SHELL=$shell
+IMAGE_POSTGRES=$postgres
+IMAGE_TARBALLS="${tarballs[*]}"
+IMAGE_NAMES="${names[*]}"
+ENV
