@@ -5,9 +5,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${REWIND_CACHE:-$HOME/.cache/rewind}/bench
 mkdir -p "$cache"
-for tool in restic borg /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool missing: apt-get install restic borgbackup time" >&2; exit 1; }
-done
+
+# The peers, installed here: restic's current release built from the Go module proxy (Debian's
+# 0.14 is years old), borg and GNU time from Debian when missing.
+RESTIC_VERSION=0.18.1
+restic_bin=$cache/restic-$RESTIC_VERSION
+if [[ ! -x $restic_bin/restic ]]; then
+  echo "bench: building restic $RESTIC_VERSION with go install (once; cached in $restic_bin)" >&2
+  GOBIN=$restic_bin GOTOOLCHAIN=local CGO_ENABLED=0 \
+    go install "github.com/restic/restic/cmd/restic@v$RESTIC_VERSION" >&2
+fi
+export PATH=$restic_bin:$PATH
+missing=()
+command -v borg >/dev/null || missing+=(borgbackup)
+[[ -x /usr/bin/time ]] || missing+=(time)
+if ((${#missing[@]})); then
+  [[ $(id -u) == 0 ]] || { echo "bench: missing ${missing[*]}: sudo apt-get install ${missing[*]}" >&2; exit 1; }
+  echo "bench: installing ${missing[*]} from Debian" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+restic version | grep -q " $RESTIC_VERSION " || { echo "bench: restic on PATH is not $RESTIC_VERSION: $(restic version)" >&2; exit 1; }
+
 tests/cluster/up.sh >/dev/null 2>&1 || { echo "bench: the test bed (for PostgreSQL) did not come up: make cluster-up" >&2; exit 1; }
 set -a; source .testbed/env; set +a
 export PATH=$PG_BIN:$PATH

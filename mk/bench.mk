@@ -1,6 +1,6 @@
 # Benchmarks: our code beside the peer on the same data in one run; they print ratios.
 .PHONY: bench-repo
-bench-repo: ## repository vs restic and borg on a pgbench dump (needs: apt-get install restic borgbackup time)
+bench-repo: ## repository vs restic 0.18.1 (built with go install) and borg (from Debian) on a pgbench dump
 	bench/repo.sh
 
 .PHONY: bench-backup
