@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         });
     if invoked_as.as_deref() == Some("kubectl_complete-rewind") {
         // kubectl asks for the completions of `kubectl rewind <args>`.
+        rewind::cli::quiet_on_closed_pipe();
         let words = std::env::args().skip(1).collect();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -173,7 +173,7 @@ pub fn estimate_completion(
     total: u64,
 ) -> Option<Timestamp> {
     let elapsed = now.duration_since(started).as_secs_f64();
-    if total == 0 || done == 0 || done >= total || done * 20 < total || elapsed < 1.0 {
+    if total == 0 || done == 0 || done >= total || done < total / 20 || elapsed < 1.0 {
         return None;
     }
     let remaining = elapsed * (total - done) as f64 / done as f64;

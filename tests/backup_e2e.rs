@@ -378,6 +378,32 @@ fn account_without_projects_fails_naming_the_label() {
     bed.kubectl_ok(&["delete", "accountbackup", &name]);
 }
 
+/// Objects created and deleted at once (a tenant can do it to their own backups) must never
+/// stall the shared watch: a backup created afterwards still runs to the end.
+#[test]
+fn backups_created_and_deleted_at_once_never_stall_the_controller() {
+    let bed = Bed::get();
+    let operator = operator(&bed);
+    let account = unique("churn");
+    let project = bed.project("churn", &account);
+    for _ in 0..15 {
+        let name = unique("churn");
+        create_backup(&bed, &name, &account);
+        let _ = bed.kubectl(&["delete", "accountbackup", &name, "--wait=false"]);
+    }
+    let name = unique("after-churn");
+    create_backup(&bed, &name, &account);
+    let status = wait_phase(
+        &bed,
+        operator,
+        &name,
+        &["Completed", "PartiallyFailed", "Failed"],
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    bed.kubectl_ok(&["delete", "accountbackup", &name]);
+    drop(project);
+}
+
 #[test]
 fn busy_project_holds_the_backup_queued_until_released() {
     let bed = Bed::get();

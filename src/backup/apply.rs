@@ -101,10 +101,17 @@ pub async fn release_slot_and_lock(
 }
 
 pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
-    // Every volume snapshot, also those beyond the first ones the status lists.
-    let backup = with_complete_lists(ctx.store.as_ref(), backup.clone())
-        .await
-        .map_err(|err| BackupError::Repository(err.message))?;
+    // Every volume snapshot, also those beyond the first ones the status lists. When the
+    // repository says the record is gone for good (released already by an earlier attempt that
+    // could not write its status), the status's own list is what is left to release.
+    let backup = match with_complete_lists(ctx.store.as_ref(), backup.clone()).await {
+        Ok(complete) => complete,
+        Err(err) if err.permanent => {
+            tracing::warn!(error = %err, "the backup's outcome record cannot be read; releasing what its status lists");
+            backup.clone()
+        }
+        Err(err) => return Err(BackupError::Repository(err.message)),
+    };
     for volume in backup.status.iter().flat_map(|s| s.volume_snapshots.iter()) {
         if let Some(handle) = &volume.snapshot_handle {
             crate::snapshot::delete_physical(

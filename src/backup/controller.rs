@@ -383,6 +383,7 @@ async fn run_copy(
     }
     let mut running = status.clone();
     running.projects.clear();
+    running.project_count = 0;
     let (level, message) = decide::copy_attempt_entry(&status);
     crate::status::push_activity(&mut running.activity, level, message, now);
     decide::count_copy_attempt(&mut running);

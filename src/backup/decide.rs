@@ -297,6 +297,13 @@ pub fn expired_object_due(status: &AccountBackupStatus, now: Timestamp) -> Optio
 pub fn expired_status(backup: &AccountBackup, now: Timestamp) -> AccountBackupStatus {
     let mut status = base(backup);
     status.phase = Some(BackupPhase::Expired);
+    // The data is released: nothing here points at it any more, so a later deletion has
+    // nothing to read from the repository or delete.
+    status.repository_snapshot = None;
+    status.volume_snapshots.clear();
+    status.volume_snapshot_count = 0;
+    status.database_dumps.clear();
+    status.database_dump_count = 0;
     push_activity(
         &mut status.activity,
         ActivityLevel::Info,
@@ -780,5 +787,24 @@ mod tests {
             (3, 3)
         );
         assert!(!crate::archive::layout::lists_complete(&status));
+    }
+
+    #[test]
+    fn an_expired_backup_points_at_no_data_so_its_deletion_reads_nothing() {
+        let mut backup = AccountBackup::new(
+            "big",
+            serde_json::from_value(serde_json::json!({"account": "acme"})).expect("a spec"),
+        );
+        let outcome = BackupOutcome {
+            snapshot_id: "s1".into(),
+            volume_snapshots: vec![crate::api::VolumeSnapshotRecord::default(); 150],
+            ..BackupOutcome::default()
+        };
+        let now = Timestamp::from_second(0).expect("time");
+        backup.status = Some(finished_status(&backup, &outcome, now));
+        let expired = expired_status(&backup, now);
+        assert_eq!(expired.repository_snapshot, None);
+        assert!(expired.volume_snapshots.is_empty() && expired.volume_snapshot_count == 0);
+        assert!(crate::archive::layout::lists_complete(&expired));
     }
 }

@@ -68,7 +68,11 @@ impl ProgressReporter {
             ),
             Timestamp::now(),
         );
-        self.status.projects.push(summary.clone());
+        // Bounded like the final status: the first projects listed, all of them counted.
+        if self.status.projects.len() < crate::status::ITEM_LIST_LIMIT {
+            self.status.projects.push(summary.clone());
+        }
+        self.status.project_count += 1;
         self.write().await;
     }
 

@@ -65,7 +65,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
         }
     }
 
-    let backups = crate::reflectors::BackupReflector::default();
+    let mut backups = crate::reflectors::BackupReflector::default();
     let ctx = Arc::new(Context {
         backups: backups.reader(),
         client: client.clone(),

@@ -122,7 +122,15 @@ async fn try_start(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, RestoreError> {
-    let backup = observe::backup_of(&ctx.client, ctx.store.as_ref(), restore).await?;
+    let backup = observe::backup_of(&ctx.client, restore).await?;
+    let backup = match observe::with_all_records(ctx.store.as_ref(), restore, backup).await {
+        Ok(backup) => backup,
+        // Retrying cannot help (the record is gone or unreadable): the restore fails now.
+        Err(err) if err.is_permanent() => {
+            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
+        }
+        Err(err) => return Err(err),
+    };
     let existing = observe::namespace_names(&ctx.client).await?;
     let targets =
         match decide::check_restorable(restore, backup.as_ref(), &existing, &ctx.namespace, now) {
@@ -179,7 +187,19 @@ async fn run_restore(
 ) -> Result<Action, RestoreError> {
     let started = std::time::Instant::now();
     let current = restore.status.clone().unwrap_or_default();
-    let Some(backup) = observe::backup_of(&ctx.client, ctx.store.as_ref(), restore).await? else {
+    // First, before any read that could fail: a restore past its deadline fails and frees the
+    // account's lock, whatever else is wrong.
+    if decide::running_too_long(&current, Timestamp::now(), ctx.operation_timeout) {
+        return fail(
+            api,
+            restore,
+            ctx,
+            "DeadlineExceeded",
+            "the restore ran longer than the operation timeout; see the activity log",
+        )
+        .await;
+    }
+    let Some(backup) = observe::backup_of(&ctx.client, restore).await? else {
         return fail(
             api,
             restore,
@@ -205,16 +225,14 @@ async fn run_restore(
         )
         .await;
     }
-    if decide::running_too_long(&current, Timestamp::now(), ctx.operation_timeout) {
-        return fail(
-            api,
-            restore,
-            ctx,
-            "DeadlineExceeded",
-            "the restore ran longer than the operation timeout; see the activity log",
-        )
-        .await;
-    }
+    let backup = match observe::with_all_records(ctx.store.as_ref(), restore, Some(backup)).await {
+        Ok(Some(backup)) => backup,
+        Ok(None) => return Err(RestoreError::NoSnapshot(restore.spec.backup.clone())),
+        Err(err) if err.is_permanent() => {
+            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
+        }
+        Err(err) => return Err(err),
+    };
     if let LockOutcome::Busy { behind } = ctx
         .locks
         .try_acquire(&account, &Holder::restore(restore))
@@ -235,7 +253,24 @@ async fn run_restore(
         timeouts: ctx.step_timeouts,
     };
     let mut progress = ProgressWriter::new(api.clone(), restore.name_any(), current.clone());
-    let result = super::execute::run(&ctx.client, ctx.store.as_ref(), &job, &mut progress).await;
+    // The whole run under what is left of the operation timeout: creates retried against a
+    // busy API server or snapshots that never become ready cannot hold the lock past it.
+    let left = crate::status::time_left(
+        current.started_at.as_ref(),
+        Timestamp::now(),
+        ctx.operation_timeout,
+    );
+    let run = super::execute::run(&ctx.client, ctx.store.as_ref(), &job, &mut progress);
+    let Ok(result) = tokio::time::timeout(left, run).await else {
+        return fail(
+            api,
+            restore,
+            ctx,
+            "DeadlineExceeded",
+            "the restore ran longer than the operation timeout and was stopped; the namespaces it created so far stay (delete them, or restore again into new names); see the activity log for the slow step",
+        )
+        .await;
+    };
     let outcome = match result {
         Ok(outcome) => outcome,
         // Retrying cannot help: the restore fails with the reason (and its lock is released).

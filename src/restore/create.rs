@@ -102,7 +102,8 @@ impl Creator {
             Err(kube::Error::Api(status)) if status.code == 404 => Err(format!(
                 "the cluster does not serve {api_version} {name}: install its CRD, then restore again"
             )),
-            Err(err) => Err(format!("discovering {api_version} {name} failed: {err}")),
+            // A transient failure is not remembered: the next object of the kind asks again.
+            Err(err) => return Err(format!("discovering {api_version} {name} failed: {err}")),
         };
         self.resources.insert(kind.clone(), resolved.clone());
         resolved

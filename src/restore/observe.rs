@@ -6,23 +6,38 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 
 use super::error::RestoreError;
-use crate::api::{AccountBackup, ProjectRestore};
+use crate::api::{AccountBackup, BackupPhase, ProjectRestore};
 use crate::archive::layout::with_complete_lists;
 use crate::archive::store::SnapshotStore;
 
-/// The AccountBackup a restore names, if it exists (read live: its account is checked on it),
-/// every project, volume snapshot and dump listed.
+/// The AccountBackup a restore names, if it exists (read live: its account is checked on it).
 pub async fn backup_of(
     client: &Client,
+    restore: &ProjectRestore,
+) -> Result<Option<AccountBackup>, kube::Error> {
+    Api::<AccountBackup>::all(client.clone())
+        .get_opt(&restore.spec.backup)
+        .await
+}
+
+/// `backup` with every project, volume snapshot and dump listed, read from the repository when
+/// its status lists only the first ones — but only for a restorable backup of the restore's own
+/// account: a restore that will be refused costs no repository read.
+pub async fn with_all_records(
     store: &dyn SnapshotStore,
     restore: &ProjectRestore,
+    backup: Option<AccountBackup>,
 ) -> Result<Option<AccountBackup>, RestoreError> {
-    let Some(backup) = Api::<AccountBackup>::all(client.clone())
-        .get_opt(&restore.spec.backup)
-        .await?
-    else {
+    let Some(backup) = backup else {
         return Ok(None);
     };
+    let restorable = matches!(
+        backup.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed)
+    );
+    if backup.spec.account != restore.spec.account || !restorable {
+        return Ok(Some(backup));
+    }
     with_complete_lists(store, backup)
         .await
         .map(Some)

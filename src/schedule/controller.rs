@@ -148,12 +148,19 @@ async fn reconcile_inner(
         }
     }
 
-    let facts = observe::facts(&existing);
     let retention = Retention {
         keep_last: spec.retention.keep_last as usize,
         max_age,
     };
-    let prune = decide::to_prune(&facts, retention, now);
+    let mut facts = observe::facts(&existing);
+    let mut prune = decide::to_prune(&facts, retention, now);
+    if !prune.is_empty() {
+        // Deleting is decided on what the API server holds now, never on a cache that may still
+        // show a backup deleted a moment ago (and protect it instead of the newest real one).
+        existing = observe::owned_by(schedule, observe::backups_live(&api, schedule).await?);
+        facts = observe::facts(&existing);
+        prune = decide::to_prune(&facts, retention, now);
+    }
     for victim in &prune {
         // Only the object this schedule owns: a same-named object made since is left alone.
         let uid = existing

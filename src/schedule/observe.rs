@@ -2,8 +2,9 @@
 
 use crate::api::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::api::ListParams;
 use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
 
 use super::decide::BackupFacts;
 use crate::api::{AccountBackup, BackupSchedule};
@@ -18,6 +19,27 @@ pub fn backups(cache: &Store<AccountBackup>, schedule: &BackupSchedule) -> Vec<A
         .filter(|backup| backup.labels().get(SCHEDULE_LABEL) == Some(&name))
         .map(|backup| (*backup).clone())
         .collect()
+}
+
+/// The AccountBackups labelled as the schedule's as the API server has them now (all pages):
+/// read only before deleting anything, so retention never decides on a lagging cache.
+pub async fn backups_live(
+    api: &Api<AccountBackup>,
+    schedule: &BackupSchedule,
+) -> Result<Vec<AccountBackup>, kube::Error> {
+    let mut params = ListParams::default()
+        .labels(&format!("{SCHEDULE_LABEL}={}", schedule.name_any()))
+        .limit(500);
+    let mut all = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        let token = page.metadata.continue_.clone();
+        all.extend(page.items);
+        match token {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(all),
+        }
+    }
 }
 
 /// The backups that really are the schedule's (pure): the label only narrows the list; what
