@@ -150,6 +150,13 @@ async fn an_account_of_200_projects_and_5000_excluded_pvcs_is_backed_up_and_rest
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  projects: [{late}]\n  targetNamespaces: {{{late}: {target}}}\n"));
     let restored = wait_finished(&bed, operator, "projectrestore", &restore);
     assert_eq!(restored["phase"], "Completed", "{restored}");
+    // Its PVCs were excluded, beyond the first excluded items the backup's status lists: the
+    // restore read the whole list and says why they are empty.
+    let warnings = restored["warnings"].to_string();
+    assert!(
+        warnings.contains("was excluded from the backup") && !warnings.contains("has no snapshot"),
+        "{warnings}"
+    );
     assert!(
         bed.kubectl(&["get", "namespace", &target]).is_ok(),
         "the restored namespace exists"

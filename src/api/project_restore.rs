@@ -86,6 +86,10 @@ fn target_namespaces_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// Where a restore stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum RestorePhase {
@@ -186,10 +190,15 @@ pub struct ProjectRestoreStatus {
     /// Items that failed, each with its reason. At most 100 listed, like `skipped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<ItemOutcome>,
-    /// Token Secrets and keys that have new values (never the values).
+    /// Token Secrets and keys that have new values (never the values): the first 100;
+    /// regeneratedTokenCount says how many there are (the operator's log lists every one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regenerated_tokens: Vec<RegeneratedToken>,
-    /// Things to know about the restored project (e.g. excluded PVCs created empty).
+    /// How many token Secrets got new values.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub regenerated_token_count: u64,
+    /// Things to know about the restored project (e.g. excluded PVCs created empty): the first
+    /// 100, the last one saying how many more the operator's log lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The webhook notification of the outcome, when notifications are configured.

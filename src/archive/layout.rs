@@ -155,14 +155,18 @@ pub async fn read_outcome(
     Ok((outcome, completed_at))
 }
 
-/// Whether the status holds every project, volume snapshot and dump of the backup (pure): the
-/// status keeps the first ones of each list and a count; a count of 0 is an older status that
-/// kept them all.
+/// Whether the status holds every project, volume snapshot, dump and excluded item of the
+/// backup (pure): the status keeps the first ones of each list and a count (or, for excluded
+/// items, a last entry saying how many more); a count of 0 is an older status that kept them all.
 pub fn lists_complete(status: &AccountBackupStatus) -> bool {
     let complete = |listed: usize, count: u64| count == 0 || listed as u64 >= count;
     complete(status.projects.len(), status.project_count)
         && complete(status.volume_snapshots.len(), status.volume_snapshot_count)
         && complete(status.database_dumps.len(), status.database_dump_count)
+        && status
+            .excluded
+            .last()
+            .is_none_or(|item| item.kind != crate::status::MORE_KIND)
 }
 
 /// `backup` with its projects, volume snapshots and dumps listed in full: as it is when its
@@ -184,6 +188,7 @@ pub async fn with_complete_lists(
     status.projects = outcome.projects;
     status.volume_snapshots = outcome.volume_snapshots;
     status.database_dumps = outcome.database_dumps;
+    status.excluded = outcome.excluded;
     Ok(backup)
 }
 

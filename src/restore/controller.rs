@@ -283,6 +283,12 @@ async fn run_restore(
     for item in &outcome.failed {
         warn!(project = %item.project, kind = %item.kind, name = %item.name, reason = %item.reason, "item not restored");
     }
+    for warning in &outcome.warnings {
+        warn!(warning = %warning, "restore warning");
+    }
+    for token in &outcome.regenerated_tokens {
+        info!(namespace = %token.namespace, secret = %token.secret, keys = ?token.keys, "token regenerated");
+    }
     for (what, items) in [
         ("skipped", &outcome.skipped),
         ("adjusted", &outcome.adjusted),

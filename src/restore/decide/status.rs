@@ -175,8 +175,20 @@ pub fn finished(
     status.skipped = crate::status::first_items(&outcome.skipped, where_all);
     status.adjusted = crate::status::first_items(&outcome.adjusted, where_all);
     status.failed = crate::status::first_items(&outcome.failed, where_all);
-    status.regenerated_tokens = outcome.regenerated_tokens.clone();
-    status.warnings = outcome.warnings.clone();
+    let limit = crate::status::ITEM_LIST_LIMIT;
+    status.regenerated_tokens =
+        outcome.regenerated_tokens[..outcome.regenerated_tokens.len().min(limit)].to_vec();
+    status.regenerated_token_count = outcome.regenerated_tokens.len() as u64;
+    status.warnings = if outcome.warnings.len() <= limit {
+        outcome.warnings.clone()
+    } else {
+        let mut first = outcome.warnings[..limit - 1].to_vec();
+        first.push(format!(
+            "{} more warnings not listed here; {where_all}",
+            outcome.warnings.len() - (limit - 1)
+        ));
+        first
+    };
     let done = outcome.restored.resources
         + outcome.restored.volumes
         + outcome.restored.databases
@@ -214,7 +226,7 @@ pub fn finished(
     {
         status.expires_at = Some(Time(at));
     }
-    for warning in &outcome.warnings {
+    for warning in outcome.warnings.iter().take(limit) {
         push_activity(
             &mut status.activity,
             ActivityLevel::Warning,
@@ -414,6 +426,31 @@ mod tests {
                 .any(|e| e.message.contains("1000 items") && e.message.contains("20 items/s")),
             "{:?}",
             done.activity
+        );
+    }
+
+    #[test]
+    fn thousands_of_tokens_and_warnings_leave_a_bounded_status() {
+        let outcome = RestoreOutcome {
+            regenerated_tokens: vec![RegeneratedToken::default(); 500],
+            warnings: (0..500)
+                .map(|i| format!("PVC {i} is created empty"))
+                .collect(),
+            ..Default::default()
+        };
+        let status = finished(&restore(None), &outcome, at(5));
+        assert_eq!(
+            (
+                status.regenerated_tokens.len(),
+                status.regenerated_token_count
+            ),
+            (100, 500)
+        );
+        assert_eq!(status.warnings.len(), 100);
+        assert!(
+            status.warnings[99].starts_with("401 more warnings"),
+            "{}",
+            status.warnings[99]
         );
     }
 }
