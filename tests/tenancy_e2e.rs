@@ -18,6 +18,19 @@
 //!   decide only about their own copy, which comes back no weaker and inert — `a_restored_project…`.
 //! - `rewind.dev/hook-timeout`, notes: anyone who edits the pod or the backup; only shorten the
 //!   operator's limit / are length-limited and printed harmlessly (unit tests in hooks.rs, render.rs).
+//! - the stream of AccountBackup changes every controller shares: any tenant, by creating and
+//!   deleting their own backups; it can never stall the watch for other accounts —
+//!   `backup_e2e::backups_created_and_deleted_at_once_never_stall_the_controller`.
+//! - a backup's status (its repository snapshot, record counts, phase): the operator only (the
+//!   user roles may only read `…/status`); a restore reads a backup's records from the repository
+//!   only for a restorable backup of its own account — unit
+//!   `restore::decide::tests::a_restore_naming_another_accounts_backup_never_reads_its_records`.
+//! - spec durations (`ttl`, `maxAge`, `expireAfter`): the account's owners; a bad one never fails
+//!   reading the object (which would break the shared watch) — unit
+//!   `duration::tests::a_spec_duration_keeps_its_text_and_a_bad_one_reads_without_failing`.
+//! - objects in the bucket (locks, `config`): whoever has bucket write access, without the key;
+//!   a forged lock is ignored, an edited chunker refused — `repository::a_forged_prune_lock_in_the_bucket_does_not_block_backups`,
+//!   `repository::a_config_whose_chunker_sizes_were_edited_is_refused`.
 
 mod support;
 

@@ -88,8 +88,21 @@ async fn apply(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, Re
     let api: Api<ProjectRestore> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
     match restore.status.as_ref().and_then(|s| s.phase) {
-        None | Some(RestorePhase::Queued) => try_start(&api, &restore, ctx, now).await,
-        Some(RestorePhase::Running) => run_restore(&api, &restore, ctx).await,
+        phase @ (None | Some(RestorePhase::Queued | RestorePhase::Running)) => {
+            let step = if phase == Some(RestorePhase::Running) {
+                run_restore(&api, &restore, ctx).await
+            } else {
+                try_start(&api, &restore, ctx, now).await
+            };
+            match step {
+                // Retrying cannot help (the backup's data is gone or unreadable): the restore
+                // fails now with the reason, and its lock is released.
+                Err(err) if err.fails_the_restore() => {
+                    fail(&api, &restore, ctx, err.category(), &err.to_string()).await
+                }
+                other => other,
+            }
+        }
         Some(phase @ (RestorePhase::Completed | RestorePhase::PartiallyFailed)) => {
             let retry = crate::notify::notify_outcome(
                 ctx.notifier.as_ref(),
@@ -122,14 +135,9 @@ async fn try_start(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, RestoreError> {
-    let backup = observe::backup_of(&ctx.client, restore).await?;
-    let backup = match observe::with_all_records(ctx.store.as_ref(), restore, backup).await {
-        Ok(backup) => backup,
-        // Retrying cannot help (the record is gone or unreadable): the restore fails now.
-        Err(err) if err.is_permanent() => {
-            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
-        }
-        Err(err) => return Err(err),
+    let backup = match observe::backup_of(&ctx.client, restore).await? {
+        Some(backup) => Some(observe::with_all_records(ctx.store.as_ref(), restore, backup).await?),
+        None => None,
     };
     let existing = observe::namespace_names(&ctx.client).await?;
     let targets =
@@ -225,14 +233,7 @@ async fn run_restore(
         )
         .await;
     }
-    let backup = match observe::with_all_records(ctx.store.as_ref(), restore, Some(backup)).await {
-        Ok(Some(backup)) => backup,
-        Ok(None) => return Err(RestoreError::NoSnapshot(restore.spec.backup.clone())),
-        Err(err) if err.is_permanent() => {
-            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
-        }
-        Err(err) => return Err(err),
-    };
+    let backup = observe::with_all_records(ctx.store.as_ref(), restore, backup).await?;
     if let LockOutcome::Busy { behind } = ctx
         .locks
         .try_acquire(&account, &Holder::restore(restore))
@@ -271,14 +272,7 @@ async fn run_restore(
         )
         .await;
     };
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        // Retrying cannot help: the restore fails with the reason (and its lock is released).
-        Err(err) if err.is_permanent() => {
-            return fail(api, restore, ctx, err.category(), &err.to_string()).await;
-        }
-        Err(err) => return Err(err),
-    };
+    let outcome = result?;
     // Every item, for when the status lists only the first ones.
     for item in &outcome.failed {
         warn!(project = %item.project, kind = %item.kind, name = %item.name, reason = %item.reason, "item not restored");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AccountBackup, ProjectRestore, ProjectRestoreStatus, RestorePhase};
+use crate::api::{AccountBackup, BackupPhase, ProjectRestore, ProjectRestoreStatus, RestorePhase};
 
 /// Why a restore cannot start; each becomes the Ready condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +176,17 @@ pub fn check_restorable(
         ));
     }
     Ok(targets)
+}
+
+/// Whether a restore may read `backup`'s records from the repository (pure): only a restorable
+/// backup of the restore's own account. A restore that names another account's backup, or one
+/// that will be refused anyway, costs no repository read and learns nothing from it.
+pub fn reads_all_records(restore: &ProjectRestore, backup: &AccountBackup) -> bool {
+    let restorable = matches!(
+        backup.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed)
+    );
+    restorable && backup.spec.account == restore.spec.account
 }
 
 /// A Running restore that has run longer than the operation timeout is failed, never left
@@ -551,5 +562,26 @@ mod tests {
         for refused in [400, 403, 404, 422] {
             assert_eq!(create_retry(Some(refused), 1, None), None);
         }
+    }
+
+    #[test]
+    fn a_restore_naming_another_accounts_backup_never_reads_its_records() {
+        let theirs = backup(BackupPhase::Completed, 10_000, &["shop"]);
+        let mut restore = restore(&[], &[("shop", "shop-copy")]);
+        assert!(
+            reads_all_records(&restore, &theirs),
+            "its own account's backup"
+        );
+        restore.spec.account = "mallory".into();
+        assert!(
+            !reads_all_records(&restore, &theirs),
+            "another account's backup"
+        );
+        restore.spec.account = theirs.spec.account.clone();
+        let failed = backup(BackupPhase::Failed, 10_000, &["shop"]);
+        assert!(
+            !reads_all_records(&restore, &failed),
+            "a backup that cannot be restored"
+        );
     }
 }

@@ -36,6 +36,18 @@ impl RestoreError {
         }
     }
 
+    /// Whether this error ends the restore as Failed (retrying cannot help: the backup's data is
+    /// gone or unreadable) rather than being retried.
+    pub fn fails_the_restore(&self) -> bool {
+        matches!(
+            self,
+            Self::Repository {
+                permanent: true,
+                ..
+            } | Self::NoSnapshot(_)
+        )
+    }
+
     /// Permanent errors are retried rarely (a request the API server refuses as such will be
     /// refused again); transient ones with backoff.
     pub fn is_permanent(&self) -> bool {

@@ -5,8 +5,9 @@
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 
+use super::decide::reads_all_records;
 use super::error::RestoreError;
-use crate::api::{AccountBackup, BackupPhase, ProjectRestore};
+use crate::api::{AccountBackup, ProjectRestore};
 use crate::archive::layout::with_complete_lists;
 use crate::archive::store::SnapshotStore;
 
@@ -26,21 +27,13 @@ pub async fn backup_of(
 pub async fn with_all_records(
     store: &dyn SnapshotStore,
     restore: &ProjectRestore,
-    backup: Option<AccountBackup>,
-) -> Result<Option<AccountBackup>, RestoreError> {
-    let Some(backup) = backup else {
-        return Ok(None);
-    };
-    let restorable = matches!(
-        backup.status.as_ref().and_then(|s| s.phase),
-        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed)
-    );
-    if backup.spec.account != restore.spec.account || !restorable {
-        return Ok(Some(backup));
+    backup: AccountBackup,
+) -> Result<AccountBackup, RestoreError> {
+    if !reads_all_records(restore, &backup) {
+        return Ok(backup);
     }
     with_complete_lists(store, backup)
         .await
-        .map(Some)
         .map_err(|err| RestoreError::Repository {
             message: format!("reading the backup's records: {}", err.message),
             permanent: err.permanent,
