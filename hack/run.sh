@@ -49,11 +49,13 @@ for check in "create customresourcedefinitions.apiextensions.k8s.io" "create nam
   # shellcheck disable=SC2086
   "$KUBECTL" auth can-i $check >/dev/null 2>&1 || missing+=("permission: kubectl auth can-i $check → no")
 done
-"$KUBECTL" get crd volumesnapshots.snapshot.storage.k8s.io >/dev/null 2>&1 \
+# Components are judged only with the rights to see them (else every one would look missing).
+rights_missing=${#missing[@]}
+((rights_missing)) || "$KUBECTL" get crd volumesnapshots.snapshot.storage.k8s.io >/dev/null 2>&1 \
   || missing+=("component: the CSI snapshot CRDs and controller (github.com/kubernetes-csi/external-snapshotter) are not installed")
-[[ -n $("$KUBECTL" get volumesnapshotclass -o name 2>/dev/null) ]] \
+((rights_missing)) || [[ -n $("$KUBECTL" get volumesnapshotclass -o name 2>/dev/null) ]] \
   || missing+=("component: no VolumeSnapshotClass: the sample's PVCs cannot be snapshotted (create one for your CSI driver)")
-[[ -n $("$KUBECTL" get storageclass -o jsonpath='{.items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")].metadata.name}' 2>/dev/null) ]] \
+((rights_missing)) || [[ -n $("$KUBECTL" get storageclass -o jsonpath='{.items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")].metadata.name}' 2>/dev/null) ]] \
   || missing+=("component: no default StorageClass: the sample's PVCs would stay Pending (mark your CSI driver's class default)")
 if ((${#missing[@]})); then
   printf 'run: this cluster lacks what the story needs:\n' >&2

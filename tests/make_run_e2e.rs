@@ -177,3 +177,57 @@ fn make_run_tells_the_whole_story_and_keeps_the_operator_running_until_ctrl_c() 
     );
     eprintln!("make run ended {status} after Ctrl-C");
 }
+
+#[test]
+fn make_run_on_a_cluster_where_the_user_lacks_rights_names_each_missing_permission_and_starts_nothing()
+ {
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: it impersonates a user of the bed");
+        return;
+    }
+    let kubeconfig = bed.var("KUBECONFIG").expect("KUBECONFIG");
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    // The same cluster, as a user nobody has granted anything.
+    let nobody = text.replacen("  user:\n", "  user:\n    as: rewind-e2e-nobody\n", 1);
+    assert_ne!(
+        nobody, text,
+        "the kubeconfig has a user entry to impersonate from"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, nobody).expect("write kubeconfig");
+    let run = Command::new("make")
+        .args(["--no-print-directory", "run"])
+        .current_dir(repo_root())
+        .env("REWIND_BIN", env!("CARGO_BIN_EXE_rewind"))
+        .envs(bed.envs())
+        .env("KUBECONFIG", &path)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("make run");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!run.status.success(), "make run went on:\n{printed}");
+    for expected in [
+        "this cluster lacks what the story needs",
+        "permission: kubectl auth can-i create customresourcedefinitions.apiextensions.k8s.io → no",
+        "permission: kubectl auth can-i create namespaces → no",
+        "permission: kubectl auth can-i create pods/exec --all-namespaces → no",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "{expected:?} missing:\n{printed}"
+        );
+    }
+    assert!(
+        !printed.contains("operator started"),
+        "nothing starts on a cluster that lacks them:\n{printed}"
+    );
+}
