@@ -51,6 +51,8 @@ impl OwnDeployment {
             state_dir: self.state.path(),
             key_hex: &self.key,
             extra_args: self.args,
+            repository: None,
+            env: &[],
         }
     }
 }

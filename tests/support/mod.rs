@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod fault_proxy;
 pub mod operator;
 pub mod real_node;
 
