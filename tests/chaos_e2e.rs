@@ -21,7 +21,7 @@ use serde_json::Value;
 use support::fault_proxy::{FaultProxy, Seeded};
 use support::operator::{Launch, Operator, new_key_hex};
 use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
-use support::{Bed, unique};
+use support::{Bed, status_of, unique};
 
 /// The operation timeout the replicas run with; nothing may stay Running past it.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(240);
@@ -93,14 +93,6 @@ impl<'b> Deployment<'b> {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
-    bed.kubectl(&["get", kind, name, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .map(|object| object["status"].clone())
-        .unwrap_or(Value::Null)
 }
 
 fn is_final(status: &Value) -> bool {
