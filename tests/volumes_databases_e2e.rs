@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::operator::Operator;
 use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
-use support::{Bed, TargetCleanup, status_of, unique};
+use support::{Bed, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -179,10 +179,7 @@ fn a_deleted_project_comes_back_with_its_own_postgresql_on_its_restored_volume_a
     // Restored into a new namespace: the PostgreSQL pod comes back on the real node on its own
     // PVC made from the snapshot, and Rewind loads the dump into it once it is Ready.
     let target = unique("vol-back");
-    let _cleanup = TargetCleanup {
-        bed: &bed,
-        namespace: target.clone(),
-    };
+    let _cleanup = bed.adopt_namespace(&target);
     let restore = unique("volrestore");
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {name}\n  targetNamespaces: {{{ns}: {target}}}\n"
