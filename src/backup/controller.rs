@@ -306,6 +306,12 @@ async fn try_start(
                     ctx.backup_limit.unclaim(&uid).await;
                     queue(api, backup, &behind, now).await
                 }
+                Ok(LockOutcome::RunningElsewhere { replica }) => {
+                    // Another replica started it a moment ago; our cache has not seen that yet.
+                    ctx.backup_limit.unclaim(&uid).await;
+                    info!(%replica, "the backup was started by another replica");
+                    Ok(Action::requeue(QUEUED_RECHECK))
+                }
                 Ok(LockOutcome::Held) => {
                     // startedAt is when the slot was taken, not when this reconcile began.
                     let started = decide::started_status(backup, Timestamp::now());
@@ -349,14 +355,26 @@ async fn run_copy(
         .await;
     }
     // Re-take the account lock: ours already if this is a resumed backup.
-    if let LockOutcome::Busy { behind } = ctx
+    match ctx
         .locks
         .try_acquire(&backup.spec.account, &Holder::backup(backup))
         .await?
     {
-        write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
-        return Ok(Action::requeue(QUEUED_RECHECK));
+        LockOutcome::Held => {}
+        LockOutcome::Busy { behind } => {
+            write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
+        LockOutcome::RunningElsewhere { replica } => {
+            // Another replica copies it and renews the lock; if it stops, the lock goes stale
+            // and this replica resumes the backup.
+            info!(%replica, "the backup is being copied by another replica; waiting");
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
     }
+    let _renewing = ctx
+        .locks
+        .keep_renewed(&backup.spec.account, &Holder::backup(backup));
     // The first copy attempt logs "copying" and writes it at once; finding it again means the
     // operator stopped mid-copy and this is a resumed attempt — which may find its work done.
     if decide::is_resumed(&status) {
