@@ -79,7 +79,15 @@ async fn reconcile(
 
 fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, ctx: Arc<Context>) -> Action {
     let uid = restore.metadata.uid.clone().unwrap_or_default();
-    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    let status = restore.status.as_ref();
+    let left = (status.and_then(|s| s.phase) == Some(RestorePhase::Running)).then(|| {
+        crate::status::time_left(
+            status.and_then(|s| s.started_at.as_ref()),
+            Timestamp::now(),
+            ctx.operation_timeout,
+        )
+    });
+    let wait = crate::retry::within_deadline(ctx.backoff.failed(&uid, error.is_permanent()), left);
     warn!(restore = %restore.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
 }
