@@ -56,7 +56,7 @@ pub enum LockState {
     Fresh(Lock),
     /// Authentic but not refreshed for ten minutes: its holder crashed.
     Stale,
-    /// Not sealed with this repository's key, or dated more than ten minutes ahead: ignored.
+    /// Not sealed with this repository's key, or dated more than three minutes ahead: ignored.
     Untrusted(&'static str),
 }
 
