@@ -24,7 +24,7 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AccountBackup, BackupPhase, ProjectRestore, RestorePhase};
-use crate::operator::leader::LeaseObserver;
+use crate::lease_observer::LeaseObserver;
 
 /// How long a replica's hold on an account lasts without renewal.
 pub const LOCK_DURATION: Duration = Duration::from_secs(30);

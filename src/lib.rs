@@ -12,6 +12,7 @@ pub mod delete;
 pub mod duration;
 pub mod events;
 pub mod exec;
+pub mod lease_observer;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

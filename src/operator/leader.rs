@@ -16,6 +16,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+pub use crate::lease_observer::LeaseObserver;
+
 /// Timing of the election, as in client-go's leaderelection.
 #[derive(Clone, Debug)]
 pub struct LeaseTiming {
@@ -67,36 +69,6 @@ pub fn decide_lease(current: Option<&LeaseSpec>, me: &str, unchanged_for: Durati
     match holder {
         Some(holder) if unchanged_for < duration => LeaseAction::Wait { holder },
         previous_holder => LeaseAction::TakeOver { previous_holder },
-    }
-}
-
-/// How long the lease record has stayed the same, on this replica's monotonic clock.
-#[derive(Debug, Default)]
-pub struct LeaseObserver {
-    seen: Option<(String, std::time::Instant)>,
-}
-
-impl LeaseObserver {
-    /// Notes the record just read at `now` (monotonic, injected); how long it has been unchanged
-    /// (zero when it is new to us).
-    pub fn observe(&mut self, current: Option<&LeaseSpec>, now: std::time::Instant) -> Duration {
-        let record = current
-            .map(|spec| {
-                format!(
-                    "{:?}|{:?}|{:?}",
-                    spec.holder_identity,
-                    spec.renew_time.as_ref().map(|t| t.0),
-                    spec.acquire_time.as_ref().map(|t| t.0)
-                )
-            })
-            .unwrap_or_default();
-        match &self.seen {
-            Some((seen, since)) if *seen == record => now.saturating_duration_since(*since),
-            _ => {
-                self.seen = Some((record, now));
-                Duration::ZERO
-            }
-        }
     }
 }
 
