@@ -45,6 +45,8 @@ pub struct StreamSummary {
 struct OpenStream {
     name: String,
     buffer: Vec<u8>,
+    /// Offsets in `buffer` where a chunk must end (see [`SnapshotWriter::cut`]), ascending.
+    cuts: Vec<usize>,
     checksum: Checksum,
     size: u64,
     stored: u64,
@@ -170,6 +172,7 @@ impl SnapshotWriter {
         self.current = Some(OpenStream {
             name: name.to_string(),
             buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
+            cuts: Vec::new(),
             checksum: Checksum::start(),
             size: 0,
             stored: 0,
@@ -189,6 +192,19 @@ impl SnapshotWriter {
             self.process(false).await?;
         }
         Ok(())
+    }
+
+    /// Ends a chunk here, whatever the content: what follows is chunked afresh. A writer that
+    /// knows where its records begin (a tree stream's files) cuts there, so a change in one
+    /// record touches only the chunk holding it. Readers see no difference: a stream is its
+    /// chunks' bytes in order, wherever they were cut.
+    pub fn cut(&mut self) {
+        if let Some(stream) = self.current.as_mut() {
+            let at = stream.buffer.len();
+            if at > 0 && stream.cuts.last() != Some(&at) {
+                stream.cuts.push(at);
+            }
+        }
     }
 
     /// Drops the open stream: it will not be part of the snapshot (its chunks become garbage).
@@ -234,18 +250,37 @@ impl SnapshotWriter {
         next_buffer.clear();
         let batch = match self.current.as_mut() {
             Some(stream) if !stream.buffer.is_empty() => {
-                let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
-                    &stream.buffer,
-                    params.min as usize,
-                    params.avg as usize,
-                    params.max as usize,
-                )
-                .map(|c| (c.offset, c.length))
-                .collect();
-                if !last && cuts.len() > 1 {
+                // Each run between forced cuts is chunked on its own, by content.
+                let mut cuts: Vec<(usize, usize)> = Vec::new();
+                let mut start = 0;
+                for end in stream
+                    .cuts
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(stream.buffer.len()))
+                {
+                    if end > start {
+                        cuts.extend(
+                            fastcdc::v2020::FastCDC::new(
+                                &stream.buffer[start..end],
+                                params.min as usize,
+                                params.avg as usize,
+                                params.max as usize,
+                            )
+                            .map(|c| (start + c.offset, c.length)),
+                        );
+                    }
+                    start = end;
+                }
+                let tail_is_cut = stream.cuts.last() == Some(&stream.buffer.len());
+                if !last && !tail_is_cut && cuts.len() > 1 {
                     cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
                 }
                 let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
+                stream.cuts.retain(|at| *at > consumed);
+                for at in &mut stream.cuts {
+                    *at -= consumed;
+                }
                 let mut input = std::mem::replace(&mut stream.buffer, next_buffer);
                 stream.buffer.extend_from_slice(&input[consumed..]);
                 input.truncate(consumed);

@@ -67,7 +67,7 @@ pub async fn backup(
 ) -> Result<BackupSummary, VolumeError> {
     let mut writer = repo.start_snapshot(metadata).await?;
     writer.start_stream(stream).await?;
-    let (blocks_tx, mut blocks) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (blocks_tx, mut blocks) = tokio::sync::mpsc::channel::<walk::Block>(4);
     let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
     let source: PathBuf = source.to_path_buf();
     let encoder = std::thread::spawn(move || {
@@ -79,8 +79,14 @@ pub async fn backup(
         })
     });
     while let Some(block) = blocks.recv().await {
-        writer.write(&block).await?;
-        let _ = spare_tx.try_send(block);
+        let mut start = 0;
+        for cut in block.cuts {
+            writer.write(&block.bytes[start..cut]).await?;
+            writer.cut();
+            start = cut;
+        }
+        writer.write(&block.bytes[start..]).await?;
+        let _ = spare_tx.try_send(block.bytes);
     }
     let counts = tokio::task::spawn_blocking(move || encoder.join())
         .await

@@ -129,6 +129,28 @@ pub struct Totals {
     pub data_bytes: u64,
 }
 
+/// File data from this size up is chunked on its own: the writer cuts before the file's record
+/// and after its data (the repository chunker's minimum chunk size).
+pub const OWN_CHUNKS_FROM: u64 = 64 * 1024;
+/// Smaller entries are grouped about this many to a chunk.
+pub const GROUP_ENTRIES: u64 = 8;
+
+/// Where the writer should end a chunk before this entry's record (a writer's choice the
+/// format does not see): before a file with at least [`OWN_CHUNKS_FROM`] bytes of data, after
+/// one (`after_own_chunks`), and before an entry whose path's FNV-1a hash is 0 modulo
+/// [`GROUP_ENTRIES`]. That depends on the entry's own path only, so a changed file changes its
+/// group's chunk and no other: a day-2 backup stores about the changed groups.
+pub fn cut_before(path: &[u8], data_len: u64, after_own_chunks: bool) -> bool {
+    after_own_chunks || data_len >= OWN_CHUNKS_FROM || fnv1a(path) % GROUP_ENTRIES == 0
+}
+
+/// FNV-1a, 64 bits.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Unsigned LEB128.
 pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -676,6 +698,25 @@ mod tests {
     #[test]
     fn the_same_tree_always_encodes_to_the_same_bytes() {
         assert_eq!(encode(&every_kind()), encode(&every_kind()));
+    }
+
+    #[test]
+    fn chunks_are_cut_around_large_files_and_before_about_one_entry_in_eight() {
+        assert!(cut_before(b"x", OWN_CHUNKS_FROM, false));
+        assert!(cut_before(b"x", 0, true));
+        let paths: Vec<Vec<u8>> = (0..10_000).map(|i| format!("d/{i}").into_bytes()).collect();
+        let cuts = paths.iter().filter(|p| cut_before(p, 100, false)).count();
+        assert!(
+            (1_000..1_500).contains(&cuts),
+            "{cuts} cuts in 10,000 entries"
+        );
+        // The choice depends on the path alone, not on what came before.
+        assert_eq!(
+            cut_before(b"d/7", 10, false),
+            cut_before(b"d/7", 20_000, false)
+        );
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

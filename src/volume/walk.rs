@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -515,13 +514,42 @@ fn scan(job: &Job, budget: &Budget) -> Result<Scanned, WalkError> {
     })
 }
 
+/// Encoded stream bytes with the offsets in them where the writer should end a chunk.
+#[derive(Debug, Default)]
+pub struct Block {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Offsets into `bytes`, ascending (see [`tree::cut_before`]).
+    pub cuts: Vec<usize>,
+}
+
+impl Block {
+    fn cut(&mut self) {
+        let at = self.bytes.len();
+        if self.cuts.last() != Some(&at) {
+            self.cuts.push(at);
+        }
+    }
+}
+
+/// Hands a full block on and starts the next in a reused buffer when one comes back.
+fn flush(
+    out: &mut Block,
+    emit: &mut impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
+) -> Result<(), WalkError> {
+    let full = std::mem::take(out);
+    out.bytes = emit(full)?.unwrap_or_default();
+    out.bytes.clear();
+    Ok(())
+}
+
 /// Reads the tree under `root` and hands the encoded stream, in blocks of at least [`BLOCK`]
 /// bytes, to `emit` (which returns the block's buffer for reuse when it can). `readers`
 /// threads stat and read entries in parallel.
 pub fn encode_tree(
     root: &Path,
     readers: usize,
-    mut emit: impl FnMut(Vec<u8>) -> Result<Option<Vec<u8>>, WalkError>,
+    mut emit: impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
 ) -> Result<TreeCounts, WalkError> {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -556,8 +584,12 @@ pub fn encode_tree(
 
     let mut counts = TreeCounts::default();
     let mut totals = Totals::default();
-    let mut out = Vec::with_capacity(2 * BLOCK);
-    tree::encode_start(&mut out);
+    let mut out = Block {
+        bytes: Vec::with_capacity(2 * BLOCK),
+        cuts: Vec::new(),
+    };
+    tree::encode_start(&mut out.bytes);
+    let mut after_own_chunks = false;
     let mut first_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let result = (|| {
         for slot in order_rx.iter() {
@@ -600,13 +632,17 @@ pub fn encode_tree(
                     counts.special += 1
                 }
             }
-            tree::encode_entry(&mut out, &entry);
-            totals.entries += 1;
             let data_len = entry.data_len();
+            if tree::cut_before(&entry.path, data_len, after_own_chunks) {
+                out.cut();
+            }
+            after_own_chunks = data_len >= tree::OWN_CHUNKS_FROM;
+            tree::encode_entry(&mut out.bytes, &entry);
+            totals.entries += 1;
             totals.data_bytes += data_len;
             match content {
                 Some(Content::Read(data)) => {
-                    out.extend_from_slice(&data);
+                    out.bytes.extend_from_slice(&data);
                     budget.give_back(data.len() as u64);
                 }
                 Some(Content::Open(file)) => {
@@ -625,10 +661,11 @@ pub fn encode_tree(
                 }
                 Some(Content::None) | None => {}
             }
-            if out.len() >= BLOCK {
-                let full = std::mem::take(&mut out);
-                out = emit(full)?.unwrap_or_default();
-                out.clear();
+            if after_own_chunks {
+                out.cut();
+            }
+            if out.bytes.len() >= BLOCK {
+                flush(&mut out, &mut emit)?;
             }
         }
         Ok::<(), WalkError>(())
@@ -638,7 +675,7 @@ pub fn encode_tree(
     for thread in threads {
         let _ = thread.join();
     }
-    tree::encode_end(&mut out, totals);
+    tree::encode_end(&mut out.bytes, totals);
     emit(out)?;
     counts.data_bytes = totals.data_bytes;
     Ok(counts)
@@ -648,8 +685,8 @@ pub fn encode_tree(
 fn stream_extents(
     file: &File,
     extents: &[Extent],
-    out: &mut Vec<u8>,
-    emit: &mut impl FnMut(Vec<u8>) -> Result<Option<Vec<u8>>, WalkError>,
+    out: &mut Block,
+    emit: &mut impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
 ) -> Result<(), WalkError> {
     let io = |source| WalkError::Io {
         path: String::new(),
@@ -659,13 +696,16 @@ fn stream_extents(
         let mut at = extent.offset;
         let end = extent.offset + extent.length;
         while at < end {
-            let room = (2 * BLOCK).saturating_sub(out.len()).max(BLOCK);
+            let room = (2 * BLOCK).saturating_sub(out.bytes.len()).max(BLOCK);
             let take = room.min((end - at) as usize);
-            let start = out.len();
-            out.resize(start + take, 0);
+            let start = out.bytes.len();
+            out.bytes.resize(start + take, 0);
             let mut filled = 0;
             while filled < take {
-                match file.read_at(&mut out[start + filled..start + take], at + filled as u64) {
+                match file.read_at(
+                    &mut out.bytes[start + filled..start + take],
+                    at + filled as u64,
+                ) {
                     Ok(0) => {
                         return Err(io(std::io::Error::other(
                             "the file shrank while it was read: back up a snapshot, not a live volume",
@@ -677,10 +717,8 @@ fn stream_extents(
                 }
             }
             at += take as u64;
-            if out.len() >= BLOCK {
-                let full = std::mem::take(out);
-                *out = emit(full)?.unwrap_or_default();
-                out.clear();
+            if out.bytes.len() >= BLOCK {
+                flush(out, emit)?;
             }
         }
     }
