@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 
 use super::Repository;
 use super::error::RepoError;
-use super::format::{self, ChunkId, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names};
+use super::format::{
+    self, ChunkId, Compression, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names,
+};
 use super::locks::{self, HeldLock};
 
 /// Input gathered before chunking.
@@ -47,6 +49,7 @@ struct OpenStream {
     buffer: Vec<u8>,
     /// Offsets in `buffer` where a chunk must end (see [`SnapshotWriter::cut`]), ascending.
     cuts: Vec<usize>,
+    compression: Compression,
     checksum: Checksum,
     size: u64,
     stored: u64,
@@ -173,6 +176,7 @@ impl SnapshotWriter {
             name: name.to_string(),
             buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
             cuts: Vec::new(),
+            compression: Compression::default(),
             checksum: Checksum::start(),
             size: 0,
             stored: 0,
@@ -192,6 +196,13 @@ impl SnapshotWriter {
             self.process(false).await?;
         }
         Ok(())
+    }
+
+    /// How hard the open stream's chunks from here on are compressed.
+    pub fn set_compression(&mut self, compression: Compression) {
+        if let Some(stream) = self.current.as_mut() {
+            stream.compression = compression;
+        }
     }
 
     /// Ends a chunk here, whatever the content: what follows is chunked afresh. A writer that
@@ -286,14 +297,14 @@ impl SnapshotWriter {
                 input.truncate(consumed);
                 let input = Arc::new(input);
                 stream.checksum.add(input.clone()).await?;
-                Some((input, cuts))
+                Some((input, cuts, stream.compression))
             }
             _ => {
                 self.spare_buffers.push(next_buffer);
                 None
             }
         };
-        if let Some((input, cuts)) = batch {
+        if let Some((input, cuts, compression)) = batch {
             self.collect_pending(BATCHES_IN_FLIGHT - 1).await?;
             let keys = self.repo.keys().clone();
             let known = self.known.clone();
@@ -314,7 +325,7 @@ impl SnapshotWriter {
                     .map(|((piece, id), _)| (*id, *piece))
                     .collect();
                 let mut blobs = parallel_map(&to_encode, |(id, piece)| {
-                    format::encode_blob(&keys, id, piece)
+                    format::encode_blob_with(&keys, id, piece, compression)
                 })
                 .into_iter();
                 let chunks = cuts
@@ -443,5 +454,58 @@ impl SnapshotWriter {
             lock.release(&self.repo).await?;
         }
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use crate::repository::{MasterKey, Repository, Verify};
+
+    #[tokio::test]
+    async fn a_cut_ends_a_chunk_exactly_there_and_the_stream_reads_back_whole() {
+        let key = MasterKey::from_text(&"ab".repeat(32)).expect("key");
+        let repo = Repository::init("memory://", &key).await.expect("init");
+        let mut state = 7u64;
+        let data: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let cuts = [1_000, 70_000, 70_001, 2_500_000];
+        let mut writer = repo
+            .start_snapshot(Default::default())
+            .await
+            .expect("start");
+        writer.start_stream("s").await.expect("stream");
+        let mut from = 0;
+        for cut in cuts {
+            writer.write(&data[from..cut]).await.expect("write");
+            writer.cut();
+            writer.cut(); // a second cut at the same place changes nothing
+            from = cut;
+        }
+        writer.write(&data[from..]).await.expect("write");
+        let manifest = writer.commit().await.expect("commit");
+        let mut chunks = repo
+            .read_stream_chunks(&manifest.id, "s", Verify::Checksum)
+            .await
+            .expect("read");
+        let (mut read, mut ends) = (Vec::new(), Vec::new());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.expect("chunk");
+            if !chunk.is_empty() {
+                read.extend_from_slice(&chunk);
+                ends.push(read.len());
+            }
+        }
+        assert!(read == data, "the stream reads back whole");
+        for cut in cuts {
+            assert!(ends.contains(&cut), "a chunk ends at {cut}: {ends:?}");
+        }
     }
 }

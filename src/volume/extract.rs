@@ -328,17 +328,12 @@ pub fn extract(
         buffer: vec![0u8; 1024 * 1024],
     };
     let mut decoder = Decoder::new(input);
-    loop {
-        match decoder.next_record()? {
-            Record::Entry(entry) => {
-                let mut data = decoder.data();
-                extractor.entry(entry, &mut data)?;
-                // Whatever the entry did not read (nothing, for a well-formed stream) is
-                // drained so the next record starts where it should.
-                std::io::copy(&mut data, &mut std::io::sink()).map_err(TreeError::from)?;
-            }
-            Record::End(_) => break,
-        }
+    while let Record::Entry(entry) = decoder.next_record()? {
+        let mut data = decoder.data();
+        extractor.entry(entry, &mut data)?;
+        // Whatever the entry did not read (nothing, for a well-formed stream) is drained so
+        // the next record starts where it should.
+        std::io::copy(&mut data, &mut std::io::sink()).map_err(TreeError::from)?;
     }
     extractor.finish_directories()?;
     Ok(extractor.counts)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::repository::{RepoError, Repository, Verify};
+use crate::repository::{Compression, RepoError, Repository, Verify};
 
 pub use extract::{ExtractCounts, ExtractError, ExtractOptions};
 pub use walk::{TreeCounts, WalkError};
@@ -67,6 +67,7 @@ pub async fn backup(
 ) -> Result<BackupSummary, VolumeError> {
     let mut writer = repo.start_snapshot(metadata).await?;
     writer.start_stream(stream).await?;
+    writer.set_compression(Compression::Better);
     let (blocks_tx, mut blocks) = tokio::sync::mpsc::channel::<walk::Block>(4);
     let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
     let source: PathBuf = source.to_path_buf();

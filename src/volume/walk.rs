@@ -147,6 +147,9 @@ fn sorted_listing(dir: &Path) -> Result<Vec<(OsString, Hint)>, WalkError> {
     Ok(names)
 }
 
+/// A directory being listed: its path, its path in the stream, the names still to send.
+type OpenDirectory = (PathBuf, Vec<u8>, std::vec::IntoIter<(OsString, Hint)>);
+
 /// The listing thread: sends every entry, depth first in name order, to the readers and its
 /// result slot to the encoder.
 fn list(
@@ -173,11 +176,10 @@ fn list(
     if !submit(root.clone(), Vec::new(), Hint::Root) {
         return;
     }
-    let mut open: Vec<(PathBuf, Vec<u8>, std::vec::IntoIter<(OsString, Hint)>)> =
-        match sorted_listing(&root) {
-            Ok(names) => vec![(root, Vec::new(), names.into_iter())],
-            Err(err) => return fail(err),
-        };
+    let mut open: Vec<OpenDirectory> = match sorted_listing(&root) {
+        Ok(names) => vec![(root, Vec::new(), names.into_iter())],
+        Err(err) => return fail(err),
+    };
     while let Some((dir, relative, names)) = open.last_mut() {
         let Some((name, hint)) = names.next() else {
             open.pop();
