@@ -186,6 +186,9 @@ thread_local! {
 /// Compresses `chunk` onto the end of `out`, in place; false (and `out` as it was) when that
 /// would not save at least 64 bytes.
 fn compress_onto(chunk: &[u8], out: &mut Vec<u8>, compression: Compression) -> bool {
+    if compression == Compression::Better && looks_incompressible(chunk) {
+        return false;
+    }
     let start = out.len();
     out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
     let written = {
@@ -208,6 +211,28 @@ fn compress_onto(chunk: &[u8], out: &mut Vec<u8>, compression: Compression) -> b
             false
         }
     }
+}
+
+/// Whether a chunk looks incompressible (random, or compressed already): three 2 KiB samples
+/// (start, middle, end) that the fast compressor cannot shrink by 3%. Such a chunk is stored
+/// raw without a full attempt at the slower level, which would find nothing either.
+fn looks_incompressible(chunk: &[u8]) -> bool {
+    const SAMPLE: usize = 2048;
+    if chunk.len() < 8 * SAMPLE {
+        return false;
+    }
+    let middle = chunk.len() / 2 - SAMPLE / 2;
+    let mut sample = Vec::with_capacity(3 * SAMPLE);
+    for at in [0, middle, chunk.len() - SAMPLE] {
+        sample.extend_from_slice(&chunk[at..at + SAMPLE]);
+    }
+    let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(sample.len()));
+    let written = COMPRESSOR.with(|cell| {
+        cell.borrow_mut()
+            .as_mut()
+            .map(|compressor| compressor.compress_to_buffer(&sample, &mut compressed))
+    });
+    matches!(written, Some(Ok(size)) if size * 100 >= sample.len() * 97)
 }
 
 fn decompress(body: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {

@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use super::tree::{self, Entry, Extent, Kind, Meta, Totals};
 
@@ -105,7 +105,6 @@ pub struct TreeCounts {
 /// open for the encoder instead of waiting, so the pipeline never deadlocks.
 struct Budget {
     used: Mutex<u64>,
-    freed: Condvar,
 }
 
 impl Budget {
@@ -123,7 +122,6 @@ impl Budget {
     fn give_back(&self, bytes: u64) {
         if let Ok(mut used) = self.used.lock() {
             *used = used.saturating_sub(bytes);
-            self.freed.notify_all();
         }
     }
 }
@@ -374,7 +372,9 @@ static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
 /// Opens a file for reading without following a symlink and, where allowed, without
 /// touching its access time.
 fn open_for_reading(path: &CString) -> std::io::Result<File> {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // O_NONBLOCK: a FIFO put where a file was listed must not hang the backup.
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     if !NOATIME_REFUSED.load(Ordering::Relaxed) {
         // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
         let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_NOATIME) };
@@ -558,7 +558,6 @@ pub fn encode_tree(
     let (order_tx, order_rx) = sync_channel(WINDOW);
     let budget = Arc::new(Budget {
         used: Mutex::new(0),
-        freed: Condvar::new(),
     });
     let mut threads = Vec::new();
     for _ in 0..readers.max(1) {
