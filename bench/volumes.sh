@@ -8,16 +8,8 @@ cd "$(dirname "$0")/.."
 cache=${REWIND_CACHE:-$HOME/.cache/rewind}/bench
 mkdir -p "$cache"
 
-# restic's current release built from the Go module proxy (Debian's 0.14 is years old), GNU
-# time from Debian when missing — as bench/repo.sh does.
-RESTIC_VERSION=0.18.1
-restic_bin=$cache/restic-$RESTIC_VERSION
-if [[ ! -x $restic_bin/restic ]]; then
-  echo "bench: building restic $RESTIC_VERSION with go install (once; cached in $restic_bin)" >&2
-  GOBIN=$restic_bin GOTOOLCHAIN=local CGO_ENABLED=0 \
-    go install "github.com/restic/restic/cmd/restic@v$RESTIC_VERSION" >&2
-fi
-export PATH=$restic_bin:$PATH
+# restic 0.18.1 built with go install (bench/restic.sh); GNU time from Debian when missing.
+source bench/restic.sh
 if [[ ! -x /usr/bin/time ]]; then
   [[ $(id -u) == 0 ]] || { echo "bench: missing GNU time: sudo apt-get install time" >&2; exit 1; }
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
@@ -99,7 +91,7 @@ for tree in ("mixed", "small"):
 print()
 for tree in ("mixed", "small"):
     rw, rs = rows[(tree, "rewind")], rows[(tree, "restic")]
-    print(f"{tree:6} rewind/restic: throughput {rw['mbs']/rs['mbs']:.2f}x (target >= 2), stored {rw['stored']/rs['stored']:.2f} (target <= 1), "
+    print(f"{tree:6} rewind/restic: throughput {rw['mbs']/rs['mbs']:.2f}x (target >= 2), stored {rw['stored']/rs['stored']:.3f} (target <= 1), "
           f"day-2 increment {rw['inc']/max(rs['inc'],1):.2f}, day-2 time {rw['s2']/rs['s2']:.2f}, peak RSS {rw['rss']/rs['rss']:.2f}")
 print(f"peak RSS of rewind on the million-file tree: {rows[('small','rewind')]['rss']:.0f} MiB (target <= 256)")
 PY

@@ -7,6 +7,24 @@ mod support;
 
 use support::tree::{VolumeRepo, assert_same_tree, build_tree, change_one_percent, describe};
 
+/// A temporary directory holding `source/`, a tree of `small_files` small files and every other
+/// kind of entry, backed up once into a new repository: (dir, source, repo, summary).
+fn backed_up(
+    small_files: usize,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    VolumeRepo,
+    serde_json::Value,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source");
+    build_tree(&source, small_files);
+    let repo = VolumeRepo::init();
+    let summary = repo.backup(&source);
+    (dir, source, repo, summary)
+}
+
 fn snapshot_of(summary: &serde_json::Value) -> (String, String) {
     (
         summary["snapshot"]
@@ -62,11 +80,8 @@ fn a_tree_with_every_kind_of_entry_restores_bit_for_bit_with_its_metadata() {
 
 #[test]
 fn restoring_over_an_existing_file_is_refused_rather_than_overwriting_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = dir.path().join("source");
-    build_tree(&source, 10);
-    let repo = VolumeRepo::init();
-    let (snapshot, stream) = snapshot_of(&repo.backup(&source));
+    let (dir, _source, repo, summary) = backed_up(10);
+    let (snapshot, stream) = snapshot_of(&summary);
     let target = dir.path().join("restored");
     std::fs::create_dir_all(&target).expect("target");
     std::fs::write(target.join("empty"), b"keep me").expect("existing file");
@@ -100,11 +115,7 @@ fn restoring_over_an_existing_file_is_refused_rather_than_overwriting_it() {
 
 #[test]
 fn an_unchanged_tree_yields_the_same_stream_and_adds_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = dir.path().join("source");
-    build_tree(&source, 500);
-    let repo = VolumeRepo::init();
-    let first = repo.backup(&source);
+    let (_dir, source, repo, first) = backed_up(500);
     let after_first = repo.pack_bytes();
     let second = repo.backup(&source);
     assert_eq!(second["stream_bytes"], first["stream_bytes"]);
@@ -117,11 +128,7 @@ fn an_unchanged_tree_yields_the_same_stream_and_adds_nothing() {
 
 #[test]
 fn changing_one_percent_of_the_files_adds_only_the_chunks_of_the_changed_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = dir.path().join("source");
-    build_tree(&source, 3_000);
-    let repo = VolumeRepo::init();
-    let first = repo.backup(&source);
+    let (dir, source, repo, first) = backed_up(3_000);
     let tree_stored = repo.pack_bytes();
     let stream_bytes = first["stream_bytes"].as_u64().expect("stream bytes");
     let (files, changed_bytes) = change_one_percent(&source);

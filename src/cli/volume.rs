@@ -6,23 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::repo::RepositoryArgs;
 use crate::repository::Repository;
 use crate::volume::{self, ExtractOptions};
 
 /// Copy a volume's files into the repository, or back.
 #[derive(clap::Args, Debug)]
 pub struct VolumeArgs {
-    /// Repository URL: file:///path, s3://bucket/prefix (AWS_* env for endpoint, region, credentials), gs://…, az://…
-    #[arg(
-        long = "repo",
-        env = "REWIND_REPOSITORY",
-        global = true,
-        default_value = "file:///var/lib/rewind"
-    )]
-    pub url: String,
-    /// File holding the master key. Without it, REWIND_REPO_KEY holds the key itself.
-    #[arg(long, env = "REWIND_REPOSITORY_KEY_FILE", global = true)]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
     #[command(subcommand)]
     pub command: VolumeCommand,
 }
@@ -62,8 +54,8 @@ pub enum VolumeCommand {
 
 /// Runs a volume subcommand.
 pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
-    let key = super::repo::master_key(args.key_file.as_deref())?;
-    let repo = Repository::open(&args.url, &key).await?;
+    let key = super::repo::master_key(args.repository.key_file.as_deref())?;
+    let repo = Repository::open(&args.repository.url, &key).await?;
     let started = std::time::Instant::now();
     match args.command {
         VolumeCommand::Backup {

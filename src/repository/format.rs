@@ -452,6 +452,43 @@ mod tests {
     }
 
     #[test]
+    fn better_compression_stores_random_chunks_raw_and_shrinks_text_further() {
+        let keys = RepoKeys::generate();
+        let mut random = vec![0u8; 200_000];
+        rand::fill(&mut random[..]);
+        assert!(looks_incompressible(&random));
+        let id = keys.chunk_id(&random);
+        let mut blob = encode_blob_with(&keys, &id, &random, Compression::Better);
+        assert!(matches!(
+            decode_blob_in_place(&keys, &id, &mut blob, random.len(), "p"),
+            Ok(Decoded::InPlace(_))
+        ));
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| {
+                format!("GET /api/v1/orders/{} 200 {}ms\n", i * 7 % 1000, i % 97).into_bytes()
+            })
+            .collect();
+        assert!(!looks_incompressible(&text));
+        assert!(
+            !looks_incompressible(&random[..1000]),
+            "short chunks are always tried"
+        );
+        let id = keys.chunk_id(&text);
+        let fast = encode_blob_with(&keys, &id, &text, Compression::Fast);
+        let better = encode_blob_with(&keys, &id, &text, Compression::Better);
+        assert!(
+            better.len() <= fast.len(),
+            "{} > {}",
+            better.len(),
+            fast.len()
+        );
+        assert_eq!(
+            decode_blob(&keys, &id, &better, text.len(), "p").expect("decodes"),
+            text
+        );
+    }
+
+    #[test]
     fn decoding_in_place_leaves_raw_chunks_where_they_lie_and_inflates_compressed_ones() {
         let keys = RepoKeys::generate();
         let mut random = vec![0u8; 10_000];

@@ -54,50 +54,44 @@ impl VolumeRepo {
         command
     }
 
-    /// `rewind volume backup --source DIR`: its JSON summary.
-    pub fn backup(&self, source: &Path) -> serde_json::Value {
-        let source = source.to_str().expect("utf-8 temp path");
-        let out = self
-            .rewind(&[
-                "volume",
-                "backup",
-                "--source",
-                source,
-                "--snapshot-meta",
-                "test=volume",
-            ])
-            .output()
-            .expect("rewind volume backup");
+    /// `rewind ARGS…`, which must succeed: its standard output as JSON.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.rewind(args).output().expect("run rewind");
         assert!(
             out.status.success(),
-            "backup: {}",
+            "rewind {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("a JSON summary")
     }
 
+    /// `rewind volume backup --source DIR`: its JSON summary.
+    pub fn backup(&self, source: &Path) -> serde_json::Value {
+        let source = source.to_str().expect("utf-8 temp path");
+        self.json(&[
+            "volume",
+            "backup",
+            "--source",
+            source,
+            "--snapshot-meta",
+            "test=volume",
+        ])
+    }
+
     /// `rewind volume restore`: its JSON summary.
     pub fn restore(&self, snapshot: &str, stream: &str, target: &Path) -> serde_json::Value {
         let target = target.to_str().expect("utf-8 temp path");
-        let out = self
-            .rewind(&[
-                "volume",
-                "restore",
-                "--snapshot",
-                snapshot,
-                "--stream",
-                stream,
-                "--target",
-                target,
-            ])
-            .output()
-            .expect("rewind volume restore");
-        assert!(
-            out.status.success(),
-            "restore: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("a JSON summary")
+        self.json(&[
+            "volume",
+            "restore",
+            "--snapshot",
+            snapshot,
+            "--stream",
+            stream,
+            "--target",
+            target,
+        ])
     }
 
     /// Bytes of every pack in the repository.
