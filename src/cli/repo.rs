@@ -88,6 +88,18 @@ pub fn master_key(key_file: Option<&std::path::Path>) -> anyhow::Result<MasterKe
     }
 }
 
+/// Snapshot metadata from KEY=VALUE arguments of `flag`.
+pub fn snapshot_metadata(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{flag} takes KEY=VALUE"))
+        })
+        .collect()
+}
+
 fn human(bytes: u64) -> String {
     crate::api::human_bytes(bytes)
 }
@@ -105,15 +117,9 @@ pub async fn run(args: RepoArgs) -> anyhow::Result<()> {
     match args.command {
         RepoCommand::Init => {}
         RepoCommand::Put { name, meta } => {
-            let metadata: BTreeMap<String, String> = meta
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .context("--meta takes KEY=VALUE")
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let mut writer = repo.start_snapshot(metadata).await?;
+            let mut writer = repo
+                .start_snapshot(snapshot_metadata(&meta, "--meta")?)
+                .await?;
             writer.start_stream(&name).await?;
             let mut stdin = StdinBlocks::start();
             while let Some(block) = stdin.next().await {

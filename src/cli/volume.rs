@@ -1,7 +1,6 @@
 //! `rewind volume`: back a directory tree up into the repository and restore it — what a mover
 //! pod runs against a volume made from a snapshot.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -64,14 +63,7 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             meta,
             readers,
         } => {
-            let metadata: BTreeMap<String, String> = meta
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .context("--snapshot-meta takes KEY=VALUE")
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let metadata = super::repo::snapshot_metadata(&meta, "--snapshot-meta")?;
             let summary = volume::backup(&repo, &source, &stream, metadata, readers)
                 .await
                 .with_context(|| format!("backing up {}", source.display()))?;
