@@ -1,6 +1,6 @@
 # `make run`: the operator on a sample account (the local test bed when no cluster is configured).
 .PHONY: run
-run: ## run the operator on the sample account `demo` and show the backup it takes
+run: ## the whole story on the sample account `demo`: backup, restore into a new namespace, what came back beside the original; the operator keeps running until Ctrl-C
 	hack/run.sh
 
 .PHONY: install-plugin

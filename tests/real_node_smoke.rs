@@ -9,78 +9,9 @@ mod support;
 use std::time::Duration;
 
 use support::Bed;
+use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// What a test needs of the real node, or None (skipped) on another cluster.
-struct RealNode {
-    name: String,
-    label: String,
-    taint: String,
-    shell: String,
-}
-
-fn real_node(bed: &Bed) -> Option<RealNode> {
-    Some(RealNode {
-        name: bed.require("REAL_NODE", "running pods on a real kubelet")?,
-        label: bed.require("REAL_NODE_LABEL", "choosing the real node")?,
-        taint: bed.require("REAL_NODE_TAINT", "tolerating the real node's taint")?,
-        shell: bed.require("IMAGE_SHELL", "a shell image on the real node")?,
-    })
-}
-
-impl RealNode {
-    /// The pod spec lines that put a pod on the real node (its label, its taint tolerated),
-    /// indented by `indent` spaces.
-    fn placement(&self, indent: usize) -> String {
-        let (key, value) = self.label.split_once('=').expect("label key=value");
-        let pad = " ".repeat(indent);
-        format!(
-            "{pad}nodeSelector: {{{key}: {value}}}\n{pad}tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]\n",
-            taint = self.taint
-        )
-    }
-
-    /// A pod on the real node running `script` in the shell image.
-    fn shell_pod(
-        &self,
-        name: &str,
-        script: &str,
-        extra_spec: &str,
-        extra_container: &str,
-    ) -> String {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{placement}  terminationGracePeriodSeconds: 2\n{extra_spec}  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: Never\n    command: [sh, -c, {script:?}]\n{extra_container}",
-            placement = self.placement(2),
-            image = self.shell,
-        )
-    }
-}
-
-fn apply_in(bed: &Bed, namespace: &str, yaml: &str) {
-    bed.kubectl_with_stdin(
-        &["-n", namespace, "apply", "-f", "-"],
-        Some(yaml.as_bytes()),
-    )
-    .unwrap_or_else(|e| panic!("applying in {namespace}: {e}\n{yaml}"));
-}
-
-fn wait_ready(bed: &Bed, namespace: &str, pod: &str) {
-    bed.wait_until(
-        &format!("pod {namespace}/{pod} to be Ready"),
-        WAIT,
-        || {
-            (bed.jsonpath(
-                &["-n", namespace, "pod", pod],
-                r#"{.status.conditions[?(@.type=="Ready")].status}"#,
-            )
-            .as_deref()
-                == Some("True"))
-            .then_some(())
-        },
-        || bed.describe(namespace),
-    );
-}
 
 /// The mount points of this host below `needle`'s path fragment.
 fn mounts_containing(needle: &str) -> Vec<String> {
@@ -96,7 +27,9 @@ fn mounts_containing(needle: &str) -> Vec<String> {
 #[test]
 fn the_real_node_runs_a_kubelet_and_kwok_keeps_only_its_own_node() {
     let bed = Bed::get();
-    let Some(node) = real_node(&bed) else { return };
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let kubelet = bed
         .jsonpath(&["node", &node.name], "{.status.nodeInfo.kubeletVersion}")
         .expect("the real node exists");
@@ -145,7 +78,9 @@ fn the_real_node_runs_a_kubelet_and_kwok_keeps_only_its_own_node() {
 #[test]
 fn a_pod_on_the_real_node_logs_and_execs_through_the_kubelet() {
     let bed = Bed::get();
-    let Some(node) = real_node(&bed) else { return };
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let project = bed.namespace("real-exec");
     let ns = project.name.as_str();
     apply_in(
@@ -197,7 +132,9 @@ fn a_pod_on_the_real_node_logs_and_execs_through_the_kubelet() {
 #[test]
 fn a_job_on_the_real_node_reports_its_exit_code() {
     let bed = Bed::get();
-    let Some(node) = real_node(&bed) else { return };
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let project = bed.namespace("real-job");
     let ns = project.name.as_str();
     let job = |name: &str, code: u8| {
@@ -243,7 +180,9 @@ fn a_job_on_the_real_node_reports_its_exit_code() {
 #[test]
 fn a_csi_volume_is_mounted_into_a_real_pod_and_unmounted_when_its_namespace_goes() {
     let bed = Bed::get();
-    let Some(node) = real_node(&bed) else { return };
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let Some(state_dir) = bed.require("CSI_STATE_DIR", "reading volume contents from the host")
     else {
         return;
@@ -343,8 +282,7 @@ fn a_csi_volume_is_mounted_into_a_real_pod_and_unmounted_when_its_namespace_goes
 #[test]
 fn postgresql_on_a_csi_volume_answers_psql_over_exec() {
     let bed = Bed::get();
-    let Some(node) = real_node(&bed) else { return };
-    let Some(image) = bed.require("IMAGE_POSTGRES", "a PostgreSQL image on the real node") else {
+    let Some(node) = RealNode::of(&bed) else {
         return;
     };
     let project = bed.namespace("real-pg");
@@ -352,57 +290,29 @@ fn postgresql_on_a_csi_volume_answers_psql_over_exec() {
     apply_in(
         &bed,
         ns,
-        &format!(
-            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: pgdata}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 100Mi}}}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: db}}\nspec:\n{placement}  terminationGracePeriodSeconds: 5\n  securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}\n  containers:\n  - name: postgres\n    image: {image}\n    imagePullPolicy: Never\n    readinessProbe: {{exec: {{command: [pg_isready, -q]}}, periodSeconds: 1}}\n    volumeMounts: [{{name: data, mountPath: /var/lib/postgresql/data}}]\n  volumes: [{{name: data, persistentVolumeClaim: {{claimName: pgdata}}}}]\n",
-            placement = node.placement(2),
-        ),
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: pgdata}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 100Mi}}}\n",
+    );
+    apply_in(
+        &bed,
+        ns,
+        &node.postgres_pod("db", "    {}", "persistentVolumeClaim: {claimName: pgdata}"),
     );
     wait_ready(&bed, ns, "db");
-    let sql = "create table t (x int); insert into t values (42), (43); select sum(x) from t;";
-    let out = bed
-        .kubectl_with_stdin(
-            &[
-                "-n",
-                ns,
-                "exec",
-                "-i",
-                "db",
-                "--",
-                "psql",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ],
-            Some(sql.as_bytes()),
-        )
-        .expect("psql over kubectl exec");
-    assert_eq!(out.lines().last(), Some("85"), "psql printed {out:?}");
-    let version = bed.kubectl_ok(&[
-        "-n",
+    let out = psql_in(
+        &bed,
         ns,
-        "exec",
         "db",
-        "--",
-        "psql",
-        "-At",
-        "-c",
-        "show server_version",
-    ]);
+        "create table t (x int); insert into t values (42), (43); select sum(x) from t;",
+    );
+    assert_eq!(out.lines().last(), Some("85"), "psql printed {out:?}");
+    let version = psql_in(&bed, ns, "db", "show server_version");
     assert!(
-        version.trim().starts_with(|c: char| c.is_ascii_digit()),
+        version.starts_with(|c: char| c.is_ascii_digit()),
         "server_version {version:?}"
     );
     // The data directory lives on the CSI volume.
-    let pgdata = bed.kubectl_ok(&[
-        "-n",
-        ns,
-        "exec",
-        "db",
-        "--",
-        "psql",
-        "-At",
-        "-c",
-        "show data_directory",
-    ]);
-    assert_eq!(pgdata.trim(), "/var/lib/postgresql/data/pgdata");
+    assert_eq!(
+        psql_in(&bed, ns, "db", "show data_directory"),
+        "/var/lib/postgresql/data/pgdata"
+    );
 }

@@ -1,15 +1,17 @@
 //! AccountBackup's volume snapshots and database dumps on the test bed: they outlive the
-//! project namespace, and every failing dump or volume fails alone, with its reason.
+//! project namespace, a restored project gets its own PostgreSQL back on its own restored PVC
+//! with the dump loaded into it, and every failing dump or volume fails alone, with its reason.
+//! Databases run as real pods on the bed's real node (PostgreSQL 15, exec through its
+//! kubelet): no database is prepared by the test, none is shared.
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::operator::Operator;
+use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
 use support::{Bed, unique};
-use tokio::io::AsyncReadExt;
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -27,53 +29,31 @@ fn operator(bed: &Bed) -> &'static Operator {
     )
 }
 
-fn psql(bed: &Bed, database: &str, sql: &str) -> String {
-    let bin = bed.var("PG_BIN").unwrap_or("/usr/bin");
-    let output = Command::new(format!("{bin}/psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            database,
-            "-c",
-            sql,
-        ])
-        .envs(bed.envs())
-        .output()
-        .expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn table_checksum(bed: &Bed, database: &str) -> String {
-    psql(
+/// Row count and a digest of every row of `customers`, read inside the database pod.
+fn table_checksum(bed: &Bed, namespace: &str, pod: &str) -> String {
+    psql_in(
         bed,
-        database,
+        namespace,
+        pod,
         "SELECT count(*) || ':' || md5(string_agg(id || '/' || name, ',' ORDER BY id)) FROM customers",
     )
 }
 
-fn backup_status(bed: &Bed, name: &str) -> Value {
-    bed.kubectl(&["get", "accountbackup", name, "-o", "json"])
+fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
+    bed.kubectl(&["get", kind, name, "-o", "json"])
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())
         .map(|object| object["status"].clone())
         .unwrap_or(Value::Null)
 }
 
-fn wait_finished(bed: &Bed, operator: &Operator, name: &str) -> Value {
+/// Waits until the `kind` object `name` reaches a final phase; returns its status.
+fn wait_finished_kind(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Value {
     bed.wait_until(
-        &format!("AccountBackup {name} to finish"),
+        &format!("{kind} {name} to finish"),
         DONE,
         || {
-            let status = backup_status(bed, name);
+            let status = status_of(bed, kind, name);
             ["Completed", "PartiallyFailed", "Failed"]
                 .contains(&status["phase"].as_str().unwrap_or_default())
                 .then_some(status)
@@ -81,22 +61,45 @@ fn wait_finished(bed: &Bed, operator: &Operator, name: &str) -> Value {
         || {
             format!(
                 "status: {}\n--- operator log ---\n{}",
-                backup_status(bed, name),
+                status_of(bed, kind, name),
                 operator.log_tail()
             )
         },
     )
 }
 
-fn db_pod(name: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations:\n{annotations}\nspec:\n  containers: [{{name: db, image: postgres:16}}]\n"
-    )
+fn wait_finished(bed: &Bed, operator: &Operator, name: &str) -> Value {
+    wait_finished_kind(bed, operator, "accountbackup", name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
+/// Deletes a restore's target namespace when the test ends, however it ends.
+struct TargetCleanup<'a> {
+    bed: &'a Bed,
+    namespace: String,
+}
+
+impl Drop for TargetCleanup<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.bed.describe(&self.namespace));
+        }
+        let _ = self.bed.kubectl(&[
+            "delete",
+            "namespace",
+            &self.namespace,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+#[test]
+fn a_deleted_project_comes_back_with_its_own_postgresql_on_its_restored_volume_and_the_dump_loaded()
+{
     let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let Some(csi_state) = bed.require("CSI_STATE_DIR", "reading volumes and snapshots on the host")
     else {
         return;
@@ -105,34 +108,31 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
     let account = unique("vol");
     let project = bed.project("vol", &account);
     let ns = project.name.clone();
-    bed.bind_exec(&ns, &ns);
-    psql(&bed, "postgres", &format!("CREATE DATABASE \"{ns}\""));
-    psql(
+
+    // A PostgreSQL pod on the real node, its data directory on a CSI PVC; a second PVC excluded.
+    apply_in(
         &bed,
         &ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: uploads, labels: {rewind.dev/exclude: \"true\"}}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    apply_in(
+        &bed,
+        &ns,
+        &node.postgres_pod(
+            "db-0",
+            "    rewind.dev/database: postgres\n    rewind.dev/pre-backup: \"psql -c CHECKPOINT\"",
+            "persistentVolumeClaim: {claimName: data}",
+        ),
+    );
+    wait_ready(&bed, &ns, "db-0");
+    psql_in(
+        &bed,
+        &ns,
+        "db-0",
         "CREATE TABLE customers (id int primary key, name text); INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 5000) g",
     );
-    let expected_rows = table_checksum(&bed, &ns);
-
-    bed.apply(&format!(
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: uploads, namespace: {ns}, labels: {{rewind.dev/exclude: \"true\"}}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
-    ));
-    bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(db_pod("db-0", "    rewind.dev/database: postgres\n    rewind.dev/pre-backup: \"psql -c CHECKPOINT\"").as_bytes())).expect("db pod");
-    bed.wait_for_phase(&ns, "pod", "db-0", "Running", DONE);
-    bed.wait_for_phase(&ns, "pvc", "data", "Bound", DONE);
-    let volume = bed
-        .jsonpath(&["-n", &ns, "pvc", "data"], "{.spec.volumeName}")
-        .expect("volume");
-    let handle = bed
-        .jsonpath(&["pv", &volume], "{.spec.csi.volumeHandle}")
-        .expect("handle");
-    std::fs::write(
-        std::path::Path::new(&csi_state)
-            .join(&handle)
-            .join("orders.csv"),
-        "1,widget\n2,gadget\n",
-    )
-    .expect("write into the volume");
+    let expected_rows = table_checksum(&bed, &ns, "db-0");
+    let original_table = psql_in(&bed, &ns, "db-0", "SELECT 'customers'::regclass::oid");
 
     let name = unique("volbackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
@@ -170,7 +170,8 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
     assert_eq!(dumps.len(), 1, "{status}");
     assert!(
         dumps[0]["bytes"].as_u64().unwrap_or(0) > 1000
-            && dumps[0]["sha256"].as_str().unwrap_or_default().len() == 64
+            && dumps[0]["sha256"].as_str().unwrap_or_default().len() == 64,
+        "{status}"
     );
 
     // The accident backups exist for: the whole project namespace is deleted.
@@ -204,55 +205,71 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
         "no VolumeSnapshotContent object is left for it: {contents}"
     );
 
-    // The dump, read back from the repository, restores the same rows into a scratch database.
-    let repo = operator.repository().await;
-    let mut dump = Vec::new();
-    repo.read_stream(
-        status["repositorySnapshot"].as_str().expect("snapshot"),
-        dumps[0]["stream"].as_str().expect("stream"),
-    )
-    .await
-    .expect("dump stream")
-    .read_to_end(&mut dump)
-    .await
-    .expect("read dump");
-    let scratch = format!("scratch_{}", ns.replace('-', "_"));
-    psql(&bed, "postgres", &format!("CREATE DATABASE {scratch}"));
-    let restore = Command::new(format!(
-        "{}/pg_restore",
-        bed.var("PG_BIN").unwrap_or("/usr/bin")
-    ))
-    .args(["--no-owner", "-d", &scratch])
-    .envs(bed.envs())
-    .stdin(std::process::Stdio::piped())
-    .spawn()
-    .and_then(|mut child| {
-        use std::io::Write;
-        child.stdin.take().map(|mut s| s.write_all(&dump));
-        child.wait()
-    })
-    .expect("pg_restore");
-    assert!(restore.success(), "pg_restore of the backed-up dump");
+    // Restored into a new namespace: the PostgreSQL pod comes back on the real node on its own
+    // PVC made from the snapshot, and Rewind loads the dump into it once it is Ready.
+    let target = unique("vol-back");
+    let _cleanup = TargetCleanup {
+        bed: &bed,
+        namespace: target.clone(),
+    };
+    let restore = unique("volrestore");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {name}\n  targetNamespaces: {{{ns}: {target}}}\n"
+    ));
+    let restored = wait_finished_kind(&bed, operator, "projectrestore", &restore);
     assert_eq!(
-        table_checksum(&bed, &scratch),
+        restored["phase"],
+        "Completed",
+        "{restored}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(restored["restored"]["volumes"], 1, "{restored}");
+    assert_eq!(restored["restored"]["databases"], 1, "{restored}");
+    assert_eq!(
+        bed.jsonpath(&["-n", &target, "pod", "db-0"], "{.spec.nodeName}")
+            .as_deref(),
+        Some(node.name.as_str()),
+        "the restored database runs on the real node"
+    );
+    let restored_claim = bed
+        .jsonpath(
+            &["-n", &target, "pod", "db-0"],
+            "{.spec.volumes[0].persistentVolumeClaim.claimName}",
+        )
+        .expect("the restored pod's claim");
+    let source = bed
+        .jsonpath(
+            &["-n", &target, "pvc", &restored_claim],
+            "{.spec.dataSource.kind}",
+        )
+        .unwrap_or_default();
+    assert_eq!(
+        source, "VolumeSnapshot",
+        "the restored pod's PVC comes from the snapshot"
+    );
+    assert_eq!(
+        table_checksum(&bed, &target, "db-0"),
         expected_rows,
         "the restored rows equal the original's"
     );
-    psql(&bed, "postgres", &format!("DROP DATABASE {scratch}"));
-    psql(&bed, "postgres", &format!("DROP DATABASE \"{ns}\""));
+    // pg_restore --clean dropped and recreated the table: the rows are the dump's, not only
+    // the snapshot's copy of the data directory.
+    assert_ne!(
+        psql_in(&bed, &target, "db-0", "SELECT 'customers'::regclass::oid"),
+        original_table,
+        "the dump was loaded into the restored database"
+    );
 
     // Deleting the backup deletes the physical snapshot, through a temporary content, and its data.
     let snapshot_id = status["repositorySnapshot"]
         .as_str()
         .expect("snapshot")
         .to_string();
+    bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
+    let repo = tokio::runtime::Runtime::new().expect("runtime");
     assert!(
-        operator
-            .repository()
-            .await
-            .manifest(&snapshot_id)
-            .await
+        repo.block_on(async { operator.repository().await.manifest(&snapshot_id).await })
             .is_err(),
         "the repository snapshot is released"
     );
@@ -272,32 +289,29 @@ async fn volume_snapshot_and_database_dump_outlive_the_deleted_namespace() {
 #[test]
 fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason() {
     let bed = Bed::get();
-    if bed.external {
-        eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec");
+    let Some(node) = RealNode::of(&bed) else {
         return;
-    }
+    };
     let operator = operator(&bed);
     let account = unique("faildb");
     let project = bed.project("faildb", &account);
     let ns = project.name.clone();
-    bed.bind_exec(&ns, &ns);
     let custom = |backup: &str| {
         format!(
             "    rewind.dev/database: custom\n    rewind.dev/backup-command: '{backup}'\n    rewind.dev/restore-command: cat"
         )
     };
+    // Real containers on the real node: the commands run there, through its kubelet's exec.
     for (pod, command) in [
         ("exits-1", "echo some bytes; echo failing >&2; exit 1"),
         ("cut-off", "head -c 200000 /dev/zero; kill -9 $$"),
         ("hangs", "echo started; sleep 600"),
         ("works", "echo all good"),
     ] {
-        bed.kubectl_with_stdin(
-            &["-n", &ns, "apply", "-f", "-"],
-            Some(db_pod(pod, &custom(command)).as_bytes()),
-        )
-        .expect("pod");
-        bed.wait_for_phase(&ns, "pod", pod, "Running", DONE);
+        apply_in(&bed, &ns, &node.annotated_shell_pod(pod, &custom(command)));
+    }
+    for pod in ["exits-1", "cut-off", "hangs", "works"] {
+        wait_ready(&bed, &ns, pod);
     }
     let pv = unique("nosnap-pv");
     bed.apply(&format!(
@@ -355,41 +369,47 @@ fn failing_dumps_and_an_unsnapshottable_volume_each_fail_alone_with_their_reason
 }
 
 #[test]
-fn a_200_mb_dump_streams_through_with_flat_operator_memory() {
+fn a_200_mb_database_dump_streams_through_with_flat_operator_memory() {
     let bed = Bed::get();
-    if bed.external {
-        eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec");
+    let Some(node) = RealNode::of(&bed) else {
         return;
-    }
+    };
     let operator = operator(&bed);
     let account = unique("bigdump");
     let project = bed.project("bigdump", &account);
     let ns = project.name.clone();
-    bed.bind_exec(&ns, &ns);
-    let pod = db_pod(
-        "big",
-        "    rewind.dev/database: custom\n    rewind.dev/backup-command: head -c 200000000 /dev/urandom\n    rewind.dev/restore-command: cat >/dev/null",
+    // A real PostgreSQL on the real node holding 200 MiB that does not compress.
+    apply_in(
+        &bed,
+        &ns,
+        &node.postgres_pod("big", "    rewind.dev/database: postgres", "emptyDir: {}"),
     );
-    bed.kubectl_with_stdin(&["-n", &ns, "apply", "-f", "-"], Some(pod.as_bytes()))
-        .expect("pod");
-    bed.wait_for_phase(&ns, "pod", "big", "Running", DONE);
+    wait_ready(&bed, &ns, "big");
+    psql_in(
+        &bed,
+        &ns,
+        "big",
+        "CREATE TABLE blobs (id int primary key, data bytea); ALTER TABLE blobs ALTER data SET STORAGE EXTERNAL; INSERT INTO blobs SELECT g, pg_read_binary_file('/dev/urandom', 0, 1048576) FROM generate_series(1, 200) g",
+    );
     let before = operator.memory_mib("VmRSS:");
     let name = unique("bigdump");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     let status = wait_finished(&bed, operator, &name);
     assert_eq!(status["phase"], "Completed", "{status}");
-    assert_eq!(
-        status["databaseDumps"][0]["bytes"], 200_000_000u64,
-        "{status}"
+    let bytes = status["databaseDumps"][0]["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        bytes >= 200 * 1024 * 1024,
+        "pg_dump of 200 MiB of random bytes is at least that big: {bytes} bytes\n{status}"
     );
     let peak = operator.peak_rss_mib();
     let rise_mib = (peak - before).max(0.0);
     eprintln!(
-        "operator RSS before {before:.0} MiB, peak after {peak:.0} MiB, rise {rise_mib:.0} MiB"
+        "dump of {:.0} MB: operator RSS before {before:.0} MiB, peak after {peak:.0} MiB, rise {rise_mib:.0} MiB",
+        bytes as f64 / 1e6
     );
     assert!(
         rise_mib <= 64.0,
-        "the operator's RSS rose by {rise_mib:.0} MiB while streaming 200 MB (limit 64)"
+        "the operator's RSS rose by {rise_mib:.0} MiB while streaming {bytes} bytes (limit 64)"
     );
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=120s"]);
 }

@@ -107,8 +107,10 @@ fill_postgres() {
 set -e
 : "${PGDATA:=/var/lib/postgresql/data/pgdata}"
 export PGDATA
+# As the official image's entrypoint does on every start: a volume with an fsGroup comes back
+# group-writable (the kubelet's ownership change), and the server refuses such a directory.
+mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
   initdb -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
   echo "host all all 0.0.0.0/0 trust" >>"$PGDATA/pg_hba.conf"
 fi

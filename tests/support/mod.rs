@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod operator;
+pub mod real_node;
 pub mod tree;
 
 use std::collections::BTreeMap;

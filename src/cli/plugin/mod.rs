@@ -182,6 +182,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             std::io::stderr().flush()?;
             let mut answer = String::new();
             std::io::stdin().lock().read_line(&mut answer)?;
+            if !std::io::stdin().is_terminal() {
+                // A script typed it: show the answer, so the transcript reads as a dialogue.
+                eprintln!("{}", answer.trim_end());
+            }
             if !render::confirms(&answer) {
                 bail!(
                     "not confirmed: nothing was created (type `{}` exactly)",

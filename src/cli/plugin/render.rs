@@ -84,6 +84,18 @@ fn align<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+/// A volume's size as the snapshot or PVC states it: a plain byte count (what CSI drivers
+/// report as `restoreSize`) in the units of the other sizes, a quantity such as `1Gi` as it is.
+fn volume_size(quantity: Option<&str>) -> String {
+    match quantity {
+        None => "-".into(),
+        Some(text) => text
+            .parse::<u64>()
+            .map(bytes)
+            .unwrap_or_else(|_| text.to_string()),
+    }
+}
+
 fn bytes(n: u64) -> String {
     crate::api::ByteSize::new(n).human
 }
@@ -170,10 +182,7 @@ pub fn backup_description(backup: &AccountBackup) -> String {
             rows.push([
                 v.project.clone(),
                 v.pvc.clone(),
-                v.restore_size
-                    .clone()
-                    .or_else(|| v.pvc_size.clone())
-                    .unwrap_or_else(|| "-".into()),
+                volume_size(v.restore_size.as_deref().or(v.pvc_size.as_deref())),
                 v.storage_class.clone().unwrap_or_else(|| "-".into()),
                 v.ready.to_string(),
             ]);
@@ -508,6 +517,14 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
         assert!(!text.contains('\x1b'), "{text:?}");
+    }
+
+    #[test]
+    fn a_volume_size_in_plain_bytes_reads_like_the_other_sizes_and_a_quantity_stays_as_written() {
+        assert_eq!(volume_size(Some("40098966")), bytes(40_098_966));
+        assert!(volume_size(Some("40098966")).ends_with("MiB"));
+        assert_eq!(volume_size(Some("1Gi")), "1Gi");
+        assert_eq!(volume_size(None), "-");
     }
 
     #[test]

@@ -243,7 +243,16 @@ func tarDir(source, target string) (int64, error) {
 		if err != nil || rel == "." {
 			return err
 		}
-		header, err := tar.FileInfoHeader(info, "")
+		link := ""
+		if info.Mode()&os.ModeSymlink != 0 {
+			if link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		// Like a real storage system's snapshot, the copy keeps owners, modes, times and
+		// symlinks (FileInfoHeader reads uid and gid from the stat): a PostgreSQL data
+		// directory restored from it must still belong to its server's user.
+		header, err := tar.FileInfoHeader(info, link)
 		if err != nil {
 			return err
 		}
@@ -283,25 +292,38 @@ func untar(source, target string) error {
 		return err
 	}
 	archive := tar.NewReader(zipped)
+	// Directories get their owner, mode and time after their contents are written.
+	var dirs []*tar.Header
 	for {
 		header, err := archive.Next()
 		if err == io.EOF {
+			for i := len(dirs) - 1; i >= 0; i-- {
+				dir := dirs[i]
+				path := filepath.Join(target, filepath.Clean("/"+dir.Name))
+				mode := dir.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
+				if err := restoreMetadata(path, dir, mode); err != nil {
+					return err
+				}
+			}
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		path := filepath.Join(target, filepath.Clean("/" + header.Name))
+		path := filepath.Join(target, filepath.Clean("/"+header.Name))
+		mode := header.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
 		switch header.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(path, os.FileMode(header.Mode)|0o700); err != nil {
+			if err := os.MkdirAll(path, 0o700); err != nil {
 				return err
 			}
+			dirs = append(dirs, header)
+			continue
 		case tar.TypeReg:
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return err
 			}
-			out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(header.Mode))
+			out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 			if err != nil {
 				return err
 			}
@@ -312,8 +334,34 @@ func untar(source, target string) error {
 			if err := out.Close(); err != nil {
 				return err
 			}
+		case tar.TypeSymlink:
+			_ = os.Remove(path)
+			if err := os.Symlink(header.Linkname, path); err != nil {
+				return err
+			}
+			if err := os.Lchown(path, header.Uid, header.Gid); err != nil {
+				return err
+			}
+			continue
+		default:
+			continue
+		}
+		if err := restoreMetadata(path, header, mode); err != nil {
+			return err
 		}
 	}
+}
+
+// restoreMetadata gives a restored file or directory its recorded owner, exact mode (not
+// narrowed by the umask) and modification time.
+func restoreMetadata(path string, header *tar.Header, mode os.FileMode) error {
+	if err := os.Lchown(path, header.Uid, header.Gid); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return err
+	}
+	return os.Chtimes(path, header.ModTime, header.ModTime)
 }
 
 func copyTree(source, target string) error {
