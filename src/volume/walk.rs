@@ -752,6 +752,86 @@ mod tests {
         assert_eq!(major_minor(rdev), (major, minor));
     }
 
+    /// Encodes the tree under `root` and decodes it back: (entry, data) in stream order, and
+    /// every block's cut offsets were within the block.
+    fn roundtrip(root: &Path) -> Vec<(Entry, Vec<u8>)> {
+        let mut stream = Vec::new();
+        encode_tree(root, 3, |block| {
+            assert!(block.cuts.iter().all(|cut| *cut <= block.bytes.len()));
+            assert!(block.cuts.windows(2).all(|pair| pair[0] < pair[1]));
+            stream.extend_from_slice(&block.bytes);
+            Ok(None)
+        })
+        .expect("encodes");
+        let mut decoder = tree::Decoder::new(stream.as_slice());
+        let mut out = Vec::new();
+        while let tree::Record::Entry(entry) = decoder.next_record().expect("decodes") {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut decoder.data(), &mut data).expect("data");
+            out.push((entry, data));
+        }
+        out
+    }
+
+    #[test]
+    fn a_second_name_of_a_file_is_recorded_as_a_hardlink_to_the_first_in_stream_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("b")).expect("dir");
+        std::fs::write(root.join("b/first"), b"shared data").expect("file");
+        std::fs::hard_link(root.join("b/first"), root.join("a-second")).expect("link");
+        std::fs::hard_link(root.join("b/first"), root.join("z-third")).expect("link");
+        std::fs::write(root.join("b/other"), b"x").expect("file");
+        let entries = roundtrip(root);
+        let paths: Vec<&[u8]> = entries.iter().map(|(e, _)| e.path.as_slice()).collect();
+        // Depth first, siblings by name bytes: "a-second" < "b" < "b/…" < "z-third".
+        assert_eq!(
+            paths,
+            [
+                &b""[..],
+                b"a-second",
+                b"b",
+                b"b/first",
+                b"b/other",
+                b"z-third"
+            ]
+        );
+        let (first, data) = &entries[1];
+        assert!(
+            matches!(first.kind, Kind::File { size: 11, .. }),
+            "{first:?}"
+        );
+        assert_eq!(
+            data, b"shared data",
+            "the first name in the stream carries the data"
+        );
+        for at in [3, 5] {
+            assert_eq!(
+                entries[at].0.kind,
+                Kind::Hardlink {
+                    target: b"a-second".to_vec()
+                }
+            );
+            assert!(entries[at].1.is_empty());
+        }
+        assert!(matches!(entries[4].0.kind, Kind::File { size: 1, .. }));
+    }
+
+    #[test]
+    fn the_same_tree_reads_to_the_same_stream_whatever_the_reader_threads_finish_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for i in 0..300 {
+            let sub = dir.path().join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&sub).expect("dir");
+            std::fs::write(sub.join(format!("f{i}")), vec![i as u8; i * 13]).expect("file");
+        }
+        let first = roundtrip(dir.path());
+        assert_eq!(first.len(), 1 + 7 + 300);
+        for _ in 0..3 {
+            assert_eq!(roundtrip(dir.path()), first);
+        }
+    }
+
     #[test]
     fn a_sparse_file_maps_to_its_data_runs_only() {
         let dir = tempfile::tempdir().expect("temp dir");
