@@ -61,6 +61,8 @@ async fn bench_a_thousand_schedules_on_the_same_minute() {
             state_dir: state.path(),
             key_hex: &key,
             extra_args: &["--max-concurrent-backups", &limit_text],
+            repository: None,
+            env: &[],
         },
     );
     // SAFETY: set before any other thread of this benchmark reads the environment.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::operator::Operator;
-use support::{Bed, unique};
+use support::{Bed, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(120);
 
@@ -96,14 +96,6 @@ fn setup(bed: &Bed) -> (&'static Receiver, &'static Operator) {
     let url_file: &'static str = Box::leak(url_file.into_boxed_str());
     let operator = Operator::shared(bed, &["--notify-webhook-url-file", url_file]);
     (receiver, operator)
-}
-
-fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
-    bed.kubectl(&["get", kind, name, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .map(|object| object["status"].clone())
-        .unwrap_or(Value::Null)
 }
 
 fn wait_notified(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Value {

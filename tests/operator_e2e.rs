@@ -51,6 +51,8 @@ impl OwnDeployment {
             state_dir: self.state.path(),
             key_hex: &self.key,
             extra_args: self.args,
+            repository: None,
+            env: &[],
         }
     }
 }
@@ -173,7 +175,8 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
 }
 
 #[test]
-fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
+fn a_restore_interrupted_by_a_crash_completes_after_the_restart_with_the_tokens_it_regenerated_once()
+ {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -196,7 +199,7 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     bed.bind_exec(&ns, &ns);
     bed.bind_exec(&target, &target);
     bed.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: {ns}\n  annotations:\n    rewind.dev/database: custom\n    rewind.dev/backup-command: echo hello-data\n    rewind.dev/restore-command: sleep 8; cat >/dev/null\nspec: {{containers: [{{name: db, image: busybox}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-me, namespace: {ns}}}\ndata: {{a: b}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db-0\n  namespace: {ns}\n  annotations:\n    rewind.dev/database: custom\n    rewind.dev/backup-command: echo hello-data\n    rewind.dev/restore-command: sleep 8; cat >/dev/null\nspec: {{containers: [{{name: db, image: busybox}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-me, namespace: {ns}}}\ndata: {{a: b}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: api-token, namespace: {ns}, labels: {{rewind.dev/token: \"true\"}}}}\nstringData: {{token: the-original-token-value-42}}\n"
     ));
     bed.wait_for_phase(&ns, "pod", "db-0", "Running", WAIT);
     let backup = unique("rr-backup");
@@ -235,6 +238,16 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
         || first.log_tail(),
     );
     std::thread::sleep(Duration::from_secs(2));
+    // The token Secret was created, with a new value, before the crash.
+    let token = |namespace: &str| {
+        bed.jsonpath(&["-n", namespace, "secret", "api-token"], "{.data.token}")
+            .unwrap_or_default()
+    };
+    let regenerated = token(&target);
+    assert!(
+        !regenerated.is_empty() && regenerated != token(&ns),
+        "the token was regenerated before the crash"
+    );
     first.kill_hard();
 
     let second = Operator::spawn(&bed, &launch("after-crash"));
@@ -251,6 +264,12 @@ fn a_restore_interrupted_by_a_crash_completes_after_the_restart() {
     );
     assert_eq!(status["phase"], "Completed", "{status}");
     assert_eq!(status["restored"]["databases"], 1, "{status}");
+    // The resumed restore kept the first attempt's token: regenerated exactly once.
+    assert_eq!(
+        token(&target),
+        regenerated,
+        "the resumed restore regenerated the token a second time"
+    );
     // The backup completed under the first process; the second one's gauge comes from the
     // cluster, so the 26 h alert still works after a restart.
     let gauge = format!("rewind_last_successful_backup_timestamp_seconds{{account=\"{account}\"}}");

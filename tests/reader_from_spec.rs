@@ -17,15 +17,16 @@ fn spec_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader_from_spec")
 }
 
-/// The venv's python, created once at `$HOME/.cache/rewind/spec-reader-venv` and reused
+/// The venv's python, created once at `${REWIND_CACHE:-$HOME/.cache/rewind}/spec-reader-venv` and reused
 /// while it holds exactly the packages of requirements.txt.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let requirements = std::fs::read_to_string(spec_dir().join("requirements.txt"))
             .expect("tests/reader_from_spec/requirements.txt");
-        let cache = std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(".cache/rewind"))
+        let cache = std::env::var_os("REWIND_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/rewind")))
             .unwrap_or_else(|| std::env::temp_dir().join("rewind-cache"));
         let venv = cache.join("spec-reader-venv");
         let python = venv.join("bin/python");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 use support::operator::Operator;
-use support::{Bed, unique};
+use support::{Bed, TargetCleanup, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -47,14 +47,6 @@ fn checksum(bed: &Bed, database: &str) -> String {
         database,
         "SELECT count(*) || ':' || md5(string_agg(id || '/' || name, ',' ORDER BY id)) FROM customers",
     )
-}
-
-fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
-    bed.kubectl(&["get", kind, name, "-o", "json"])
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .map(|o| o["status"].clone())
-        .unwrap_or(Value::Null)
 }
 
 fn wait_phase(bed: &Bed, operator: &Operator, kind: &str, name: &str, phases: &[&str]) -> Value {
@@ -523,27 +515,6 @@ fn restore_from_a_missing_backup_is_refused_with_what_to_do() {
         "{status}"
     );
     bed.kubectl_ok(&["delete", "projectrestore", &name]);
-}
-
-struct TargetCleanup<'a> {
-    bed: &'a Bed,
-    namespace: String,
-}
-
-impl Drop for TargetCleanup<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.bed.describe(&self.namespace));
-        }
-        self.bed.unbind_exec(&self.namespace);
-        let _ = self.bed.kubectl(&[
-            "delete",
-            "namespace",
-            &self.namespace,
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
-    }
 }
 
 #[test]

@@ -12,18 +12,10 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use support::operator::Operator;
-use support::{Bed, unique};
+use support::{Bed, status_of, unique};
 
 const PROJECTS: usize = 200;
 const EXCLUDED_PVCS: usize = 5_000;
-
-fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
-    bed.kubectl(&["get", kind, name, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .map(|object| object["status"].clone())
-        .unwrap_or(Value::Null)
-}
 
 fn wait_finished(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Value {
     bed.wait_until(

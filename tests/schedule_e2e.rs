@@ -134,6 +134,8 @@ fn launch<'a>(
         state_dir: state.path(),
         key_hex: key,
         extra_args,
+        repository: None,
+        env: &[],
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::operator::Operator;
 use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
-use support::{Bed, unique};
+use support::{Bed, TargetCleanup, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -39,14 +39,6 @@ fn table_checksum(bed: &Bed, namespace: &str, pod: &str) -> String {
     )
 }
 
-fn status_of(bed: &Bed, kind: &str, name: &str) -> Value {
-    bed.kubectl(&["get", kind, name, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .map(|object| object["status"].clone())
-        .unwrap_or(Value::Null)
-}
-
 /// Waits until the `kind` object `name` reaches a final phase; returns its status.
 fn wait_finished_kind(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Value {
     bed.wait_until(
@@ -70,27 +62,6 @@ fn wait_finished_kind(bed: &Bed, operator: &Operator, kind: &str, name: &str) ->
 
 fn wait_finished(bed: &Bed, operator: &Operator, name: &str) -> Value {
     wait_finished_kind(bed, operator, "accountbackup", name)
-}
-
-/// Deletes a restore's target namespace when the test ends, however it ends.
-struct TargetCleanup<'a> {
-    bed: &'a Bed,
-    namespace: String,
-}
-
-impl Drop for TargetCleanup<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.bed.describe(&self.namespace));
-        }
-        let _ = self.bed.kubectl(&[
-            "delete",
-            "namespace",
-            &self.namespace,
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
-    }
 }
 
 #[test]

@@ -17,16 +17,30 @@ use crate::api::DatabaseDumpRecord;
 use crate::database::controller_owner;
 use crate::database::{database_target, workload_of};
 
+/// What passed through a [`CountingReader`]: bytes, their hash, and whether reading failed.
+pub struct Seen {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Their SHA-256 so far.
+    pub sha256: Sha256,
+    /// The inner reader returned an error (the repository failed mid-stream).
+    pub failed: bool,
+}
+
 /// Counts and hashes what passes through, so the restore can prove it sent the whole dump.
 pub struct CountingReader<R> {
     inner: R,
-    seen: Arc<Mutex<(u64, Sha256)>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl<R> CountingReader<R> {
     /// Wraps `inner`; the returned handle reads the totals afterwards.
-    pub fn new(inner: R) -> (Self, Arc<Mutex<(u64, Sha256)>>) {
-        let seen = Arc::new(Mutex::new((0, Sha256::new())));
+    pub fn new(inner: R) -> (Self, Arc<Mutex<Seen>>) {
+        let seen = Arc::new(Mutex::new(Seen {
+            bytes: 0,
+            sha256: Sha256::new(),
+            failed: false,
+        }));
         (
             Self {
                 inner,
@@ -45,12 +59,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &result {
-            let fresh = &buf.filled()[before..];
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.0 += fresh.len() as u64;
-                seen.1.update(fresh);
+        match &result {
+            Poll::Ready(Ok(())) => {
+                let fresh = &buf.filled()[before..];
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.bytes += fresh.len() as u64;
+                    seen.sha256.update(fresh);
+                }
             }
+            Poll::Ready(Err(_)) => {
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.failed = true;
+                }
+            }
+            Poll::Pending => {}
         }
         result
     }
@@ -112,6 +134,24 @@ pub fn exact_length_command(command: &[String], bytes: u64) -> Vec<String> {
     }
 }
 
+/// Why a dump did not load, and whether reading it from the repository was what failed.
+#[derive(Debug)]
+pub struct LoadFailure {
+    /// For people: what failed and what to do.
+    pub reason: String,
+    /// The repository stream broke while the dump was being streamed.
+    pub repository_failed: bool,
+}
+
+impl From<String> for LoadFailure {
+    fn from(reason: String) -> Self {
+        LoadFailure {
+            reason,
+            repository_failed: false,
+        }
+    }
+}
+
 /// Streams one dump into its restored pod; checks exit code, byte count and checksum.
 pub async fn load_dump(
     client: &Client,
@@ -119,7 +159,7 @@ pub async fn load_dump(
     record: &DatabaseDumpRecord,
     dump: Box<dyn AsyncRead + Send + Unpin>,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, LoadFailure> {
     let workload = record
         .workload
         .clone()
@@ -129,7 +169,7 @@ pub async fn load_dump(
     let command = exact_length_command(&command, record.bytes);
     let (counting, seen) = CountingReader::new(dump);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    crate::exec::run(
+    let ran = crate::exec::run(
         &pods,
         &pod,
         container.as_deref(),
@@ -138,19 +178,35 @@ pub async fn load_dump(
         timeout,
         None,
     )
-    .await
-    .map_err(|e| format!("the restore command failed: {e}"))?;
-    let (bytes, digest) = {
+    .await;
+    let (bytes, digest, repository_failed) = {
         let seen = seen
             .lock()
             .map_err(|_| "checksum state poisoned".to_string())?;
-        (seen.0, hex::encode(seen.1.clone().finalize()))
+        (
+            seen.bytes,
+            hex::encode(seen.sha256.clone().finalize()),
+            seen.failed,
+        )
     };
+    if let Err(e) = ran {
+        return Err(LoadFailure {
+            reason: if repository_failed {
+                format!("reading the dump from the repository broke off after {bytes} bytes: {e}")
+            } else {
+                format!("the restore command failed: {e}")
+            },
+            repository_failed,
+        });
+    }
     if bytes != record.bytes || digest != record.sha256 {
-        return Err(format!(
-            "the dump read back does not match the backup ({bytes} bytes, sha256 {digest}; expected {} bytes, sha256 {}): run `rewind repo check`",
-            record.bytes, record.sha256
-        ));
+        return Err(LoadFailure {
+            repository_failed,
+            reason: format!(
+                "the dump read back does not match the backup ({bytes} bytes, sha256 {digest}; expected {} bytes, sha256 {}): run `rewind repo check`",
+                record.bytes, record.sha256
+            ),
+        });
     }
     Ok(pod)
 }
@@ -176,9 +232,10 @@ mod tests {
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.expect("read");
         let seen = seen.lock().expect("lock");
-        assert_eq!(seen.0, data.len() as u64);
+        assert_eq!(seen.bytes, data.len() as u64);
+        assert!(!seen.failed);
         assert_eq!(
-            hex::encode(seen.1.clone().finalize()),
+            hex::encode(seen.sha256.clone().finalize()),
             hex::encode(Sha256::digest(&data))
         );
     }

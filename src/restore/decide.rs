@@ -255,6 +255,19 @@ pub fn create_retry(
     Some(retry_after.unwrap_or(backoff).min(Duration::from_secs(30)))
 }
 
+/// How many times a dump is streamed into its restored pod when the repository fails.
+pub const DUMP_LOAD_ATTEMPTS: u32 = 4;
+
+/// Whether a dump whose load just failed is streamed again, and after how long (pure): only
+/// when reading it from the repository failed transiently — opening the stream, or the stream
+/// breaking mid-way (an S3 response cut off) — since the restore commands load a whole dump
+/// again (pg_restore --clean). A failure of the pod's command or a permanent repository error
+/// (wrong key, damaged data) is the item's failure at once. Backs off 2 s, 4 s, 8 s.
+pub fn dump_load_retry(attempt: u32, repository_failed: bool, permanent: bool) -> Option<Duration> {
+    (repository_failed && !permanent && attempt < DUMP_LOAD_ATTEMPTS)
+        .then(|| Duration::from_secs(2u64 << attempt.saturating_sub(1).min(4)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +595,25 @@ mod tests {
         assert!(
             !reads_all_records(&restore, &failed),
             "a backup that cannot be restored"
+        );
+    }
+
+    #[test]
+    fn a_dump_is_streamed_again_only_when_the_repository_failed_transiently() {
+        assert_eq!(
+            dump_load_retry(1, true, false),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            dump_load_retry(3, true, false),
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(dump_load_retry(DUMP_LOAD_ATTEMPTS, true, false), None);
+        assert_eq!(dump_load_retry(1, true, true), None, "a permanent error");
+        assert_eq!(
+            dump_load_retry(1, false, false),
+            None,
+            "the pod's command failed"
         );
     }
 }

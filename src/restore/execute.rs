@@ -375,28 +375,40 @@ impl ProjectStep<'_> {
             .iter()
             .filter(|d| d.project == self.project);
         for record in dumps {
-            let dump = match self.store.read_stream(self.snapshot, &record.stream).await {
-                Ok(dump) => dump,
-                Err(err) => {
-                    outcome.failed.push(self.failure(
-                        "Database",
-                        &record.pod,
-                        format!("reading the dump failed: {}", err.message),
-                    ));
-                    continue;
+            let mut attempt = 0;
+            let failure = loop {
+                attempt += 1;
+                let (reason, repository_failed, permanent) =
+                    match self.store.read_stream(self.snapshot, &record.stream).await {
+                        Err(err) => (
+                            format!("reading the dump failed: {}", err.message),
+                            true,
+                            err.permanent,
+                        ),
+                        Ok(dump) => match super::databases::load_dump(
+                            self.client,
+                            self.target,
+                            record,
+                            dump,
+                            self.job.timeouts.dump,
+                        )
+                        .await
+                        {
+                            Ok(_) => break None,
+                            Err(failed) => (failed.reason, failed.repository_failed, false),
+                        },
+                    };
+                match super::decide::dump_load_retry(attempt, repository_failed, permanent) {
+                    Some(wait) => {
+                        tracing::warn!(pod = %record.pod, attempt, %reason, "streaming the dump again");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => break Some(reason),
                 }
             };
-            match super::databases::load_dump(
-                self.client,
-                self.target,
-                record,
-                dump,
-                self.job.timeouts.dump,
-            )
-            .await
-            {
-                Ok(_) => outcome.restored.databases += 1,
-                Err(reason) => outcome
+            match failure {
+                None => outcome.restored.databases += 1,
+                Some(reason) => outcome
                     .failed
                     .push(self.failure("Database", &record.pod, reason)),
             }

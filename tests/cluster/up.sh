@@ -55,12 +55,21 @@ componentsPatches:
   extraArgs:
   - {key: manage-all-nodes, value: "false", override: true}
   - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+- name: kube-scheduler
+  extraArgs:
+  - {key: leader-elect, value: "false"}
+- name: kube-controller-manager
+  extraArgs:
+  - {key: leader-elect, value: "false"}
 - name: kube-apiserver
   extraArgs:
   - {key: kubelet-client-certificate, value: $cluster_pki/admin.crt}
   - {key: kubelet-client-key, value: $cluster_pki/admin.key}
   - {key: kubelet-preferred-address-types, value: InternalIP}
 YAML
+# The scheduler and controller manager run without leader election: the bed has one of each and
+# no supervisor, and with it they exit ("Leaderelection lost") when the API server is away for a
+# few seconds (the chaos suite restarts it) — a cluster's kubelet would restart them, nothing here.
 # InternalIP first: the real node's Hostname address (its node name) resolves nowhere. kwok's
 # node then gets 127.0.0.1 as its InternalIP (kwokctl's default is a documentation address), where
 # kwok serves exec and logs for it.

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod fault_proxy;
 pub mod operator;
 pub mod real_node;
 pub mod tree;
@@ -421,4 +422,38 @@ fn next_counter() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     COUNTER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The `status` of the `kind` object `name`, or null when it cannot be read.
+pub fn status_of(bed: &Bed, kind: &str, name: &str) -> serde_json::Value {
+    bed.kubectl(&["get", kind, name, "-o", "json"])
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .map(|object| object["status"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Deletes a restore's target namespace (and its exec binding) when the test ends, however it
+/// ends; a failing test prints the namespace first.
+pub struct TargetCleanup<'a> {
+    /// The bed.
+    pub bed: &'a Bed,
+    /// The restore's target namespace.
+    pub namespace: String,
+}
+
+impl Drop for TargetCleanup<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.bed.describe(&self.namespace));
+        }
+        self.bed.unbind_exec(&self.namespace);
+        let _ = self.bed.kubectl(&[
+            "delete",
+            "namespace",
+            &self.namespace,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
 }

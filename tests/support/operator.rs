@@ -40,6 +40,10 @@ pub struct Launch<'a> {
     pub key_hex: &'a str,
     /// More `rewind run` flags.
     pub extra_args: &'a [&'a str],
+    /// Another repository than the file:// one in `state_dir` (e.g. S3 through a fault proxy).
+    pub repository: Option<&'a str>,
+    /// More environment (e.g. AWS_ENDPOINT for that repository).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 static OPERATOR: OnceLock<Operator> = OnceLock::new();
@@ -73,6 +77,8 @@ impl Operator {
                     state_dir: dir.path(),
                     key_hex: &key_hex,
                     extra_args,
+                    repository: None,
+                    env: &[],
                 },
             );
             operator._dir = Some(dir);
@@ -137,7 +143,10 @@ impl Operator {
 
     /// Starts an operator process; `wait_ready` waits for /readyz.
     pub fn spawn(bed: &Bed, launch: &Launch<'_>) -> Operator {
-        let repository = format!("file://{}/repository", launch.state_dir.display());
+        let repository = launch.repository.map_or_else(
+            || format!("file://{}/repository", launch.state_dir.display()),
+            str::to_string,
+        );
         let key_file = launch.state_dir.join("key");
         std::fs::write(&key_file, launch.key_hex).expect("key file");
         let log = launch.state_dir.join(format!("{}.log", launch.identity));
@@ -160,6 +169,7 @@ impl Operator {
             .env("RUST_LOG", "info,rewind=debug")
             .envs(bed.envs())
             .env("KUBECONFIG", &kubeconfig)
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::piped())
             .spawn()
             .expect("start the operator");
