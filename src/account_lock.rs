@@ -1,10 +1,21 @@
 //! One operation at a time per account, held as a Lease in the operator's namespace.
 //!
-//! The Lease `account-<account>` names its holder (`AccountBackup/<name>/<uid>`).
-//! Creating it is the lock: the API server lets exactly one create succeed.
-//! A holder that no longer exists or has finished is stale and is replaced
-//! with a write conditional on the Lease's resourceVersion, so a restart or a
-//! crashed operation never blocks an account for ever.
+//! The Lease `account-<account>` names its holder: the operation and the replica running it
+//! (`AccountBackup/<name>/<uid>@<replica>`). Creating it is the lock: the API server lets exactly
+//! one create succeed. A holder that no longer exists or has finished is stale and is replaced
+//! with a write conditional on the Lease's resourceVersion, so a restart or a crashed operation
+//! never blocks an account for ever.
+//!
+//! Without leader election two replicas can both reconcile the same operation: the one whose
+//! name is in the Lease runs it and renews the Lease every [`RENEW_EVERY`] while it does; the
+//! other waits, and takes the operation over only after it has seen the Lease unchanged for
+//! [`LOCK_DURATION`] on its own monotonic clock — the replica that held it stopped. A replica
+//! restarted under the same name (a container restart keeps the pod name) resumes at once, and so
+//! does an elected leader: the previous leader stopped acting before leadership could pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -13,6 +24,12 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AccountBackup, BackupPhase, ProjectRestore, RestorePhase};
+use crate::operator::leader::LeaseObserver;
+
+/// How long a replica's hold on an account lasts without renewal.
+pub const LOCK_DURATION: Duration = Duration::from_secs(30);
+/// How often the replica running an operation renews its account's Lease.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// The operation that holds, or wants, an account's lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,9 +66,15 @@ impl Holder {
         format!("{}/{}/{}", self.kind, self.name, self.uid)
     }
 
-    /// Parses an identity written by [`Holder::identity`].
+    /// The Lease's holder identity: this operation, run by `replica`.
+    pub fn on(&self, replica: &str) -> String {
+        format!("{}@{replica}", self.identity())
+    }
+
+    /// Parses an identity written by [`Holder::identity`] or [`Holder::on`] (the replica dropped).
     pub fn parse(identity: &str) -> Option<(String, String, String)> {
-        let mut parts = identity.splitn(3, '/');
+        let operation = identity.split_once('@').map_or(identity, |(op, _)| op);
+        let mut parts = operation.splitn(3, '/');
         Some((
             parts.next()?.to_string(),
             parts.next()?.to_string(),
@@ -80,22 +103,59 @@ pub enum LockDecision {
     Create,
     /// We already hold it.
     AlreadyOurs,
-    /// The holder is gone or finished: replace it.
+    /// The holder is gone or finished, or its replica stopped renewing: replace it.
     TakeOverStale { previous: String },
     /// Another live operation holds it: wait behind it.
     Wait { behind: String },
+    /// This very operation runs on another replica that still renews the lock: leave it be.
+    RunningElsewhere { replica: String },
 }
 
-/// Decides from the current holder identity and whether that holder is still active.
-pub fn decide_lock(current_holder: Option<&str>, me: &Holder, holder_active: bool) -> LockDecision {
-    match current_holder {
-        None => LockDecision::Create,
-        Some(holder) if holder == me.identity() => LockDecision::AlreadyOurs,
-        Some(holder) if !holder_active => LockDecision::TakeOverStale {
+/// The lock as one replica sees it when it wants it.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// The Lease's holder identity, if there is a Lease.
+    pub holder: Option<&'a str>,
+    /// Whether the operation it names still runs (Running, not deleted).
+    pub holder_active: bool,
+    /// How long this replica has seen the same Lease record, on its own monotonic clock.
+    pub unchanged_for: Duration,
+    /// This replica won leader election: every other replica has stopped acting (a leader that
+    /// cannot renew exits before its lease can pass on), so whatever they held is stale.
+    pub others_stopped: bool,
+}
+
+/// Decides from the current holder, whether its operation still runs and how long its replica
+/// has not renewed it as we observed (pure).
+pub fn decide_lock(observed: Observed<'_>, me: &Holder, replica: &str) -> LockDecision {
+    let Some(holder) = observed.holder else {
+        return LockDecision::Create;
+    };
+    let (operation, holder_replica) = match holder.split_once('@') {
+        Some((operation, replica)) => (operation, Some(replica)),
+        None => (holder, None),
+    };
+    if !observed.holder_active {
+        return LockDecision::TakeOverStale {
             previous: holder.to_string(),
-        },
-        Some(holder) => LockDecision::Wait {
+        };
+    }
+    if operation != me.identity() {
+        return LockDecision::Wait {
             behind: Holder::describe(holder),
+        };
+    }
+    match holder_replica {
+        // Ours, or written before replicas were named: the same process or its predecessor.
+        Some(r) if r == replica => LockDecision::AlreadyOurs,
+        None => LockDecision::AlreadyOurs,
+        Some(_) if observed.others_stopped || observed.unchanged_for >= LOCK_DURATION => {
+            LockDecision::TakeOverStale {
+                previous: holder.to_string(),
+            }
+        }
+        Some(other) => LockDecision::RunningElsewhere {
+            replica: other.to_string(),
         },
     }
 }
@@ -107,21 +167,108 @@ pub enum LockOutcome {
     Held,
     /// Another operation holds it; names it for `queuedBehind`.
     Busy { behind: String },
+    /// This operation runs on another replica: check again later, change nothing.
+    RunningElsewhere { replica: String },
 }
 
-/// The per-account locks of one operator namespace.
+/// The per-account locks of one operator namespace, as taken by one replica.
 #[derive(Clone)]
 pub struct AccountLocks {
     api: Api<Lease>,
     client: Client,
+    replica: String,
+    /// Whether this replica only acts as the elected leader.
+    leader_elected: bool,
+    /// How long each account's Lease has looked the same to this replica (observation only:
+    /// a restarted replica starts observing afresh and waits one full duration at most).
+    observers: Arc<Mutex<HashMap<String, LeaseObserver>>>,
 }
 
 impl AccountLocks {
-    /// Locks kept in `namespace` (the operator's own).
-    pub fn new(client: Client, namespace: &str) -> Self {
+    /// Locks kept in `namespace` (the operator's own), taken in the name of `replica`, which
+    /// acts only once it won leader election when `leader_elected`.
+    pub fn new(client: Client, namespace: &str, replica: &str, leader_elected: bool) -> Self {
         Self {
             api: Api::namespaced(client.clone(), namespace),
             client,
+            replica: replica.to_string(),
+            leader_elected,
+            observers: Arc::default(),
+        }
+    }
+
+    fn unchanged_for(&self, name: &str, lease: Option<&Lease>) -> Duration {
+        let mut observers = self
+            .observers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        observers
+            .entry(name.to_string())
+            .or_default()
+            .observe(lease.and_then(|l| l.spec.as_ref()), Instant::now())
+    }
+
+    fn spec_for(&self, me: &Holder) -> LeaseSpec {
+        let now = MicroTime(Timestamp::now());
+        LeaseSpec {
+            holder_identity: Some(me.on(&self.replica)),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_duration_seconds: Some(LOCK_DURATION.as_secs() as i32),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Renews the account's Lease every [`RENEW_EVERY`] while the guard lives, so other replicas
+    /// see that this one still runs the operation. Dropping the guard stops renewing.
+    pub fn keep_renewed(&self, account: &str, me: &Holder) -> RenewGuard {
+        let locks = self.clone();
+        let account = account.to_string();
+        let me = me.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RENEW_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match locks.renew(&account, &me).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(%account, holder = %me.identity(), "the account lock is no longer ours: another replica took it over after this one did not renew it in time");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%account, error = %err, "could not renew the account lock; retrying")
+                    }
+                }
+            }
+        });
+        RenewGuard(task)
+    }
+
+    /// One renewal; false when the Lease is no longer ours.
+    async fn renew(&self, account: &str, me: &Holder) -> Result<bool, kube::Error> {
+        let name = lease_name(account);
+        let Some(mut lease) = self.api.get_opt(&name).await? else {
+            return Ok(false);
+        };
+        let ours = me.on(&self.replica);
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(ours.as_str()) {
+            return Ok(false);
+        }
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        spec.lease_duration_seconds = Some(LOCK_DURATION.as_secs() as i32);
+        match self
+            .api
+            .replace(&name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Written in between: by us (fine) or by a replica that took it (seen next round).
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
+            Err(err) => Err(err),
         }
     }
 
@@ -143,24 +290,28 @@ impl AccountLocks {
     ) -> Result<LockOutcome, kube::Error> {
         let name = lease_name(account);
         let current = self.api.get_opt(&name).await?;
+        let unchanged_for = self.unchanged_for(&name, current.as_ref());
         let holder = current
             .as_ref()
             .and_then(|l| l.spec.as_ref())
             .and_then(|s| s.holder_identity.clone());
-        let active = match &holder {
-            Some(h) if *h != me.identity() => {
-                holder_is_active(self.client.clone(), h.clone()).await?
-            }
-            _ => true,
+        let holder_active = match &holder {
+            Some(h) => holder_is_active(self.client.clone(), h.clone()).await?,
+            None => true,
         };
-        let spec = LeaseSpec {
-            holder_identity: Some(me.identity()),
-            acquire_time: Some(MicroTime(Timestamp::now())),
-            ..LeaseSpec::default()
+        let observed = Observed {
+            holder: holder.as_deref(),
+            holder_active,
+            unchanged_for,
+            others_stopped: self.leader_elected,
         };
-        let written = match decide_lock(holder.as_deref(), me, active) {
+        let spec = self.spec_for(me);
+        let written = match decide_lock(observed, me, &self.replica) {
             LockDecision::AlreadyOurs => return Ok(LockOutcome::Held),
             LockDecision::Wait { behind } => return Ok(LockOutcome::Busy { behind }),
+            LockDecision::RunningElsewhere { replica } => {
+                return Ok(LockOutcome::RunningElsewhere { replica });
+            }
             LockDecision::Create => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -189,12 +340,18 @@ impl AccountLocks {
         match written {
             Ok(_) => Ok(LockOutcome::Held),
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                let behind = self
-                    .holder(account)
-                    .await?
-                    .map(|h| Holder::describe(&h))
-                    .unwrap_or_default();
-                Ok(LockOutcome::Busy { behind })
+                // Someone wrote first: another operation, or this one from another replica.
+                let holder = self.holder(account).await?.unwrap_or_default();
+                match holder.split_once('@') {
+                    Some((operation, replica)) if operation == me.identity() => {
+                        Ok(LockOutcome::RunningElsewhere {
+                            replica: replica.to_string(),
+                        })
+                    }
+                    _ => Ok(LockOutcome::Busy {
+                        behind: Holder::describe(&holder),
+                    }),
+                }
             }
             Err(err) => Err(err),
         }
@@ -210,6 +367,7 @@ impl AccountLocks {
             .spec
             .as_ref()
             .and_then(|s| s.holder_identity.as_deref())
+            .map(|h| h.split_once('@').map_or(h, |(op, _)| op))
             == Some(me.identity().as_str());
         if !ours {
             return Ok(());
@@ -226,6 +384,15 @@ impl AccountLocks {
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Stops renewing an account's Lease when dropped.
+pub struct RenewGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for RenewGuard {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -266,23 +433,107 @@ mod tests {
         }
     }
 
-    #[test]
-    fn free_account_lock_is_created() {
-        assert_eq!(decide_lock(None, &me(), true), LockDecision::Create);
+    fn seen(holder: Option<&str>, holder_active: bool, unchanged_for: u64) -> Observed<'_> {
+        Observed {
+            holder,
+            holder_active,
+            unchanged_for: Duration::from_secs(unchanged_for),
+            others_stopped: false,
+        }
     }
 
     #[test]
-    fn own_lock_is_kept_across_restarts() {
+    fn free_account_lock_is_created() {
         assert_eq!(
-            decide_lock(Some("AccountBackup/nightly/u1"), &me(), true),
+            decide_lock(seen(None, true, 0), &me(), "a"),
+            LockDecision::Create
+        );
+    }
+
+    #[test]
+    fn own_lock_is_kept_across_restarts_of_the_same_replica() {
+        assert_eq!(
+            decide_lock(
+                seen(Some("AccountBackup/nightly/u1@a"), true, 0),
+                &me(),
+                "a"
+            ),
             LockDecision::AlreadyOurs
         );
     }
 
     #[test]
-    fn live_holder_queues_us_behind_it_by_name() {
+    fn a_lock_written_before_replicas_were_named_is_still_ours() {
         assert_eq!(
-            decide_lock(Some("ProjectRestore/undo/u9"), &me(), true),
+            decide_lock(seen(Some("AccountBackup/nightly/u1"), true, 0), &me(), "a"),
+            LockDecision::AlreadyOurs
+        );
+    }
+
+    #[test]
+    fn the_same_operation_renewed_by_another_replica_is_left_to_it() {
+        assert_eq!(
+            decide_lock(
+                seen(Some("AccountBackup/nightly/u1@b"), true, 29),
+                &me(),
+                "a"
+            ),
+            LockDecision::RunningElsewhere {
+                replica: "b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_same_operation_is_taken_over_once_its_replica_stopped_renewing_for_the_lock_duration() {
+        assert_eq!(
+            decide_lock(
+                seen(Some("AccountBackup/nightly/u1@b"), true, 30),
+                &me(),
+                "a"
+            ),
+            LockDecision::TakeOverStale {
+                previous: "AccountBackup/nightly/u1@b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_elected_leader_takes_over_the_same_operation_from_a_previous_leader_at_once() {
+        let observed = Observed {
+            others_stopped: true,
+            ..seen(Some("AccountBackup/nightly/u1@b"), true, 0)
+        };
+        assert_eq!(
+            decide_lock(observed, &me(), "a"),
+            LockDecision::TakeOverStale {
+                previous: "AccountBackup/nightly/u1@b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_elected_leader_still_waits_behind_another_live_operation() {
+        let observed = Observed {
+            others_stopped: true,
+            ..seen(Some("ProjectRestore/undo/u9@b"), true, 0)
+        };
+        assert_eq!(
+            decide_lock(observed, &me(), "a"),
+            LockDecision::Wait {
+                behind: "ProjectRestore/undo".into()
+            }
+        );
+    }
+
+    #[test]
+    fn live_holder_queues_us_behind_it_by_name_however_long_it_looks_unchanged() {
+        assert_eq!(
+            decide_lock(
+                seen(Some("ProjectRestore/undo/u9@b"), true, 3600),
+                &me(),
+                "a"
+            ),
             LockDecision::Wait {
                 behind: "ProjectRestore/undo".into()
             }
@@ -292,18 +543,32 @@ mod tests {
     #[test]
     fn finished_or_deleted_holder_is_taken_over() {
         assert_eq!(
-            decide_lock(Some("AccountBackup/old/u0"), &me(), false),
+            decide_lock(seen(Some("AccountBackup/old/u0@b"), false, 0), &me(), "a"),
             LockDecision::TakeOverStale {
-                previous: "AccountBackup/old/u0".into()
+                previous: "AccountBackup/old/u0@b".into()
             }
         );
     }
 
     #[test]
     fn same_name_recreated_object_is_a_different_holder() {
-        assert_ne!(
-            decide_lock(Some("AccountBackup/nightly/u0"), &me(), true),
-            LockDecision::AlreadyOurs
+        assert_eq!(
+            decide_lock(
+                seen(Some("AccountBackup/nightly/u0@a"), true, 0),
+                &me(),
+                "a"
+            ),
+            LockDecision::Wait {
+                behind: "AccountBackup/nightly".into()
+            }
         );
+    }
+
+    #[test]
+    fn a_holder_identity_parses_with_or_without_its_replica() {
+        let parsed = Some(("AccountBackup".into(), "nightly".into(), "u1".into()));
+        assert_eq!(Holder::parse("AccountBackup/nightly/u1@rewind-0"), parsed);
+        assert_eq!(Holder::parse("AccountBackup/nightly/u1"), parsed);
+        assert_eq!(me().on("rewind-0"), "AccountBackup/nightly/u1@rewind-0");
     }
 }

@@ -22,6 +22,16 @@ pub fn delay(attempt: u32, permanent: bool) -> Duration {
     FIRST.saturating_mul(factor).min(LONGEST)
 }
 
+/// The wait before retrying a Running operation: never past its deadline, so the retry that
+/// finds it overdue fails it on time instead of leaving it Running (pure). `left` is what
+/// remains of the operation timeout; None for an object that is not Running.
+pub fn within_deadline(wait: Duration, left: Option<Duration>) -> Duration {
+    match left {
+        Some(left) => wait.min(left + Duration::from_secs(1)),
+        None => wait,
+    }
+}
+
 /// Consecutive failures per object (by uid), shared by a controller's reconciles.
 #[derive(Debug, Default)]
 pub struct Backoff {
@@ -55,6 +65,24 @@ mod tests {
         assert_eq!(delay(4, false), Duration::from_secs(40));
         assert_eq!(delay(7, false), Duration::from_secs(300));
         assert_eq!(delay(u32::MAX, false), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_running_operation_is_retried_no_later_than_its_deadline() {
+        let five_minutes = Duration::from_secs(300);
+        assert_eq!(
+            within_deadline(five_minutes, Some(Duration::from_secs(40))),
+            Duration::from_secs(41)
+        );
+        assert_eq!(
+            within_deadline(five_minutes, Some(Duration::ZERO)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            within_deadline(Duration::from_secs(5), Some(Duration::from_secs(40))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(within_deadline(five_minutes, None), five_minutes);
     }
 
     #[test]

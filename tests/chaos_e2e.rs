@@ -193,6 +193,9 @@ fn restart_api_server(bed: &Bed) {
         || bed.kubectl(&["get", "--raw", "/readyz"]).ok(),
         String::new,
     );
+    // Ready is not yet creatable: the admission policy relearns the Rewind kinds (503
+    // "Resource kind … not found" for a few seconds), as after an install.
+    Operator::wait_rewind_kinds_creatable(bed);
 }
 
 /// What a project holds, as the checks compare it.

@@ -174,6 +174,127 @@ fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() 
     let _ = bed.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
 }
 
+fn account_lock_holder(bed: &Bed, namespace: &str, account: &str) -> Option<String> {
+    bed.jsonpath(
+        &["-n", namespace, "lease", &format!("account-{account}")],
+        "{.spec.holderIdentity}",
+    )
+}
+
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+#[test]
+fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resumes_it_when_the_other_dies()
+ {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!(
+            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the hook"
+        );
+        return;
+    }
+    let deployment = OwnDeployment::new(
+        &bed,
+        "rewind-twin",
+        &["--no-leader-election", "--hook-timeout", "60s"],
+    );
+    let mut replicas = vec![
+        Operator::spawn(&bed, &deployment.launch("twin-a")),
+        Operator::spawn(&bed, &deployment.launch("twin-b")),
+    ];
+    for replica in &replicas {
+        bed.wait_until(
+            "both replicas to be ready",
+            WAIT,
+            || {
+                replica
+                    .get("/readyz")
+                    .starts_with("HTTP/1.1 200")
+                    .then_some(())
+            },
+            || replica.log_tail(),
+        );
+    }
+
+    // Each copy attempt runs the pre-backup hook once and notes it in a file on the bed's host.
+    let runs = tempfile::NamedTempFile::new().expect("hook run file");
+    let account = unique("twin");
+    let project = bed.project("twin", &account);
+    bed.bind_exec(&project.name, &project.name);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"echo run >> {}; sleep 20\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
+        project.name,
+        runs.path().display()
+    ));
+    bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
+    let name = unique("twin");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    let logs = |replicas: &[Operator]| {
+        replicas
+            .iter()
+            .map(Operator::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    bed.wait_until(
+        "the first copy attempt to run its hook",
+        WAIT,
+        || (lines_in(runs.path()) >= 1).then_some(()),
+        || format!("{}\n{}", phase(&bed, &name), logs(&replicas)),
+    );
+    // Both replicas reconcile the Running backup; only the one named in the account's lock
+    // copies, and it keeps renewing the lock while its hook sleeps.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        lines_in(runs.path()),
+        1,
+        "one copy attempt while the holder lives: {}",
+        logs(&replicas)
+    );
+    let holder = account_lock_holder(&bed, &deployment.namespace, &account).unwrap_or_default();
+    let copier = if holder.ends_with("@twin-a") { 0 } else { 1 };
+    assert!(
+        holder.ends_with(&format!("@twin-{}", ["a", "b"][copier])),
+        "the lock names the operation and the replica running it: {holder}"
+    );
+    let mut survivor = replicas.remove(1 - copier);
+    let mut copier = replicas.remove(0);
+    copier.kill_hard();
+
+    let status = bed.wait_until(
+        "the survivor to resume the backup once the dead replica's lock went stale",
+        WAIT,
+        || {
+            let status = phase(&bed, &name);
+            (status["phase"] == "Completed").then_some(status)
+        },
+        || format!("{}\n{}", phase(&bed, &name), survivor.log_tail()),
+    );
+    assert_eq!(
+        lines_in(runs.path()),
+        2,
+        "the survivor ran the copy once more, no one else did: {}",
+        survivor.log_tail()
+    );
+    assert!(
+        status["activity"].to_string().contains("resumed"),
+        "the activity log says the backup resumed: {status}"
+    );
+    assert_eq!(
+        account_lock_holder(&bed, &deployment.namespace, &account),
+        None,
+        "the account lock is released when the backup completes"
+    );
+    survivor.stop();
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--wait=false"]);
+    let _ = bed.kubectl(&["delete", "namespace", &deployment.namespace, "--wait=false"]);
+}
+
 #[test]
 fn a_restore_interrupted_by_a_crash_completes_after_the_restart_with_the_tokens_it_regenerated_once()
  {

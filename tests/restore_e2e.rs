@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 use support::operator::Operator;
-use support::{Bed, TargetCleanup, status_of, unique};
+use support::{Bed, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -245,10 +245,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
     ));
-    let _cleanup = TargetCleanup {
-        bed: &bed,
-        namespace: target.clone(),
-    };
+    let _cleanup = bed.adopt_namespace(&target);
     let status = wait_phase(
         &bed,
         operator,

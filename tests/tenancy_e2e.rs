@@ -31,6 +31,15 @@
 //! - objects in the bucket (locks, `config`): whoever has bucket write access, without the key;
 //!   a forged lock is ignored, an edited chunker refused — `repository::a_forged_prune_lock_in_the_bucket_does_not_block_backups`,
 //!   `repository::a_config_whose_chunker_sizes_were_edited_is_refused`.
+//! - a dump stream that breaks while a restore reads it (a bucket writer, or a flaky S3): it is
+//!   read again, at most four times, and only the restore's own backup's stream — it decides
+//!   nothing about another account; a permanent error fails the item at once — unit
+//!   `restore::decide::tests::a_dump_is_streamed_again_only_when_the_repository_failed_transiently`.
+//! - a volume snapshot's `restoreSize`: the snapshot controller, copied into the backup's status by
+//!   the operator; `kubectl rewind describe` only prints it, in its account's own backup — unit
+//!   `cli::plugin::render::tests::a_volume_size_in_plain_bytes_reads_like_the_other_sizes_and_a_quantity_stays_as_written`.
+//! - `make run`'s sample account and the chaos suite's account: written by the person running
+//!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 
 mod support;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::operator::Operator;
 use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
-use support::{Bed, TargetCleanup, status_of, unique};
+use support::{Bed, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
 
@@ -179,10 +179,7 @@ fn a_deleted_project_comes_back_with_its_own_postgresql_on_its_restored_volume_a
     // Restored into a new namespace: the PostgreSQL pod comes back on the real node on its own
     // PVC made from the snapshot, and Rewind loads the dump into it once it is Ready.
     let target = unique("vol-back");
-    let _cleanup = TargetCleanup {
-        bed: &bed,
-        namespace: target.clone(),
-    };
+    let _cleanup = bed.adopt_namespace(&target);
     let restore = unique("volrestore");
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {name}\n  targetNamespaces: {{{ns}: {target}}}\n"
@@ -255,6 +252,84 @@ fn a_deleted_project_comes_back_with_its_own_postgresql_on_its_restored_volume_a
         !leftovers.contains("rewind-delete"),
         "the temporary content is gone: {leftovers}"
     );
+}
+
+#[test]
+fn a_restore_whose_volume_snapshot_was_lost_with_the_storage_fails_that_volume_at_once_and_leaves_no_helper()
+ {
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "removing a snapshot from the storage")
+    else {
+        return;
+    };
+    let operator = operator(&bed);
+    let account = unique("lost");
+    let project = bed.project("lost", &account);
+    let ns = project.name.clone();
+    apply_in(
+        &bed,
+        &ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: files}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
+    );
+    bed.wait_for_phase(&ns, "pvc", "files", "Bound", DONE);
+    let name = unique("lostbackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_finished(&bed, operator, &name);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let handle = status["volumeSnapshots"][0]["snapshotHandle"]
+        .as_str()
+        .expect("the volume's snapshot handle")
+        .to_string();
+
+    // The storage system loses the snapshot after the backup.
+    let tarball = std::path::Path::new(&csi_state)
+        .join("snapshots")
+        .join(format!("{handle}.tgz"));
+    std::fs::remove_file(&tarball).expect("remove the physical snapshot");
+
+    let target = unique("lost-back");
+    let _cleanup = bed.adopt_namespace(&target);
+    let restore = unique("lostrestore");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {name}\n  targetNamespaces: {{{ns}: {target}}}\n"
+    ));
+    let restored = wait_finished_kind(&bed, operator, "projectrestore", &restore);
+    assert_eq!(restored["phase"], "PartiallyFailed", "{restored}");
+    let failed = restored["failed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failed.len(), 1, "only the volume failed: {restored}");
+    assert_eq!(failed[0]["kind"], "PersistentVolumeClaim", "{restored}");
+    assert_eq!(failed[0]["name"], "files", "{restored}");
+    let reason = failed[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&handle) && reason.contains("restore the volume from another backup"),
+        "the reason names the snapshot and what to do: {reason}"
+    );
+    assert!(
+        !reason.contains("not ready within"),
+        "the driver's answer fails the volume at once, not the snapshot timeout: {reason}"
+    );
+    // The rest of the project is back; no PVC waits Pending for a snapshot that cannot come.
+    assert_eq!(
+        bed.jsonpath(&["-n", &target, "configmap", "settings"], "{.data.mode}")
+            .as_deref(),
+        Some("fast")
+    );
+    assert!(
+        bed.kubectl(&["-n", &target, "get", "pvc", "files"])
+            .is_err(),
+        "no PVC is left Pending in the restored namespace"
+    );
+    let uid = bed
+        .jsonpath(&["projectrestore", &restore], "{.metadata.uid}")
+        .expect("the restore's uid");
+    let helper = rewind::restore::volumes::helper_name(&uid, &target, "files");
+    assert!(
+        bed.kubectl(&["get", "volumesnapshotcontent", &helper])
+            .is_err(),
+        "no helper content {helper} is left for the failed volume"
+    );
+    bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
 }
 
 #[test]

@@ -98,7 +98,15 @@ async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Acti
 
 fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, ctx: Arc<Context>) -> Action {
     let uid = backup.metadata.uid.clone().unwrap_or_default();
-    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    let status = backup.status.as_ref();
+    let left = (status.and_then(|s| s.phase) == Some(BackupPhase::Running)).then(|| {
+        crate::status::time_left(
+            status.and_then(|s| s.started_at.as_ref()),
+            Timestamp::now(),
+            ctx.operation_timeout,
+        )
+    });
+    let wait = crate::retry::within_deadline(ctx.backoff.failed(&uid, error.is_permanent()), left);
     warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
 }
@@ -306,6 +314,12 @@ async fn try_start(
                     ctx.backup_limit.unclaim(&uid).await;
                     queue(api, backup, &behind, now).await
                 }
+                Ok(LockOutcome::RunningElsewhere { replica }) => {
+                    // Another replica started it a moment ago; our cache has not seen that yet.
+                    ctx.backup_limit.unclaim(&uid).await;
+                    info!(%replica, "the backup was started by another replica");
+                    Ok(Action::requeue(QUEUED_RECHECK))
+                }
                 Ok(LockOutcome::Held) => {
                     // startedAt is when the slot was taken, not when this reconcile began.
                     let started = decide::started_status(backup, Timestamp::now());
@@ -349,14 +363,26 @@ async fn run_copy(
         .await;
     }
     // Re-take the account lock: ours already if this is a resumed backup.
-    if let LockOutcome::Busy { behind } = ctx
+    match ctx
         .locks
         .try_acquire(&backup.spec.account, &Holder::backup(backup))
         .await?
     {
-        write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
-        return Ok(Action::requeue(QUEUED_RECHECK));
+        LockOutcome::Held => {}
+        LockOutcome::Busy { behind } => {
+            write(api, backup, &decide::queued_status(backup, &behind, now)).await?;
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
+        LockOutcome::RunningElsewhere { replica } => {
+            // Another replica copies it and renews the lock; if it stops, the lock goes stale
+            // and this replica resumes the backup.
+            info!(%replica, "the backup is being copied by another replica; waiting");
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
     }
+    let _renewing = ctx
+        .locks
+        .keep_renewed(&backup.spec.account, &Holder::backup(backup));
     // The first copy attempt logs "copying" and writes it at once; finding it again means the
     // operator stopped mid-copy and this is a resumed attempt — which may find its work done.
     if decide::is_resumed(&status) {

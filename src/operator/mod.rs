@@ -69,7 +69,12 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
     let ctx = Arc::new(Context {
         backups: backups.reader(),
         client: client.clone(),
-        locks: AccountLocks::new(client.clone(), &args.namespace),
+        locks: AccountLocks::new(
+            client.clone(),
+            &args.namespace,
+            &identity,
+            !args.no_leader_election,
+        ),
         metrics,
         recorder: Recorder::new(client.clone(), Context::reporter(&identity)),
         operation_timeout,

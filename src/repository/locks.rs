@@ -18,10 +18,11 @@ use super::Repository;
 use super::error::RepoError;
 use super::format::{Lock, names};
 
-/// A lock older than this is stale.
-pub const STALE_AFTER_SECONDS: i64 = 600;
+/// A lock older than this is stale: a holder that died (an operator SIGKILLed mid-prune) blocks
+/// the other side for at most this long. Six refreshes missed; generous for clock skew.
+pub const STALE_AFTER_SECONDS: i64 = 180;
 /// How often a held lock is refreshed.
-pub const REFRESH_SECONDS: u64 = 60;
+pub const REFRESH_SECONDS: u64 = 30;
 
 fn holder() -> String {
     format!(
@@ -55,7 +56,7 @@ pub enum LockState {
     Fresh(Lock),
     /// Authentic but not refreshed for ten minutes: its holder crashed.
     Stale,
-    /// Not sealed with this repository's key, or dated more than ten minutes ahead: ignored.
+    /// Not sealed with this repository's key, or dated more than three minutes ahead: ignored.
     Untrusted(&'static str),
 }
 
@@ -68,7 +69,7 @@ pub fn judge(repo_keys: &super::crypto::RepoKeys, name: &str, body: &[u8], now: 
         return LockState::Untrusted("not a lock");
     };
     if lock.refreshed - now > STALE_AFTER_SECONDS {
-        return LockState::Untrusted("dated more than ten minutes ahead");
+        return LockState::Untrusted("dated more than three minutes ahead");
     }
     if now - lock.refreshed < STALE_AFTER_SECONDS {
         LockState::Fresh(lock)
@@ -173,7 +174,7 @@ mod tests {
             LockState::Fresh(_)
         ));
         assert_eq!(
-            judge(&keys, name, &sealed(&keys, name, "prune", now - 601), now),
+            judge(&keys, name, &sealed(&keys, name, "prune", now - 181), now),
             LockState::Stale
         );
         // Someone with bucket access but no key: a plain JSON lock, far in the future.

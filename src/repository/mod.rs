@@ -201,7 +201,13 @@ impl Repository {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, u64, i64)>, RepoError> {
-        let listed: Vec<_> = self.store().list(Some(&path(prefix))).try_collect().await?;
+        let listed: Vec<_> = idempotent(|| async {
+            self.store()
+                .list(Some(&path(prefix)))
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
         Ok(listed
             .into_iter()
             .map(|meta| {
@@ -215,8 +221,9 @@ impl Repository {
     }
 
     pub(crate) async fn get_object(&self, name: &str) -> Result<bytes::Bytes, RepoError> {
-        match self.store().get(&path(name)).await {
-            Ok(got) => Ok(got.bytes().await?),
+        let got = idempotent(|| async { self.store().get(&path(name)).await?.bytes().await }).await;
+        match got {
+            Ok(bytes) => Ok(bytes),
             Err(object_store::Error::NotFound { .. }) => Err(RepoError::Missing {
                 object: name.to_string(),
             }),
@@ -234,7 +241,8 @@ impl Repository {
     }
 
     pub(crate) async fn delete_object(&self, name: &str) -> Result<(), RepoError> {
-        match self.store().delete(&path(name)).await {
+        let location = path(name);
+        match idempotent(|| self.store().delete(&location)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
@@ -337,5 +345,90 @@ impl Repository {
     /// Deletes a snapshot's manifest; its data goes with the next prune unless shared.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), RepoError> {
         self.delete_object(&names::snapshot(id)).await
+    }
+}
+
+/// How many times a read, list or delete is tried when the store fails transiently.
+const IDEMPOTENT_ATTEMPTS: u32 = 4;
+
+/// Runs an idempotent store request (a get, a list, a delete) again when it failed in a way
+/// a retry can mend: a connection reset, a 5xx, a body cut off halfway. The store client retries
+/// some of these itself, but not a body that breaks while it is read, nor a bulk delete's POST —
+/// and a lock object left behind by one failed delete would block every backup for minutes.
+async fn idempotent<T, F, Fut>(mut request: F) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Err(err) if attempt < IDEMPOTENT_ATTEMPTS && is_transient(&err) => {
+                tracing::debug!(attempt, error = %err, "repository request failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250 << (2 * (attempt - 1))))
+                    .await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a store failure may pass when tried again (pure).
+fn is_transient(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::Generic { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn reset() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset by peer".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_or_list_that_fails_transiently_is_tried_again_until_it_passes() {
+        let calls = AtomicU32::new(0);
+        let result = idempotent(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(reset()),
+                _ => Ok("done"),
+            }
+        })
+        .await;
+        assert_eq!(result.ok(), Some("done"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_keeps_failing_is_given_up_after_four_attempts() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = idempotent(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(reset())
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), IDEMPOTENT_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_an_answer_not_a_failure_to_retry() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = idempotent(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(object_store::Error::NotFound {
+                path: "locks/prune-1".into(),
+                source: "404".into(),
+            })
+        })
+        .await;
+        assert!(matches!(result, Err(object_store::Error::NotFound { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -79,7 +79,15 @@ async fn reconcile(
 
 fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, ctx: Arc<Context>) -> Action {
     let uid = restore.metadata.uid.clone().unwrap_or_default();
-    let wait = ctx.backoff.failed(&uid, error.is_permanent());
+    let status = restore.status.as_ref();
+    let left = (status.and_then(|s| s.phase) == Some(RestorePhase::Running)).then(|| {
+        crate::status::time_left(
+            status.and_then(|s| s.started_at.as_ref()),
+            Timestamp::now(),
+            ctx.operation_timeout,
+        )
+    });
+    let wait = crate::retry::within_deadline(ctx.backoff.failed(&uid, error.is_permanent()), left);
     warn!(restore = %restore.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
 }
@@ -171,6 +179,10 @@ async fn try_start(
             write(api, restore, &status::queued(restore, &behind, now)).await?;
             Ok(Action::requeue(QUEUED_RECHECK))
         }
+        LockOutcome::RunningElsewhere { replica } => {
+            info!(%replica, "the restore was started by another replica");
+            Ok(Action::requeue(QUEUED_RECHECK))
+        }
         LockOutcome::Held => {
             let backup_status = backup.and_then(|b| b.status).unwrap_or_default();
             let started = status::started(restore, &targets, &backup_status, now);
@@ -234,19 +246,28 @@ async fn run_restore(
         .await;
     }
     let backup = observe::with_all_records(ctx.store.as_ref(), restore, backup).await?;
-    if let LockOutcome::Busy { behind } = ctx
+    match ctx
         .locks
         .try_acquire(&account, &Holder::restore(restore))
         .await?
     {
-        write(
-            api,
-            restore,
-            &status::queued(restore, &behind, Timestamp::now()),
-        )
-        .await?;
-        return Ok(Action::requeue(QUEUED_RECHECK));
+        LockOutcome::Held => {}
+        LockOutcome::Busy { behind } => {
+            write(
+                api,
+                restore,
+                &status::queued(restore, &behind, Timestamp::now()),
+            )
+            .await?;
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
+        LockOutcome::RunningElsewhere { replica } => {
+            // Another replica restores it and renews the lock; if it stops, this one resumes.
+            info!(%replica, "the restore is being run by another replica; waiting");
+            return Ok(Action::requeue(QUEUED_RECHECK));
+        }
     }
+    let _renewing = ctx.locks.keep_renewed(&account, &Holder::restore(restore));
     let job = RestoreJob {
         restore,
         backup: &backup,

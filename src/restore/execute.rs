@@ -353,6 +353,13 @@ impl ProjectStep<'_> {
                 )
                 .await
                 {
+                    // The helper objects made for it go now: the content is cluster-scoped and
+                    // would outlive the target namespace.
+                    if let Err(err) = remove_helpers(self.client, &helper, target).await {
+                        outcome.warnings.push(format!(
+                            "the restore helper snapshot {target}/{helper} could not be removed: {err}"
+                        ));
+                    }
                     outcome.failed.push(item(project, &object, reason));
                     return None;
                 }

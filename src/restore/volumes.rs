@@ -119,7 +119,7 @@ pub async fn prepare_snapshot(
     loop {
         let current = snapshots.get(name).await.map_err(|e| e.to_string())?;
         if let Some(message) = current.data["status"]["error"]["message"].as_str() {
-            return Err(format!("the snapshot could not be imported: {message}"));
+            return Err(snapshot_unavailable(record, message));
         }
         if current.data["status"]["readyToUse"].as_bool() == Some(true) {
             return Ok(());
@@ -132,6 +132,17 @@ pub async fn prepare_snapshot(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Why a volume cannot come back from its snapshot, for the restore's failed item (pure).
+pub fn snapshot_unavailable(record: &VolumeSnapshotRecord, driver_message: &str) -> String {
+    format!(
+        "the storage system could not provide the volume's snapshot {} (driver {}: {driver_message}); \
+         if the snapshot is gone (storage lost or deleted outside Rewind), this backup holds no other copy \
+         of the volume's data: restore the volume from another backup",
+        record.snapshot_handle.as_deref().unwrap_or("(no handle)"),
+        record.driver
+    )
 }
 
 /// Removes the helper snapshot and content; the physical snapshot stays (Retain).
@@ -209,6 +220,17 @@ mod tests {
         assert_eq!(
             pvc_from_snapshot(big, "h", &record())["spec"]["resources"]["requests"]["storage"],
             "5Gi"
+        );
+    }
+
+    #[test]
+    fn a_lost_snapshot_names_its_handle_the_driver_and_what_to_do() {
+        let reason = snapshot_unavailable(&record(), "can not find snapshot for snapshotID snap-1");
+        assert!(reason.contains("snapshot snap-1"), "{reason}");
+        assert!(reason.contains("can not find snapshot"), "{reason}");
+        assert!(
+            reason.contains("restore the volume from another backup"),
+            "{reason}"
         );
     }
 

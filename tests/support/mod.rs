@@ -222,6 +222,14 @@ impl Bed {
         project
     }
 
+    /// A namespace someone else creates (a restore's target), deleted when the guard drops.
+    pub fn adopt_namespace(&self, name: &str) -> TestNamespace<'_> {
+        TestNamespace {
+            bed: self,
+            name: name.to_string(),
+        }
+    }
+
     /// A new namespace named `<prefix>-<random>`, deleted when the returned guard drops.
     pub fn namespace(&self, prefix: &str) -> TestNamespace<'_> {
         let name = unique(prefix);
@@ -431,29 +439,4 @@ pub fn status_of(bed: &Bed, kind: &str, name: &str) -> serde_json::Value {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .map(|object| object["status"].clone())
         .unwrap_or(serde_json::Value::Null)
-}
-
-/// Deletes a restore's target namespace (and its exec binding) when the test ends, however it
-/// ends; a failing test prints the namespace first.
-pub struct TargetCleanup<'a> {
-    /// The bed.
-    pub bed: &'a Bed,
-    /// The restore's target namespace.
-    pub namespace: String,
-}
-
-impl Drop for TargetCleanup<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.bed.describe(&self.namespace));
-        }
-        self.bed.unbind_exec(&self.namespace);
-        let _ = self.bed.kubectl(&[
-            "delete",
-            "namespace",
-            &self.namespace,
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
-    }
 }

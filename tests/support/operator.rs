@@ -122,9 +122,15 @@ impl Operator {
             "projectrestores.rewind.dev",
             "backupschedules.rewind.dev",
         ]);
-        // Established is not yet creatable: the mutating admission policy learns a new kind's
-        // schema a few seconds later and answers 503 "Resource kind … not found" until then.
-        // Wait until a server-side dry run of each kind passes admission.
+        Self::wait_rewind_kinds_creatable(bed);
+        *installed = true;
+    }
+
+    /// Waits until each Rewind kind passes admission in a server-side dry run. Established is
+    /// not yet creatable: the mutating admission policy learns a kind's schema a few seconds
+    /// after its CRD appears — and again after an API server restart — and answers 503
+    /// "Resource kind … not found" until then.
+    pub fn wait_rewind_kinds_creatable(bed: &Bed) {
         let probe = "apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe}\n---\napiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe, backup: probe}\n---\napiVersion: rewind.dev/v1alpha1\nkind: BackupSchedule\nmetadata: {name: rewind-e2e-probe}\nspec: {account: probe}\n";
         let dry_run = || {
             bed.kubectl_with_stdin(
@@ -138,7 +144,6 @@ impl Operator {
             || dry_run().ok(),
             || dry_run().unwrap_or_else(|e| e),
         );
-        *installed = true;
     }
 
     /// Starts an operator process; `wait_ready` waits for /readyz.
