@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use rewind::volume::tree::{Decoder, Record};
+use rewind::volume::decode::{Decoder, Record};
 
 fuzz_target!(|data: &[u8]| {
     let mut decoder = Decoder::new(data);

@@ -35,9 +35,13 @@ pub enum VolumeCommand {
         /// Threads that stat and read files in parallel.
         #[arg(long, default_value_t = 4)]
         readers: usize,
+        /// Accept a source that is not a read-only mount: files may change while they are
+        /// read and the copy may be inconsistent (without it such a source is refused).
+        #[arg(long)]
+        live: bool,
     },
-    /// Recreate a tree stream's files under --target (created when missing; existing
-    /// directories are reused, nothing else is overwritten); prints a JSON summary.
+    /// Recreate a tree stream's files in --target (created when missing; it must be empty
+    /// but for lost+found); prints a JSON summary. See docs/volumes.md for what is left out.
     Restore {
         /// The snapshot id (see `rewind repo ls`).
         #[arg(long)]
@@ -48,6 +52,12 @@ pub enum VolumeCommand {
         /// Where to recreate the tree.
         #[arg(long)]
         target: PathBuf,
+        /// Create character and block devices (left out and counted by default).
+        #[arg(long)]
+        devices: bool,
+        /// Restore file capabilities (security.capability; left out by default).
+        #[arg(long)]
+        capabilities: bool,
     },
 }
 
@@ -62,11 +72,18 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             stream,
             meta,
             readers,
+            live,
         } => {
             let metadata = super::repo::snapshot_metadata(&meta, "--snapshot-meta")?;
-            let summary = volume::backup(&repo, &source, &stream, metadata, readers)
-                .await
-                .with_context(|| format!("backing up {}", source.display()))?;
+            let summary = volume::backup(
+                &repo,
+                &source,
+                &stream,
+                metadata,
+                volume::WalkOptions { readers, live },
+            )
+            .await
+            .with_context(|| format!("backing up {}", source.display()))?;
             let mut json = serde_json::to_value(&summary)?;
             json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
             println!("{json}");
@@ -75,18 +92,19 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             snapshot,
             stream,
             target,
+            devices,
+            capabilities,
         } => {
-            let counts = volume::restore(
-                &repo,
-                &snapshot,
-                &stream,
-                &target,
-                ExtractOptions::for_this_process(),
-            )
-            .await
-            .with_context(|| {
-                format!("restoring {stream} of {snapshot} into {}", target.display())
-            })?;
+            let options = ExtractOptions {
+                devices,
+                capabilities,
+                ..ExtractOptions::for_this_process()
+            };
+            let counts = volume::restore(&repo, &snapshot, &stream, &target, options)
+                .await
+                .with_context(|| {
+                    format!("restoring {stream} of {snapshot} into {}", target.display())
+                })?;
             let mut json = serde_json::to_value(counts)?;
             json["snapshot"] = serde_json::json!(snapshot);
             json["stream"] = serde_json::json!(stream);

@@ -1,10 +1,15 @@
 //! A volume's file tree as one repository stream: `backup` reads a directory into a snapshot,
 //! `restore` recreates it. What a mover pod runs (`rewind volume …`); no Kubernetes here.
 //!
-//! `tree` is the record format (pure), `walk` reads a tree in parallel into it, `extract`
-//! writes one back; this file only joins them to the repository's writer and reader.
+//! `tree` is the record format and its rules (pure), `decode` reads it back checking them,
+//! `walk` (with `source`) reads a tree in parallel into it, `extract` writes one back, both
+//! through open directory descriptors (`fs`); this file only joins them to the repository's
+//! writer and reader. docs/volumes.md says what a restore recreates and what it refuses.
 
+pub mod decode;
 pub mod extract;
+mod fs;
+mod source;
 pub mod tree;
 pub mod walk;
 
@@ -18,7 +23,7 @@ use futures::StreamExt;
 use crate::repository::{Compression, RepoError, Repository, Verify};
 
 pub use extract::{ExtractCounts, ExtractError, ExtractOptions};
-pub use walk::{TreeCounts, WalkError};
+pub use walk::{TreeCounts, WalkError, WalkOptions};
 
 /// The stream name `rewind volume backup` uses unless told otherwise.
 pub const DEFAULT_STREAM: &str = "volume.tree";
@@ -40,6 +45,18 @@ pub enum VolumeError {
     Worker(String),
 }
 
+impl VolumeError {
+    /// A short, bounded label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Repository(err) => err.category(),
+            Self::Walk(err) => err.category(),
+            Self::Extract(err) => err.category(),
+            Self::Worker(_) => "worker",
+        }
+    }
+}
+
 /// What `backup` wrote.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BackupSummary {
@@ -56,14 +73,14 @@ pub struct BackupSummary {
     pub stored_bytes: u64,
 }
 
-/// Reads the tree under `source` into stream `stream` of a new snapshot with `metadata`,
-/// `readers` threads reading files in parallel.
+/// Reads the tree under `source` into stream `stream` of a new snapshot with `metadata`
+/// (`options`: reader threads, and whether a writable source is accepted).
 pub async fn backup(
     repo: &Repository,
     source: &Path,
     stream: &str,
     metadata: BTreeMap<String, String>,
-    readers: usize,
+    options: WalkOptions,
 ) -> Result<BackupSummary, VolumeError> {
     let mut writer = repo.start_snapshot(metadata).await?;
     writer.start_stream(stream).await?;
@@ -72,7 +89,7 @@ pub async fn backup(
     let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
     let source: PathBuf = source.to_path_buf();
     let encoder = std::thread::spawn(move || {
-        walk::encode_tree(&source, readers, |block| {
+        walk::encode_tree(&source, options, |block| {
             blocks_tx
                 .blocking_send(block)
                 .map_err(|_| WalkError::Stopped("the repository writer failed".into()))?;

@@ -1,11 +1,11 @@
-//! The tree stream's record format (docs/repository-format.md, "Tree streams"): pure encoding
-//! and a checking decoder over any `Read`. No file system access here.
+//! The tree stream's record format (docs/repository-format.md, "Tree streams"): its limits,
+//! pure encoding and [`check_entry`], the one rule book the encoder and the decoder
+//! (`decode.rs`) both apply, so a backup never writes a stream its restore would refuse.
+//! No file system access here.
 //!
 //! A stream is `MAGIC`, then one record per entry in depth-first order with siblings sorted by
 //! name bytes (the root directory first, with the empty path), then an end record. A regular
 //! file's data follows its record: the bytes of its data extents, holes left out.
-
-use std::io::Read;
 
 /// The first bytes of every tree stream (format version 1).
 pub const MAGIC: &[u8; 8] = b"RWTREE1\n";
@@ -18,11 +18,19 @@ pub const PATH_MAX: usize = 4096;
 pub const XATTRS_MAX: u64 = 4096;
 /// Largest extended attribute value (Linux XATTR_SIZE_MAX).
 pub const XATTR_VALUE_MAX: usize = 65536;
-/// Most data extents of one file.
-pub const EXTENTS_MAX: u64 = 1 << 20;
+/// Most bytes of extended attributes (names and values together) on one entry: what one
+/// entry in flight may hold, whatever its count.
+pub const XATTR_BYTES_MAX: usize = 1 << 20;
+/// Most data extents of one file (`EXTENTS_MAX` in the format document). A file with more
+/// data runs is recorded with runs joined across its smallest holes ([`limit_extents`]).
+pub const EXTENTS_MAX: u64 = 1 << 16;
+/// Largest device major number: Linux keeps 12 bits of it (`mknod` takes a 32-bit `dev_t`).
+pub const DEVICE_MAJOR_MAX: u64 = (1 << 12) - 1;
+/// Largest device minor number: Linux keeps 20 bits of it (MINORBITS).
+pub const DEVICE_MINOR_MAX: u64 = (1 << 20) - 1;
 
 /// Record kinds, one byte each.
-mod kind {
+pub(super) mod kind {
     pub const DIRECTORY: u8 = b'D';
     pub const FILE: u8 = b'F';
     pub const SYMLINK: u8 = b'L';
@@ -166,11 +174,11 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Signed values as unsigned: 0, -1, 1, -2, … → 0, 1, 2, 3, …
-fn zigzag(value: i64) -> u64 {
+pub(super) fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzigzag(value: u64) -> i64 {
+pub(super) fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
@@ -251,6 +259,16 @@ pub enum TreeError {
     },
 }
 
+impl TreeError {
+    /// A short, bounded label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Io(_) => "io",
+            Self::Malformed { .. } => "malformed-stream",
+        }
+    }
+}
+
 /// Checks one path: empty (the root) or `/`-joined names that are not empty, `.` or `..` and
 /// hold no NUL, each at most [`NAME_MAX`] bytes, the whole at most [`PATH_MAX`].
 pub fn check_path(path: &[u8]) -> Result<(), String> {
@@ -285,568 +303,212 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// One decoded record.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Record {
-    /// An entry; for a file, read its data next with [`Decoder::data`].
-    Entry(Entry),
-    /// The end record, already checked against what was read.
-    End(Totals),
+/// Checks everything the format says of one entry apart from its place in the stream (which
+/// only a decoder sees): path, mode and time ranges, xattrs, extents, link targets, device
+/// numbers. The encoder runs it before writing an entry and the decoder after reading one.
+pub fn check_entry(entry: &Entry) -> Result<(), String> {
+    let Entry { path, meta, kind } = entry;
+    check_path(path)?;
+    let Meta {
+        mode,
+        uid: _,
+        gid: _,
+        mtime_sec: _,
+        mtime_nsec,
+        xattrs,
+    } = meta;
+    if *mode > 0o7777 {
+        return Err(format!("mode {mode:#o} is out of range"));
+    }
+    if *mtime_nsec > 999_999_999 {
+        return Err(format!("nanoseconds {mtime_nsec} are out of range"));
+    }
+    if xattrs.len() as u64 > XATTRS_MAX {
+        return Err(format!(
+            "{} extended attributes (at most {XATTRS_MAX})",
+            xattrs.len()
+        ));
+    }
+    let mut total = 0usize;
+    for (at, (name, value)) in xattrs.iter().enumerate() {
+        if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) {
+            return Err("an xattr name empty, too long or with a NUL byte".into());
+        }
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(format!("an xattr value of {} bytes", value.len()));
+        }
+        if at > 0 && xattrs[at - 1].0 >= *name {
+            return Err("xattrs not sorted by name".into());
+        }
+        total += name.len() + value.len();
+    }
+    if total > XATTR_BYTES_MAX {
+        return Err(format!(
+            "{total} bytes of extended attributes (at most {XATTR_BYTES_MAX})"
+        ));
+    }
+    match kind {
+        Kind::Directory | Kind::Fifo => Ok(()),
+        Kind::File { size, extents } => check_extents(*size, extents),
+        Kind::Symlink { target } if target.len() > PATH_MAX => {
+            Err(format!("a symlink target of {} bytes", target.len()))
+        }
+        Kind::Symlink { .. } => Ok(()),
+        Kind::Hardlink { target } => {
+            check_path(target)?;
+            if target.is_empty() || target == path {
+                return Err("a hardlink to the root or to itself".into());
+            }
+            Ok(())
+        }
+        Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } => {
+            if *major > DEVICE_MAJOR_MAX || *minor > DEVICE_MINOR_MAX {
+                return Err(format!("device number {major}:{minor} is out of range"));
+            }
+            Ok(())
+        }
+    }
 }
 
-/// Reads records back and enforces the format's structure: the root first, every entry's
-/// parent a directory recorded before it, siblings in strictly increasing name order (so no
-/// name twice), sane sizes. An extractor relying on it never writes outside its target.
-pub struct Decoder<R> {
-    input: R,
-    started: bool,
-    ended: bool,
-    /// Directories that are ancestors of the next entry, each with its last child's name.
-    open_dirs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// File data of the last file record not yet read.
-    pending_data: u64,
-    totals: Totals,
+/// At most [`EXTENTS_MAX`] runs, each non-empty, sorted, not overlapping, within `size`.
+pub fn check_extents(size: u64, extents: &[Extent]) -> Result<(), String> {
+    if extents.len() as u64 > EXTENTS_MAX {
+        return Err(format!("{} extents (at most {EXTENTS_MAX})", extents.len()));
+    }
+    let mut end = 0u64;
+    for extent in extents {
+        let extent_end = extent.offset.checked_add(extent.length);
+        if extent.length == 0 || extent.offset < end || extent_end.is_none_or(|e| e > size) {
+            return Err("extents empty, unsorted, overlapping or beyond the file's size".into());
+        }
+        end = extent_end.unwrap_or(size);
+    }
+    Ok(())
 }
 
-impl<R: Read> Decoder<R> {
-    /// A decoder of `input`, which must start with [`MAGIC`].
-    pub fn new(input: R) -> Self {
-        Self {
-            input,
-            started: false,
-            ended: false,
-            open_dirs: Vec::new(),
-            pending_data: 0,
-            totals: Totals::default(),
+/// Joins runs that touch, then, while there are more than `max`, runs across the smallest
+/// holes (their zeros become data): a fragmented sparse file is recorded with at most `max`
+/// runs instead of being refused on restore. `extents` must be sorted and not overlap.
+pub fn limit_extents(extents: Vec<Extent>, max: usize) -> Vec<Extent> {
+    let mut merged: Vec<Extent> = Vec::with_capacity(extents.len().min(max.max(1) * 2));
+    for extent in extents.into_iter().filter(|e| e.length > 0) {
+        match merged.last_mut() {
+            Some(last) if last.offset + last.length == extent.offset => {
+                last.length += extent.length;
+            }
+            _ => merged.push(extent),
         }
     }
-
-    fn malformed(&self, reason: impl Into<String>) -> TreeError {
-        TreeError::Malformed {
-            entry: self.totals.entries,
-            reason: reason.into(),
+    if merged.len() <= max.max(1) {
+        return merged;
+    }
+    // Join across every hole no larger than the (len - max)-th smallest: at least enough.
+    let mut holes: Vec<u64> = merged
+        .windows(2)
+        .map(|pair| pair[1].offset - (pair[0].offset + pair[0].length))
+        .collect();
+    let excess = merged.len() - max.max(1);
+    let (_, threshold, _) = holes.select_nth_unstable(excess - 1);
+    let threshold = *threshold;
+    let mut joined: Vec<Extent> = Vec::with_capacity(max);
+    for extent in merged {
+        match joined.last_mut() {
+            Some(last) if extent.offset - (last.offset + last.length) <= threshold => {
+                last.length = extent.offset + extent.length - last.offset;
+            }
+            _ => joined.push(extent),
         }
     }
-
-    fn byte(&mut self) -> Result<u8, TreeError> {
-        let mut one = [0u8; 1];
-        self.input.read_exact(&mut one)?;
-        Ok(one[0])
-    }
-
-    fn varint(&mut self) -> Result<u64, TreeError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(self.malformed("a varint overflows 64 bits"));
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.malformed("a varint is longer than 10 bytes"))
-    }
-
-    fn small(&mut self, max: u64, what: &str) -> Result<u32, TreeError> {
-        let value = self.varint()?;
-        if value > max {
-            return Err(self.malformed(format!("{what} {value} is out of range")));
-        }
-        Ok(value as u32)
-    }
-
-    fn bytes(&mut self, max: usize, what: &str) -> Result<Vec<u8>, TreeError> {
-        let len = self.varint()?;
-        if len > max as u64 {
-            return Err(self.malformed(format!("{what} of {len} bytes exceeds {max}")));
-        }
-        let mut out = vec![0u8; len as usize];
-        self.input.read_exact(&mut out)?;
-        Ok(out)
-    }
-
-    /// The next record; a file's data must be read (or skipped) with [`Decoder::data`] first.
-    pub fn next_record(&mut self) -> Result<Record, TreeError> {
-        if self.pending_data > 0 {
-            return Err(self.malformed("the previous file's data was not read"));
-        }
-        if self.ended {
-            return Err(self.malformed("read past the end record"));
-        }
-        if !self.started {
-            let mut magic = [0u8; MAGIC.len()];
-            self.input.read_exact(&mut magic)?;
-            if &magic != MAGIC {
-                return Err(self.malformed("not a tree stream (wrong magic)"));
-            }
-            self.started = true;
-        }
-        let tag = self.byte()?;
-        if tag == kind::END {
-            let stated = Totals {
-                entries: self.varint()?,
-                data_bytes: self.varint()?,
-            };
-            if stated != self.totals {
-                return Err(self.malformed(format!(
-                    "the end record states {stated:?}, the stream held {:?}",
-                    self.totals
-                )));
-            }
-            if self.totals.entries == 0 {
-                return Err(self.malformed("no root directory"));
-            }
-            let mut trailing = [0u8; 1];
-            if self.input.read(&mut trailing)? != 0 {
-                return Err(self.malformed("bytes after the end record"));
-            }
-            self.ended = true;
-            return Ok(Record::End(self.totals));
-        }
-        let path = self.bytes(PATH_MAX, "a path")?;
-        check_path(&path).map_err(|reason| self.malformed(reason))?;
-        let mode = self.small(0o7777, "mode")?;
-        let uid = self.small(u64::from(u32::MAX), "uid")?;
-        let gid = self.small(u64::from(u32::MAX), "gid")?;
-        let mtime_sec = unzigzag(self.varint()?);
-        let mtime_nsec = self.small(999_999_999, "nanoseconds")?;
-        let count = self.varint()?;
-        if count > XATTRS_MAX {
-            return Err(self.malformed(format!("{count} extended attributes")));
-        }
-        let mut xattrs = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let name = self.bytes(NAME_MAX, "an xattr name")?;
-            let value = self.bytes(XATTR_VALUE_MAX, "an xattr value")?;
-            if name.is_empty() || name.contains(&0) {
-                return Err(self.malformed("an empty xattr name or one with a NUL byte"));
-            }
-            if xattrs
-                .last()
-                .is_some_and(|(last, _): &(Vec<u8>, Vec<u8>)| *last >= name)
-            {
-                return Err(self.malformed("xattrs not sorted by name"));
-            }
-            xattrs.push((name, value));
-        }
-        let kind = match tag {
-            kind::DIRECTORY => Kind::Directory,
-            kind::FIFO => Kind::Fifo,
-            kind::FILE => {
-                let size = self.varint()?;
-                let count = self.varint()?;
-                if count > EXTENTS_MAX {
-                    return Err(self.malformed(format!("{count} extents")));
-                }
-                let mut extents = Vec::with_capacity(count as usize);
-                let mut end = 0u64;
-                for _ in 0..count {
-                    let extent = Extent {
-                        offset: self.varint()?,
-                        length: self.varint()?,
-                    };
-                    let extent_end = extent.offset.checked_add(extent.length);
-                    if extent.length == 0
-                        || extent.offset < end
-                        || extent_end.is_none_or(|e| e > size)
-                    {
-                        return Err(self.malformed(
-                            "extents empty, unsorted, overlapping or beyond the file's size",
-                        ));
-                    }
-                    end = extent_end.unwrap_or(size);
-                    extents.push(extent);
-                }
-                Kind::File { size, extents }
-            }
-            kind::SYMLINK => Kind::Symlink {
-                target: self.bytes(PATH_MAX, "a symlink target")?,
-            },
-            kind::HARDLINK => {
-                let target = self.bytes(PATH_MAX, "a hardlink target")?;
-                check_path(&target).map_err(|reason| self.malformed(reason))?;
-                if target.is_empty() || target == path {
-                    return Err(self.malformed("a hardlink to the root or to itself"));
-                }
-                Kind::Hardlink { target }
-            }
-            kind::CHAR_DEVICE | kind::BLOCK_DEVICE => {
-                let major = self.varint()?;
-                let minor = self.varint()?;
-                if tag == kind::CHAR_DEVICE {
-                    Kind::CharDevice { major, minor }
-                } else {
-                    Kind::BlockDevice { major, minor }
-                }
-            }
-            other => return Err(self.malformed(format!("unknown record kind {other:#04x}"))),
-        };
-        let entry = Entry {
-            path,
-            meta: Meta {
-                mode,
-                uid,
-                gid,
-                mtime_sec,
-                mtime_nsec,
-                xattrs,
-            },
-            kind,
-        };
-        self.place(&entry)?;
-        self.pending_data = entry.data_len();
-        self.totals.entries += 1;
-        self.totals.data_bytes += self.pending_data;
-        Ok(Record::Entry(entry))
-    }
-
-    /// Checks that the entry comes where the format says it must.
-    fn place(&mut self, entry: &Entry) -> Result<(), TreeError> {
-        if entry.path.is_empty() {
-            if self.totals.entries != 0 || entry.kind != Kind::Directory {
-                return Err(self.malformed("the empty path is only for the root directory, first"));
-            }
-            self.open_dirs.push((Vec::new(), None));
-            return Ok(());
-        }
-        if self.totals.entries == 0 {
-            return Err(self.malformed("the first entry must be the root directory"));
-        }
-        let (parent, name) = split_parent(&entry.path);
-        while self
-            .open_dirs
-            .last()
-            .is_some_and(|(dir, _)| dir.as_slice() != parent)
-        {
-            self.open_dirs.pop();
-        }
-        let Some((_, last_child)) = self.open_dirs.last_mut() else {
-            return Err(self.malformed(format!(
-                "{:?} does not follow its parent directory",
-                String::from_utf8_lossy(&entry.path)
-            )));
-        };
-        if last_child.as_deref().is_some_and(|last| last >= name) {
-            return Err(self.malformed(format!(
-                "{:?} is not after its previous sibling in name order",
-                String::from_utf8_lossy(&entry.path)
-            )));
-        }
-        *last_child = Some(name.to_vec());
-        if entry.kind == Kind::Directory {
-            self.open_dirs.push((entry.path.clone(), None));
-        }
-        Ok(())
-    }
-
-    /// The data of the file record just returned: exactly its extents' bytes, in order.
-    pub fn data(&mut self) -> std::io::Take<&mut R> {
-        let len = std::mem::take(&mut self.pending_data);
-        (&mut self.input).take(len)
-    }
+    joined
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(mode: u32) -> Meta {
-        Meta {
-            mode,
-            uid: 1000,
-            gid: 100,
-            mtime_sec: 1_700_000_000,
-            mtime_nsec: 123_456_789,
-            xattrs: Vec::new(),
-        }
-    }
-
-    fn entry(path: &[u8], kind: Kind) -> Entry {
+    fn file(extents: Vec<Extent>, size: u64) -> Entry {
         Entry {
-            path: path.to_vec(),
-            meta: meta(0o644),
-            kind,
-        }
-    }
-
-    /// Encodes entries (files get `fill` bytes as data) and the end record.
-    fn encode(entries: &[Entry]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_start(&mut out);
-        let mut totals = Totals::default();
-        for entry in entries {
-            encode_entry(&mut out, entry);
-            let len = entry.data_len();
-            out.extend(std::iter::repeat_n(b'x', len as usize));
-            totals.entries += 1;
-            totals.data_bytes += len;
-        }
-        encode_end(&mut out, totals);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Vec<(Entry, Vec<u8>)>, TreeError> {
-        let mut decoder = Decoder::new(bytes);
-        let mut out = Vec::new();
-        loop {
-            match decoder.next_record()? {
-                Record::Entry(entry) => {
-                    let mut data = Vec::new();
-                    decoder.data().read_to_end(&mut data)?;
-                    out.push((entry, data));
-                }
-                Record::End(_) => return Ok(out),
-            }
-        }
-    }
-
-    fn every_kind() -> Vec<Entry> {
-        let root = Entry {
-            path: Vec::new(),
-            meta: meta(0o1777),
-            kind: Kind::Directory,
-        };
-        let mut with_xattrs = entry(
-            b"a/file",
-            Kind::File {
-                size: 10,
-                extents: vec![Extent {
-                    offset: 0,
-                    length: 10,
-                }],
-            },
-        );
-        with_xattrs.meta.xattrs = vec![
-            (b"user.a".to_vec(), b"1".to_vec()),
-            (b"user.b".to_vec(), Vec::new()),
-        ];
-        with_xattrs.meta.mode = 0o4755;
-        let mut old = entry(b"a/old", Kind::Fifo);
-        old.meta.mtime_sec = -86_400;
-        vec![
-            root,
-            entry(b"a", Kind::Directory),
-            entry(b"a/block", Kind::BlockDevice { major: 8, minor: 1 }),
-            entry(b"a/char", Kind::CharDevice { major: 1, minor: 3 }),
-            with_xattrs,
-            entry(
-                b"a/link",
-                Kind::Hardlink {
-                    target: b"a/file".to_vec(),
-                },
-            ),
-            old,
-            entry(
-                b"a/sparse",
-                Kind::File {
-                    size: 1 << 30,
-                    extents: vec![
-                        Extent {
-                            offset: 4096,
-                            length: 3,
-                        },
-                        Extent {
-                            offset: 1 << 29,
-                            length: 2,
-                        },
-                    ],
-                },
-            ),
-            entry(
-                b"a/sym",
-                Kind::Symlink {
-                    target: b"../elsewhere/\xfe".to_vec(),
-                },
-            ),
-            entry(
-                b"a/\xff\nodd",
-                Kind::File {
-                    size: 0,
-                    extents: Vec::new(),
-                },
-            ),
-            entry(b"b", Kind::Directory),
-            entry(b"b/c", Kind::Directory),
-            entry(
-                b"b/c/d",
-                Kind::File {
-                    size: 1,
-                    extents: vec![Extent {
-                        offset: 0,
-                        length: 1,
-                    }],
-                },
-            ),
-            entry(b"z", Kind::Directory),
-        ]
-    }
-
-    #[test]
-    fn every_entry_kind_survives_an_encode_decode_roundtrip() {
-        let entries = every_kind();
-        let decoded = decode(&encode(&entries)).expect("decodes");
-        let got: Vec<Entry> = decoded.iter().map(|(e, _)| e.clone()).collect();
-        assert_eq!(got, entries);
-        for (entry, data) in decoded {
-            assert_eq!(data.len() as u64, entry.data_len(), "{entry:?}");
+            path: b"f".to_vec(),
+            meta: Meta::default(),
+            kind: Kind::File { size, extents },
         }
     }
 
     #[test]
-    fn the_same_tree_always_encodes_to_the_same_bytes() {
-        assert_eq!(encode(&every_kind()), encode(&every_kind()));
-    }
-
-    #[test]
-    fn chunks_are_cut_around_large_files_and_before_about_one_entry_in_eight() {
-        assert!(cut_before(b"x", OWN_CHUNKS_FROM, false));
-        assert!(cut_before(b"x", 0, true));
-        let paths: Vec<Vec<u8>> = (0..10_000).map(|i| format!("d/{i}").into_bytes()).collect();
-        let cuts = paths.iter().filter(|p| cut_before(p, 100, false)).count();
-        assert!(
-            (1_000..1_500).contains(&cuts),
-            "{cuts} cuts in 10,000 entries"
-        );
-        // The choice depends on the path alone, not on what came before.
+    fn a_file_with_more_data_runs_than_the_format_allows_is_joined_across_its_smallest_holes() {
+        let e = |offset, length| Extent { offset, length };
         assert_eq!(
-            cut_before(b"d/7", 10, false),
-            cut_before(b"d/7", 10_000, false)
+            limit_extents(vec![e(0, 4), e(4, 4), e(10, 0), e(12, 2), e(14, 1)], 10),
+            vec![e(0, 8), e(12, 3)],
+            "touching runs are joined and empty ones dropped"
         );
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-
-    #[test]
-    fn varints_and_signed_times_roundtrip_at_their_limits() {
-        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            let mut decoder = Decoder::new(out.as_slice());
-            assert_eq!(decoder.varint().expect("varint"), value);
+        // Every other 4 KiB block written, with one larger hole: 3 × EXTENTS_MAX runs.
+        let mut runs = Vec::new();
+        for i in 0..3 * EXTENTS_MAX {
+            let gap = if i == EXTENTS_MAX { 1 << 30 } else { 4096 };
+            let offset = runs
+                .last()
+                .map_or(0, |r: &Extent| r.offset + r.length + gap);
+            runs.push(e(offset, 4096));
         }
-        for time in [0, -1, 1, i64::MIN, i64::MAX, -1_000_000_000_000] {
-            assert_eq!(unzigzag(zigzag(time)), time);
+        let size = runs.last().map_or(0, |r| r.offset + r.length);
+        assert!(check_entry(&file(runs.clone(), size)).is_err());
+        let limited = limit_extents(runs.clone(), EXTENTS_MAX as usize);
+        assert!(limited.len() as u64 <= EXTENTS_MAX, "{}", limited.len());
+        check_entry(&file(limited.clone(), size)).expect("restorable");
+        // Every byte of data is still covered, and the large hole stays a hole.
+        for run in &runs {
+            assert!(
+                limited
+                    .iter()
+                    .any(|l| l.offset <= run.offset
+                        && run.offset + run.length <= l.offset + l.length)
+            );
         }
-        let too_long = [0xffu8; 11];
-        assert!(Decoder::new(&too_long[..]).varint().is_err());
-    }
-
-    fn refused(entries: &[Entry]) -> String {
-        match decode(&encode(entries)) {
-            Ok(_) => panic!("accepted {entries:?}"),
-            Err(err) => err.to_string(),
-        }
-    }
-
-    #[test]
-    fn siblings_out_of_name_order_or_named_twice_are_refused() {
-        let mut entries = every_kind();
-        entries.swap(2, 3);
-        assert!(refused(&entries).contains("name order"));
-        let mut twice = every_kind();
-        twice.insert(2, twice[2].clone());
-        assert!(refused(&twice).contains("name order"));
-    }
-
-    #[test]
-    fn an_entry_whose_parent_is_not_an_open_directory_is_refused() {
-        let mut root = every_kind();
-        root.truncate(1);
-        // Under a symlink: an extractor would otherwise write through it.
-        let mut through_symlink = root.clone();
-        through_symlink.push(entry(
-            b"s",
-            Kind::Symlink {
-                target: b"/etc".to_vec(),
-            },
-        ));
-        through_symlink.push(entry(b"s/passwd", Kind::Fifo));
-        assert!(refused(&through_symlink).contains("does not follow its parent"));
-        // Back into a directory already closed.
-        let mut reopened = root.clone();
-        reopened.push(entry(b"a", Kind::Directory));
-        reopened.push(entry(b"b", Kind::Directory));
-        reopened.push(entry(b"a/x", Kind::Fifo));
-        assert!(refused(&reopened).contains("does not follow its parent"));
-    }
-
-    #[test]
-    fn paths_that_climb_out_or_are_absolute_are_refused() {
-        for bad in [&b"../x"[..], b"/etc", b"a//b", b"a/./b", b"a/", b"a\0b"] {
-            assert!(check_path(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_path(b"a/\xff\nb").is_ok());
-        let mut root = every_kind();
-        root.truncate(1);
-        root.push(entry(b"..", Kind::Fifo));
-        assert!(refused(&root).contains("component"));
-    }
-
-    #[test]
-    fn a_stream_that_does_not_start_with_the_root_directory_is_refused() {
-        let entries = vec![entry(b"a", Kind::Directory)];
-        assert!(refused(&entries).contains("root directory"));
-        let empty = encode(&[]);
-        assert!(decode(&empty).is_err());
-    }
-
-    #[test]
-    fn overlapping_or_oversized_extents_are_refused() {
-        let mut root = every_kind();
-        root.truncate(1);
-        for extents in [
-            vec![
-                Extent {
-                    offset: 0,
-                    length: 5,
-                },
-                Extent {
-                    offset: 4,
-                    length: 1,
-                },
-            ],
-            vec![Extent {
-                offset: 8,
-                length: 5,
-            }],
-            vec![Extent {
-                offset: 0,
-                length: 0,
-            }],
-        ] {
-            let mut entries = root.clone();
-            entries.push(entry(b"f", Kind::File { size: 10, extents }));
-            assert!(refused(&entries).contains("extents"));
-        }
-    }
-
-    #[test]
-    fn a_truncated_stream_or_a_wrong_end_record_is_refused() {
-        let bytes = encode(&every_kind());
-        for cut in [bytes.len() - 1, bytes.len() / 2, 9] {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut lied = encode(&every_kind());
-        let end = lied.iter().rposition(|b| *b == kind::END).expect("end");
-        lied.truncate(end);
-        encode_end(
-            &mut lied,
-            Totals {
-                entries: 3,
-                data_bytes: 0,
-            },
-        );
+        let data: u64 = limited.iter().map(|l| l.length).sum();
         assert!(
-            decode(&lied)
-                .expect_err("totals differ")
-                .to_string()
-                .contains("end record")
+            data < size - (1 << 29),
+            "the big hole was kept: {data} of {size}"
         );
-        let mut trailing = encode(&every_kind());
-        trailing.push(0);
-        assert!(decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn an_entry_the_decoder_would_refuse_is_refused_by_the_shared_check() {
+        let mut many = file(Vec::new(), 0);
+        many.meta.xattrs = (0..=XATTRS_MAX)
+            .map(|i| (format!("user.{i:06}").into_bytes(), Vec::new()))
+            .collect();
+        assert!(
+            check_entry(&many)
+                .expect_err("too many")
+                .contains("extended attributes")
+        );
+        let mut heavy = file(Vec::new(), 0);
+        heavy.meta.xattrs = (0..20)
+            .map(|i| {
+                (
+                    format!("user.{i:02}").into_bytes(),
+                    vec![0u8; XATTR_VALUE_MAX],
+                )
+            })
+            .collect();
+        assert!(
+            check_entry(&heavy)
+                .expect_err("too big")
+                .contains("bytes of extended")
+        );
+        let device = Entry {
+            path: b"d".to_vec(),
+            meta: Meta::default(),
+            kind: Kind::CharDevice {
+                major: DEVICE_MAJOR_MAX + 1,
+                minor: 0,
+            },
+        };
+        assert!(
+            check_entry(&device)
+                .expect_err("range")
+                .contains("device number")
+        );
     }
 }

@@ -1,83 +1,522 @@
 //! Reading a directory tree into a tree stream: one thread lists directories in the stream's
-//! order, a few reader threads stat and read entries in parallel, and the encoder takes their
-//! results back in that order, so the bytes are deterministic while the reads overlap.
+//! order, a few reader threads (`source.rs`) stat and read entries in parallel, and the
+//! encoder takes their results back in that order, so the bytes are deterministic while the
+//! reads overlap.
 //!
-//! Memory stays bounded whatever the tree's size: at most [`WINDOW`] entries are in flight,
-//! file data read ahead is capped by [`READ_AHEAD_BYTES`] (a file that does not fit is read by
-//! the encoder itself, block by block), and only the open directories' sorted names are held.
+//! Every entry is reached through its directory's open descriptor (`fs.rs`), never by a path.
+//! Memory and descriptors stay bounded whatever the tree: at most [`WINDOW`] entries are in
+//! flight, holding at most [`META_IN_FLIGHT_BYTES`] of metadata (xattrs, extent lists, names)
+//! and [`READ_AHEAD_BYTES`] of file data; at most [`OPEN_FILES_MAX`] files wait open for the
+//! encoder and [`DIRS_IN_FLIGHT_MAX`] closed directories beside the open ones. An entry that
+//! does not fit is read by the encoder itself when its turn comes. The hardlink table holds
+//! only files with several links whose other names have not all been seen.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-use super::tree::{self, Entry, Extent, Kind, Meta, Totals};
+use super::fs::Dir;
+use super::source::{self, Content, Hint, Outcome, Scanned, Target};
+use super::tree::{self, Extent, Kind, Totals};
 
 /// Entries listed ahead of the encoder.
 pub const WINDOW: usize = 1024;
 /// File data read ahead of the encoder, at most.
 pub const READ_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+/// Metadata of the entries in flight (names, xattrs, extent lists), at most.
+pub const META_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+/// Files left open for the encoder, at most.
+pub const OPEN_FILES_MAX: u64 = 64;
+/// Directories held open for entries in flight, beyond the ancestors being listed.
+pub const DIRS_IN_FLIGHT_MAX: usize = 64;
 /// A block handed to the repository writer is at least this big.
 pub const BLOCK: usize = 1024 * 1024;
-
-/// What the reader threads were told about a name from its directory listing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Hint {
-    Root,
-    Directory,
-    File,
-    Other,
-}
-
-struct Job {
-    absolute: PathBuf,
-    relative: Vec<u8>,
-    hint: Hint,
-    done: SyncSender<Result<Scanned, WalkError>>,
-}
-
-/// File data as a reader thread left it for the encoder.
-enum Content {
-    None,
-    Read(Vec<u8>),
-    /// Too big for the read-ahead budget: the encoder reads it.
-    Open(File),
-}
-
-struct Scanned {
-    entry: Entry,
-    content: Content,
-    /// (device, inode) of a regular file with more than one link.
-    link_key: Option<(u64, u64)>,
-}
 
 /// Why reading the tree failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
-    /// A file system call failed on a path.
+    /// A file system call failed on an entry.
     #[error("{path}: {source}")]
     Io {
-        /// The path, as the source directory names it.
+        /// The entry's path in the tree.
         path: String,
         /// The failure.
         source: std::io::Error,
     },
+    /// An entry the format cannot record (a restore would refuse the stream).
+    #[error("{path}: cannot be recorded: {reason}")]
+    Unrestorable {
+        /// The entry's path in the tree.
+        path: String,
+        /// What the format does not allow.
+        reason: String,
+    },
+    /// The source can change while it is read.
+    #[error(
+        "{0} is writable (not a read-only mount): back up a read-only volume made from a \
+         snapshot, or pass --live to accept a copy that may be inconsistent"
+    )]
+    Writable(String),
     /// The repository side stopped taking data.
     #[error("the repository writer stopped: {0}")]
     Stopped(String),
 }
 
-fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> WalkError + '_ {
-    move |source| WalkError::Io {
-        path: path.display().to_string(),
-        source,
+impl WalkError {
+    /// A short, bounded label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::Unrestorable { .. } => "unrestorable-entry",
+            Self::Writable(_) => "writable-source",
+            Self::Stopped(_) => "stopped",
+        }
     }
+}
+
+/// A shared cap; what is taken comes back when the [`Held`] share is dropped. Takers never
+/// wait: one that does not fit leaves its entry to the encoder, so nothing deadlocks.
+pub(super) struct Budget {
+    cap: u64,
+    used: Mutex<u64>,
+}
+
+impl Budget {
+    fn new(cap: u64) -> Arc<Self> {
+        Arc::new(Self {
+            cap,
+            used: Mutex::new(0),
+        })
+    }
+
+    pub(super) fn try_take(self: &Arc<Self>, amount: u64) -> Option<Held> {
+        let mut used = self.used.lock().ok()?;
+        if *used + amount > self.cap {
+            return None;
+        }
+        *used += amount;
+        Some(Held {
+            budget: self.clone(),
+            amount,
+        })
+    }
+}
+
+/// A share of a [`Budget`], given back on drop.
+pub(super) struct Held {
+    budget: Arc<Budget>,
+    amount: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut used) = self.budget.used.lock() {
+            *used = used.saturating_sub(self.amount);
+        }
+    }
+}
+
+/// The readers' budgets.
+pub(super) struct Limits {
+    pub data: Arc<Budget>,
+    pub meta: Arc<Budget>,
+    pub open_files: Arc<Budget>,
+}
+
+/// How many directories are open; the lister waits for closed ones in flight to go.
+struct DirCount {
+    live: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl DirCount {
+    fn wait_below(&self, limit: usize) {
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
+        while *live >= limit {
+            live = match self.freed.wait(live) {
+                Ok(live) => live,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+/// A directory opened by the lister, counted while open.
+pub(super) struct ListedDir {
+    dir: Dir,
+    count: Arc<DirCount>,
+}
+
+impl ListedDir {
+    fn new(dir: Dir, count: &Arc<DirCount>) -> Arc<Self> {
+        if let Ok(mut live) = count.live.lock() {
+            *live += 1;
+        }
+        Arc::new(Self {
+            dir,
+            count: count.clone(),
+        })
+    }
+}
+
+impl std::ops::Deref for ListedDir {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        &self.dir
+    }
+}
+
+impl Drop for ListedDir {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.count.live.lock() {
+            *live = live.saturating_sub(1);
+        }
+        self.count.freed.notify_all();
+    }
+}
+
+type Slot = Receiver<Result<Outcome, WalkError>>;
+
+struct Job {
+    target: Target,
+    done: SyncSender<Result<Outcome, WalkError>>,
+}
+
+/// A directory's names with their listed types, sorted by name bytes (the stream's order).
+fn sorted_listing(dir: &Dir, relative: &[u8]) -> Result<Vec<(CString, Hint)>, WalkError> {
+    let io = |source| WalkError::Io {
+        path: source::display(relative),
+        source,
+    };
+    let mut names = Vec::new();
+    for (name, d_type) in dir.names().map_err(io)? {
+        let name = CString::new(name).map_err(|e| io(std::io::Error::other(e)))?;
+        let file_type = match d_type {
+            libc::DT_DIR => libc::S_IFDIR,
+            libc::DT_REG => libc::S_IFREG,
+            libc::DT_UNKNOWN => dir.stat_at(&name).map_err(io)?.file_type(),
+            _ => 0,
+        };
+        let hint = match file_type {
+            libc::S_IFDIR => Hint::Directory,
+            libc::S_IFREG => Hint::File,
+            _ => Hint::Other,
+        };
+        names.push((name, hint));
+    }
+    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(names)
+}
+
+/// A directory being listed: the directory, its stream path, the names still to send.
+type OpenDirectory = (Arc<ListedDir>, Vec<u8>, std::vec::IntoIter<(CString, Hint)>);
+
+/// The listing thread: sends every entry, depth first in name order, to the readers and its
+/// result slot to the encoder. `listed` is told each directory's path once it is listed.
+fn list(
+    root: Arc<ListedDir>,
+    dirs: Arc<DirCount>,
+    jobs: Arc<Mutex<std::sync::mpsc::Sender<Job>>>,
+    order: SyncSender<Slot>,
+    listed: &(dyn Fn(&[u8]) + Sync),
+) {
+    let submit = |dir: Arc<ListedDir>, name: CString, relative: Vec<u8>, hint: Hint| -> bool {
+        let (done, result) = sync_channel(1);
+        let target = Target {
+            dir,
+            name,
+            relative,
+            hint,
+        };
+        let sent = jobs
+            .lock()
+            .map(|jobs| jobs.send(Job { target, done }).is_ok());
+        sent.unwrap_or(false) && order.send(result).is_ok()
+    };
+    let fail = |err: WalkError| {
+        let (done, result) = sync_channel(1);
+        let _ = done.send(Err(err));
+        let _ = order.send(result);
+    };
+    if !submit(root.clone(), CString::default(), Vec::new(), Hint::Root) {
+        return;
+    }
+    let mut open: Vec<OpenDirectory> = match sorted_listing(&root, b"") {
+        Ok(names) => vec![(root, Vec::new(), names.into_iter())],
+        Err(err) => return fail(err),
+    };
+    listed(b"");
+    while let Some((dir, relative, names)) = open.last_mut() {
+        let Some((name, hint)) = names.next() else {
+            open.pop();
+            continue;
+        };
+        let mut child = relative.clone();
+        if !child.is_empty() {
+            child.push(b'/');
+        }
+        child.extend_from_slice(name.as_bytes());
+        if hint != Hint::Directory {
+            if !submit(dir.clone(), name, child, hint) {
+                return;
+            }
+            continue;
+        }
+        let depth = open.len();
+        dirs.wait_below(depth + DIRS_IN_FLIGHT_MAX);
+        let Some((parent, _, _)) = open.last() else {
+            return;
+        };
+        let opened = parent.open_dir(&name).map_err(|source| WalkError::Io {
+            path: source::display(&child),
+            source: match source.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) => std::io::Error::other(
+                    "was a directory when listed and is not now: back up a snapshot, not a \
+                     live volume",
+                ),
+                _ => source,
+            },
+        });
+        let opened = match opened {
+            Ok(opened) => ListedDir::new(opened, &dirs),
+            Err(err) => return fail(err),
+        };
+        if !submit(opened.clone(), CString::default(), child.clone(), hint) {
+            return;
+        }
+        match sorted_listing(&opened, &child) {
+            Ok(names) => {
+                listed(&child);
+                open.push((opened, child, names.into_iter()));
+            }
+            Err(err) => return fail(err),
+        }
+    }
+}
+
+/// Whether the file system holding `dir` is mounted read-only.
+fn read_only(dir: &Dir) -> std::io::Result<bool> {
+    let mut raw = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: an open descriptor and room for one statvfs.
+    super::fs::check(unsafe { libc::fstatvfs(dir.raw(), raw.as_mut_ptr()) })?;
+    // SAFETY: initialised by the successful call above.
+    let flags = unsafe { raw.assume_init() }.f_flag;
+    Ok(flags & libc::ST_RDONLY != 0)
+}
+
+/// How to read the source.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkOptions {
+    /// Threads that stat and read entries in parallel.
+    pub readers: usize,
+    /// Accept a source that is not a read-only mount (it may change while read).
+    pub live: bool,
+}
+
+/// Reads the tree under `root` and hands the encoded stream, in blocks of at least [`BLOCK`]
+/// bytes, to `emit` (which returns the block's buffer for reuse when it can). A source that
+/// is not mounted read-only is refused unless `options.live`.
+pub fn encode_tree(
+    root: &Path,
+    options: WalkOptions,
+    emit: impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
+) -> Result<TreeCounts, WalkError> {
+    encode_tree_observed(root, options, emit, &|_| {})
+}
+
+/// [`encode_tree`], calling `listed` with each directory's path as soon as it is listed
+/// (before its entries are read): how a test changes the tree under a running backup.
+pub fn encode_tree_observed(
+    root: &Path,
+    options: WalkOptions,
+    emit: impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
+    listed: &(dyn Fn(&[u8]) + Sync),
+) -> Result<TreeCounts, WalkError> {
+    let caps = Caps {
+        read_ahead: READ_AHEAD_BYTES,
+        meta: META_IN_FLIGHT_BYTES,
+        open_files: OPEN_FILES_MAX,
+    };
+    encode_with_caps(root, options, emit, listed, caps)
+}
+
+/// The readers' caps (the constants above, smaller in tests).
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    read_ahead: u64,
+    meta: u64,
+    open_files: u64,
+}
+
+fn encode_with_caps(
+    root: &Path,
+    options: WalkOptions,
+    mut emit: impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
+    listed: &(dyn Fn(&[u8]) + Sync),
+    caps: Caps,
+) -> Result<TreeCounts, WalkError> {
+    let root_dir = Dir::open_path(root).map_err(|source| WalkError::Io {
+        path: root.display().to_string(),
+        source,
+    })?;
+    let writable = !read_only(&root_dir).map_err(|source| WalkError::Io {
+        path: root.display().to_string(),
+        source,
+    })?;
+    if writable && !options.live {
+        return Err(WalkError::Writable(root.display().to_string()));
+    }
+    let dirs = Arc::new(DirCount {
+        live: Mutex::new(0),
+        freed: Condvar::new(),
+    });
+    let root_dir = ListedDir::new(root_dir, &dirs);
+    let limits = Arc::new(Limits {
+        data: Budget::new(caps.read_ahead),
+        meta: Budget::new(caps.meta),
+        open_files: Budget::new(caps.open_files),
+    });
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let (order_tx, order_rx) = sync_channel::<Slot>(WINDOW);
+    std::thread::scope(|scope| {
+        for _ in 0..options.readers.max(1) {
+            let jobs_rx = jobs_rx.clone();
+            let limits = limits.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = match jobs_rx.lock() {
+                        Ok(jobs) => match jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        },
+                        Err(_) => return,
+                    };
+                    let Job { target, done } = job;
+                    if done.send(source::scan(target, Some(&limits))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let jobs = Arc::new(Mutex::new(jobs_tx));
+        let lister_dirs = dirs.clone();
+        scope.spawn(move || list(root_dir, lister_dirs, jobs, order_tx, listed));
+        let result = encode_in_order(&order_rx, &mut emit);
+        // Unblocks the lister and, through it, the readers, whatever happened.
+        drop(order_rx);
+        result
+    })
+}
+
+/// The encoder: takes the readers' results in stream order and writes the stream.
+fn encode_in_order(
+    order: &Receiver<Slot>,
+    emit: &mut impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
+) -> Result<TreeCounts, WalkError> {
+    let mut counts = TreeCounts::default();
+    let mut totals = Totals::default();
+    let mut out = Block {
+        bytes: Vec::with_capacity(2 * BLOCK),
+        cuts: Vec::new(),
+    };
+    tree::encode_start(&mut out.bytes);
+    let mut after_own_chunks = false;
+    // (device, inode) → (first name, links not seen yet)
+    let mut first_links: HashMap<(u64, u64), (Vec<u8>, u64)> = HashMap::new();
+    for slot in order.iter() {
+        let outcome = slot
+            .recv()
+            .map_err(|_| WalkError::Stopped("a reader thread ended".into()))??;
+        let scanned = match outcome {
+            Outcome::Scanned(scanned) => scanned,
+            Outcome::Deferred(target) => match source::scan(target, None)? {
+                Outcome::Scanned(scanned) => scanned,
+                Outcome::Deferred(target) => {
+                    return Err(WalkError::Stopped(format!(
+                        "{} could not be read",
+                        source::display(&target.relative)
+                    )));
+                }
+            },
+        };
+        let Scanned {
+            mut entry,
+            mut content,
+            link,
+            _meta,
+        } = scanned;
+        if let Some((dev, ino, nlink)) = link {
+            match first_links.get_mut(&(dev, ino)) {
+                Some((first, remaining)) => {
+                    content = Content::None;
+                    entry.kind = Kind::Hardlink {
+                        target: first.clone(),
+                    };
+                    *remaining = remaining.saturating_sub(1);
+                    if *remaining == 0 {
+                        first_links.remove(&(dev, ino));
+                    }
+                }
+                None => {
+                    first_links.insert((dev, ino), (entry.path.clone(), nlink - 1));
+                }
+            }
+        }
+        match &entry.kind {
+            Kind::Directory => counts.directories += 1,
+            Kind::File { size, extents } => {
+                counts.files += 1;
+                counts.file_bytes += size;
+                if extents.iter().map(|e| e.length).sum::<u64>() < *size {
+                    counts.sparse_files += 1;
+                }
+            }
+            Kind::Symlink { .. } => counts.symlinks += 1,
+            Kind::Hardlink { .. } => counts.hardlinks += 1,
+            Kind::Fifo | Kind::CharDevice { .. } | Kind::BlockDevice { .. } => counts.special += 1,
+        }
+        let data_len = entry.data_len();
+        if tree::cut_before(&entry.path, data_len, after_own_chunks) {
+            out.cut();
+        }
+        after_own_chunks = data_len >= tree::OWN_CHUNKS_FROM;
+        tree::encode_entry(&mut out.bytes, &entry);
+        totals.entries += 1;
+        totals.data_bytes += data_len;
+        match content {
+            Content::Read(data, _held) => out.bytes.extend_from_slice(&data),
+            Content::Open(file, _permit) => {
+                let Kind::File { extents, .. } = &entry.kind else {
+                    unreachable!("only files are left open")
+                };
+                stream_extents(&file, extents, &mut out, emit).map_err(|err| match err {
+                    WalkError::Io { source, .. } => WalkError::Io {
+                        path: source::display(&entry.path),
+                        source,
+                    },
+                    other => other,
+                })?;
+            }
+            Content::None => {}
+        }
+        if after_own_chunks {
+            out.cut();
+        }
+        if out.bytes.len() >= BLOCK {
+            flush(&mut out, emit)?;
+        }
+    }
+    tree::encode_end(&mut out.bytes, totals);
+    emit(out)?;
+    counts.data_bytes = totals.data_bytes;
+    Ok(counts)
 }
 
 /// Counts of what the stream holds.
@@ -99,421 +538,6 @@ pub struct TreeCounts {
     pub data_bytes: u64,
     /// Files with holes.
     pub sparse_files: u64,
-}
-
-/// Shared cap on file data read ahead; a reader that cannot take its share leaves the file
-/// open for the encoder instead of waiting, so the pipeline never deadlocks.
-struct Budget {
-    used: Mutex<u64>,
-}
-
-impl Budget {
-    fn try_take(&self, bytes: u64) -> bool {
-        let Ok(mut used) = self.used.lock() else {
-            return false;
-        };
-        if *used + bytes > READ_AHEAD_BYTES {
-            return false;
-        }
-        *used += bytes;
-        true
-    }
-
-    fn give_back(&self, bytes: u64) {
-        if let Ok(mut used) = self.used.lock() {
-            *used = used.saturating_sub(bytes);
-        }
-    }
-}
-
-/// A directory's names with their listed types, sorted by name bytes (the stream's order).
-fn sorted_listing(dir: &Path) -> Result<Vec<(OsString, Hint)>, WalkError> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
-        let entry = entry.map_err(io_at(dir))?;
-        let file_type = entry.file_type().map_err(io_at(&entry.path()))?;
-        let hint = if file_type.is_dir() {
-            Hint::Directory
-        } else if file_type.is_file() {
-            Hint::File
-        } else {
-            Hint::Other
-        };
-        names.push((entry.file_name(), hint));
-    }
-    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok(names)
-}
-
-/// A directory being listed: its path, its path in the stream, the names still to send.
-type OpenDirectory = (PathBuf, Vec<u8>, std::vec::IntoIter<(OsString, Hint)>);
-
-/// The listing thread: sends every entry, depth first in name order, to the readers and its
-/// result slot to the encoder.
-fn list(
-    root: PathBuf,
-    jobs: Arc<Mutex<std::sync::mpsc::Sender<Job>>>,
-    order: SyncSender<Receiver<Result<Scanned, WalkError>>>,
-) {
-    let submit = |absolute: PathBuf, relative: Vec<u8>, hint: Hint| -> bool {
-        let (done, result) = sync_channel(1);
-        let job = Job {
-            absolute,
-            relative,
-            hint,
-            done,
-        };
-        let sent = jobs.lock().map(|jobs| jobs.send(job).is_ok());
-        sent.unwrap_or(false) && order.send(result).is_ok()
-    };
-    let fail = |err: WalkError| {
-        let (done, result) = sync_channel(1);
-        let _ = done.send(Err(err));
-        let _ = order.send(result);
-    };
-    if !submit(root.clone(), Vec::new(), Hint::Root) {
-        return;
-    }
-    let mut open: Vec<OpenDirectory> = match sorted_listing(&root) {
-        Ok(names) => vec![(root, Vec::new(), names.into_iter())],
-        Err(err) => return fail(err),
-    };
-    while let Some((dir, relative, names)) = open.last_mut() {
-        let Some((name, hint)) = names.next() else {
-            open.pop();
-            continue;
-        };
-        let absolute = dir.join(&name);
-        let mut child = relative.clone();
-        if !child.is_empty() {
-            child.push(b'/');
-        }
-        child.extend_from_slice(name.as_bytes());
-        if !submit(absolute.clone(), child.clone(), hint) {
-            return;
-        }
-        if hint == Hint::Directory {
-            match sorted_listing(&absolute) {
-                Ok(names) => open.push((absolute, child, names.into_iter())),
-                Err(err) => return fail(err),
-            }
-        }
-    }
-}
-
-fn c_path(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
-}
-
-/// Where the calls on extended attributes look: an open file, or a path without following
-/// a final symlink.
-enum XattrTarget<'a> {
-    Fd(i32),
-    Path(&'a CString),
-}
-
-fn unsupported(err: &std::io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ENOTSUP) | Some(libc::ENODATA) | Some(libc::EPERM) | Some(libc::EACCES)
-    )
-}
-
-/// Extended attributes, sorted by name; none where the file system has none or refuses.
-fn read_xattrs(target: XattrTarget<'_>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let list = |buffer: &mut [u8]| -> isize {
-        let (ptr, len) = (buffer.as_mut_ptr().cast::<libc::c_char>(), buffer.len());
-        // SAFETY: the buffer is valid for `len` bytes; a zero length only asks for the size.
-        unsafe {
-            match &target {
-                XattrTarget::Fd(fd) => libc::flistxattr(*fd, ptr, len),
-                XattrTarget::Path(path) => libc::llistxattr(path.as_ptr(), ptr, len),
-            }
-        }
-    };
-    let get = |name: &CString, buffer: &mut [u8]| -> isize {
-        let (ptr, len) = (buffer.as_mut_ptr().cast::<libc::c_void>(), buffer.len());
-        // SAFETY: as above; `name` is NUL-terminated.
-        unsafe {
-            match &target {
-                XattrTarget::Fd(fd) => libc::fgetxattr(*fd, name.as_ptr(), ptr, len),
-                XattrTarget::Path(path) => libc::lgetxattr(path.as_ptr(), name.as_ptr(), ptr, len),
-            }
-        }
-    };
-    let mut names = vec![0u8; 256];
-    let listed = loop {
-        let got = list(&mut names);
-        if got >= 0 {
-            break got as usize;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ERANGE) => {
-                let needed = list(&mut []);
-                names.resize(needed.max(names.len() as isize * 2) as usize, 0);
-            }
-            _ if unsupported(&err) => return Ok(Vec::new()),
-            _ => return Err(err),
-        }
-    };
-    let mut xattrs = Vec::new();
-    for name in names[..listed].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let c_name = CString::new(name).map_err(std::io::Error::other)?;
-        let mut value = vec![0u8; 256];
-        loop {
-            let got = get(&c_name, &mut value);
-            if got >= 0 {
-                value.truncate(got as usize);
-                xattrs.push((name.to_vec(), value));
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::ERANGE) => {
-                    let needed = get(&c_name, &mut []);
-                    value.resize(needed.max(value.len() as isize * 2) as usize, 0);
-                }
-                // Removed meanwhile, or one we may list but not read: leave it out.
-                _ if unsupported(&err) => break,
-                _ => return Err(err),
-            }
-        }
-    }
-    xattrs.sort();
-    Ok(xattrs)
-}
-
-fn meta_of(stat: &std::fs::Metadata, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
-    Meta {
-        mode: stat.mode() & 0o7777,
-        uid: stat.uid(),
-        gid: stat.gid(),
-        mtime_sec: stat.mtime(),
-        mtime_nsec: stat.mtime_nsec().clamp(0, 999_999_999) as u32,
-        xattrs,
-    }
-}
-
-/// Linux's split of a device number.
-pub fn major_minor(rdev: u64) -> (u64, u64) {
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    (major, minor)
-}
-
-/// Data runs of an open file: one run unless the file occupies fewer blocks than its size
-/// (only then can it have holes), in which case SEEK_DATA/SEEK_HOLE map them.
-fn data_extents(file: &File, stat: &std::fs::Metadata) -> std::io::Result<Vec<Extent>> {
-    let size = stat.size();
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    if stat.blocks().saturating_mul(512) >= size {
-        return Ok(vec![Extent {
-            offset: 0,
-            length: size,
-        }]);
-    }
-    let fd = file.as_raw_fd();
-    let seek = |offset: u64, whence: i32| -> std::io::Result<Option<u64>> {
-        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
-        let at = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
-        if at >= 0 {
-            return Ok(Some(at as u64));
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
-            _ => Err(err),
-        }
-    };
-    let mut extents = Vec::new();
-    let mut at = 0u64;
-    while at < size {
-        let start = match seek(at, libc::SEEK_DATA) {
-            Ok(Some(start)) if start < size => start,
-            Ok(_) => break,
-            // A file system without SEEK_DATA: read it all (holes come back as zeros).
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                return Ok(vec![Extent {
-                    offset: 0,
-                    length: size,
-                }]);
-            }
-            Err(err) => return Err(err),
-        };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        extents.push(Extent {
-            offset: start,
-            length: end - start,
-        });
-        at = end;
-    }
-    Ok(merge_extents(extents))
-}
-
-/// Joins runs that touch (some file systems report one run in pieces).
-pub fn merge_extents(extents: Vec<Extent>) -> Vec<Extent> {
-    let mut merged: Vec<Extent> = Vec::with_capacity(extents.len());
-    for extent in extents.into_iter().filter(|e| e.length > 0) {
-        match merged.last_mut() {
-            Some(last) if last.offset + last.length == extent.offset => {
-                last.length += extent.length;
-            }
-            _ => merged.push(extent),
-        }
-    }
-    merged
-}
-
-static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
-
-/// Opens a file for reading without following a symlink and, where allowed, without
-/// touching its access time.
-fn open_for_reading(path: &CString) -> std::io::Result<File> {
-    // O_NONBLOCK: a FIFO put where a file was listed must not hang the backup.
-    let flags =
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
-    if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-        // SAFETY: a NUL-terminated path; the descriptor is owned by the File below.
-        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_NOATIME) };
-        if fd >= 0 {
-            // SAFETY: `fd` was just opened and is owned by nobody else.
-            return Ok(unsafe { File::from_raw_fd(fd) });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EPERM) {
-            return Err(err);
-        }
-        NOATIME_REFUSED.store(true, Ordering::Relaxed);
-    }
-    // SAFETY: as above.
-    let fd = unsafe { libc::open(path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// Reads `extents` of `file` into one buffer, back to back.
-fn read_extents(file: &File, extents: &[Extent], out: &mut Vec<u8>) -> std::io::Result<()> {
-    for extent in extents {
-        let start = out.len();
-        out.resize(start + extent.length as usize, 0);
-        file.read_exact_at(&mut out[start..], extent.offset)
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::UnexpectedEof => std::io::Error::other(
-                    "the file shrank while it was read: back up a snapshot, not a live volume",
-                ),
-                _ => err,
-            })?;
-    }
-    Ok(())
-}
-
-/// One entry's metadata and, for a small file, its data.
-fn scan(job: &Job, budget: &Budget) -> Result<Scanned, WalkError> {
-    let at = io_at(&job.absolute);
-    let path = c_path(&job.absolute).map_err(io_at(&job.absolute))?;
-    if job.hint == Hint::File {
-        let file = open_for_reading(&path).map_err(io_at(&job.absolute))?;
-        let stat = file.metadata().map_err(io_at(&job.absolute))?;
-        if stat.file_type().is_file() {
-            let xattrs =
-                read_xattrs(XattrTarget::Fd(file.as_raw_fd())).map_err(io_at(&job.absolute))?;
-            let extents = data_extents(&file, &stat).map_err(io_at(&job.absolute))?;
-            let data_len: u64 = extents.iter().map(|e| e.length).sum();
-            let content = if data_len == 0 {
-                Content::None
-            } else if budget.try_take(data_len) {
-                let mut data = Vec::with_capacity(data_len as usize);
-                match read_extents(&file, &extents, &mut data) {
-                    Ok(()) => Content::Read(data),
-                    Err(err) => {
-                        budget.give_back(data_len);
-                        return Err(at(err));
-                    }
-                }
-            } else {
-                Content::Open(file)
-            };
-            return Ok(Scanned {
-                link_key: (stat.nlink() > 1).then(|| (stat.dev(), stat.ino())),
-                entry: Entry {
-                    path: job.relative.clone(),
-                    meta: meta_of(&stat, xattrs),
-                    kind: Kind::File {
-                        size: stat.size(),
-                        extents,
-                    },
-                },
-                content,
-            });
-        }
-        // Replaced by something else since it was listed: record what is there now.
-    }
-    let stat = if job.hint == Hint::Root {
-        std::fs::metadata(&job.absolute)
-    } else {
-        std::fs::symlink_metadata(&job.absolute)
-    }
-    .map_err(io_at(&job.absolute))?;
-    let xattrs = read_xattrs(XattrTarget::Path(&path)).map_err(io_at(&job.absolute))?;
-    let file_type = stat.file_type();
-    use std::os::unix::fs::FileTypeExt;
-    let kind = if file_type.is_dir() {
-        Kind::Directory
-    } else if file_type.is_symlink() {
-        Kind::Symlink {
-            target: std::fs::read_link(&job.absolute)
-                .map_err(io_at(&job.absolute))?
-                .into_os_string()
-                .into_vec(),
-        }
-    } else if file_type.is_fifo() {
-        Kind::Fifo
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        let (major, minor) = major_minor(stat.rdev());
-        if file_type.is_char_device() {
-            Kind::CharDevice { major, minor }
-        } else {
-            Kind::BlockDevice { major, minor }
-        }
-    } else if file_type.is_file() {
-        // Listed as something else, a file now: read it as one.
-        return scan(
-            &Job {
-                absolute: job.absolute.clone(),
-                relative: job.relative.clone(),
-                hint: Hint::File,
-                done: job.done.clone(),
-            },
-            budget,
-        );
-    } else {
-        return Err(at(std::io::Error::other(
-            "a socket or unknown file type cannot be backed up",
-        )));
-    };
-    if job.hint == Hint::Root && kind != Kind::Directory {
-        return Err(at(std::io::Error::other("the source is not a directory")));
-    }
-    if job.hint == Hint::Directory && kind != Kind::Directory {
-        return Err(at(std::io::Error::other(
-            "was a directory when listed and is not now: back up a snapshot, not a live volume",
-        )));
-    }
-    Ok(Scanned {
-        entry: Entry {
-            path: job.relative.clone(),
-            meta: meta_of(&stat, xattrs),
-            kind,
-        },
-        content: Content::None,
-        link_key: None,
-    })
 }
 
 /// Encoded stream bytes with the offsets in them where the writer should end a chunk.
@@ -543,143 +567,6 @@ fn flush(
     out.bytes = emit(full)?.unwrap_or_default();
     out.bytes.clear();
     Ok(())
-}
-
-/// Reads the tree under `root` and hands the encoded stream, in blocks of at least [`BLOCK`]
-/// bytes, to `emit` (which returns the block's buffer for reuse when it can). `readers`
-/// threads stat and read entries in parallel.
-pub fn encode_tree(
-    root: &Path,
-    readers: usize,
-    mut emit: impl FnMut(Block) -> Result<Option<Vec<u8>>, WalkError>,
-) -> Result<TreeCounts, WalkError> {
-    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
-    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-    let (order_tx, order_rx) = sync_channel(WINDOW);
-    let budget = Arc::new(Budget {
-        used: Mutex::new(0),
-    });
-    let mut threads = Vec::new();
-    for _ in 0..readers.max(1) {
-        let jobs_rx = jobs_rx.clone();
-        let budget = budget.clone();
-        threads.push(std::thread::spawn(move || {
-            loop {
-                let job = match jobs_rx.lock() {
-                    Ok(jobs) => match jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    },
-                    Err(_) => return,
-                };
-                let result = scan(&job, &budget);
-                if job.done.send(result).is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    let root_path = root.to_path_buf();
-    let jobs = Arc::new(Mutex::new(jobs_tx));
-    threads.push(std::thread::spawn(move || list(root_path, jobs, order_tx)));
-
-    let mut counts = TreeCounts::default();
-    let mut totals = Totals::default();
-    let mut out = Block {
-        bytes: Vec::with_capacity(2 * BLOCK),
-        cuts: Vec::new(),
-    };
-    tree::encode_start(&mut out.bytes);
-    let mut after_own_chunks = false;
-    let mut first_links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let result = (|| {
-        for slot in order_rx.iter() {
-            let scanned = slot
-                .recv()
-                .map_err(|_| WalkError::Stopped("a reader thread ended".into()))??;
-            let Scanned {
-                mut entry,
-                content,
-                link_key,
-            } = scanned;
-            let mut content = Some(content);
-            if let Some(key) = link_key {
-                match first_links.get(&key) {
-                    Some(first) => {
-                        if let Some(Content::Read(data)) = content.take() {
-                            budget.give_back(data.len() as u64);
-                        }
-                        entry.kind = Kind::Hardlink {
-                            target: first.clone(),
-                        };
-                    }
-                    None => {
-                        first_links.insert(key, entry.path.clone());
-                    }
-                }
-            }
-            match &entry.kind {
-                Kind::Directory => counts.directories += 1,
-                Kind::File { size, extents } => {
-                    counts.files += 1;
-                    counts.file_bytes += size;
-                    if extents.iter().map(|e| e.length).sum::<u64>() < *size {
-                        counts.sparse_files += 1;
-                    }
-                }
-                Kind::Symlink { .. } => counts.symlinks += 1,
-                Kind::Hardlink { .. } => counts.hardlinks += 1,
-                Kind::Fifo | Kind::CharDevice { .. } | Kind::BlockDevice { .. } => {
-                    counts.special += 1
-                }
-            }
-            let data_len = entry.data_len();
-            if tree::cut_before(&entry.path, data_len, after_own_chunks) {
-                out.cut();
-            }
-            after_own_chunks = data_len >= tree::OWN_CHUNKS_FROM;
-            tree::encode_entry(&mut out.bytes, &entry);
-            totals.entries += 1;
-            totals.data_bytes += data_len;
-            match content {
-                Some(Content::Read(data)) => {
-                    out.bytes.extend_from_slice(&data);
-                    budget.give_back(data.len() as u64);
-                }
-                Some(Content::Open(file)) => {
-                    let Kind::File { extents, .. } = &entry.kind else {
-                        unreachable!("only files are left open")
-                    };
-                    stream_extents(&file, extents, &mut out, &mut emit).map_err(
-                        |err| match err {
-                            WalkError::Io { source, .. } => WalkError::Io {
-                                path: String::from_utf8_lossy(&entry.path).to_string(),
-                                source,
-                            },
-                            other => other,
-                        },
-                    )?;
-                }
-                Some(Content::None) | None => {}
-            }
-            if after_own_chunks {
-                out.cut();
-            }
-            if out.bytes.len() >= BLOCK {
-                flush(&mut out, &mut emit)?;
-            }
-        }
-        Ok::<(), WalkError>(())
-    })();
-    drop(order_rx);
-    result?;
-    for thread in threads {
-        let _ = thread.join();
-    }
-    tree::encode_end(&mut out.bytes, totals);
-    emit(out)?;
-    counts.data_bytes = totals.data_bytes;
-    Ok(counts)
 }
 
 /// Appends a large file's extents to `out`, emitting full blocks as they fill.
@@ -729,43 +616,28 @@ fn stream_extents(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::volume::decode::{Decoder, Record};
+    use crate::volume::tree::Entry;
 
-    #[test]
-    fn touching_extents_are_merged_and_empty_ones_dropped() {
-        let e = |offset, length| Extent { offset, length };
-        assert_eq!(
-            merge_extents(vec![e(0, 4), e(4, 4), e(10, 0), e(12, 2), e(14, 1)]),
-            vec![e(0, 8), e(12, 3)]
-        );
-    }
-
-    #[test]
-    fn device_numbers_split_as_linux_makes_them() {
-        // makedev(8, 1) and makedev(259, 70000) as glibc computes them.
-        assert_eq!(major_minor(0x801), (8, 1));
-        let (major, minor) = (259u64, 70_000u64);
-        let rdev = ((major & 0xfff) << 8)
-            | ((major & !0xfff) << 32)
-            | (minor & 0xff)
-            | ((minor & !0xff) << 12);
-        assert_eq!(major_minor(rdev), (major, minor));
-    }
+    const LIVE: WalkOptions = WalkOptions {
+        readers: 3,
+        live: true,
+    };
 
     /// Encodes the tree under `root` and decodes it back: (entry, data) in stream order, and
     /// every block's cut offsets were within the block.
     fn roundtrip(root: &Path) -> Vec<(Entry, Vec<u8>)> {
         let mut stream = Vec::new();
-        encode_tree(root, 3, |block| {
+        encode_tree(root, LIVE, |block| {
             assert!(block.cuts.iter().all(|cut| *cut <= block.bytes.len()));
             assert!(block.cuts.windows(2).all(|pair| pair[0] < pair[1]));
             stream.extend_from_slice(&block.bytes);
             Ok(None)
         })
         .expect("encodes");
-        let mut decoder = tree::Decoder::new(stream.as_slice());
+        let mut decoder = Decoder::new(stream.as_slice());
         let mut out = Vec::new();
-        while let tree::Record::Entry(entry) = decoder.next_record().expect("decodes") {
+        while let Record::Entry(entry) = decoder.next_record().expect("decodes") {
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut decoder.data(), &mut data).expect("data");
             out.push((entry, data));
@@ -833,27 +705,84 @@ mod tests {
     }
 
     #[test]
-    fn a_sparse_file_maps_to_its_data_runs_only() {
+    fn a_symlink_swapped_into_a_middle_component_during_a_backup_is_never_followed() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("sparse");
-        let mut file = File::create(&path).expect("create");
-        file.write_all_at(b"head", 0).expect("head");
-        file.write_all_at(b"middle", 8 << 20).expect("middle");
-        file.set_len(32 << 20).expect("length");
-        file.flush().expect("flush");
-        let file = File::open(&path).expect("open");
-        let stat = file.metadata().expect("stat");
-        let extents = data_extents(&file, &stat).expect("extents");
-        let data: u64 = extents.iter().map(|e| e.length).sum();
-        assert!(
-            data < 1 << 20,
-            "holes are left out, the runs are {extents:?}"
+        let (root, outside, moved) = (
+            dir.path().join("root"),
+            dir.path().join("outside"),
+            dir.path().join("moved"),
         );
-        assert!(
-            extents[0].offset == 0
-                && extents
-                    .iter()
-                    .any(|e| e.offset <= 8 << 20 && e.offset + e.length >= (8 << 20) + 6)
+        std::fs::create_dir_all(root.join("a/b")).expect("dirs");
+        std::fs::write(root.join("a/b/token"), b"the tenant's own file").expect("file");
+        std::fs::create_dir_all(outside.join("b")).expect("outside");
+        std::fs::write(outside.join("b/token"), b"the mover's secret").expect("secret");
+        // Once `a` is listed, a live source swaps it for a symlink to the secret's directory.
+        let swap = |listed: &[u8]| {
+            if listed == b"a" {
+                std::fs::rename(root.join("a"), &moved).expect("move a away");
+                std::os::unix::fs::symlink(&outside, root.join("a")).expect("symlink");
+            }
+        };
+        let mut stream = Vec::new();
+        let result = encode_tree_observed(
+            &root,
+            LIVE,
+            |block| {
+                stream.extend_from_slice(&block.bytes);
+                Ok(None)
+            },
+            &swap,
         );
+        let found = |needle: &[u8]| stream.windows(needle.len()).any(|w| w == needle);
+        assert!(!found(b"the mover's secret"), "read through the symlink");
+        // The directory held open is the one read: the swap is invisible to the backup.
+        result.expect("encodes");
+        assert!(found(b"the tenant's own file"));
+    }
+
+    #[test]
+    fn entries_that_do_not_fit_in_flight_are_read_by_the_encoder_to_the_same_stream() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for i in 0..200 {
+            let sub = dir.path().join(format!("d{}", i % 5));
+            std::fs::create_dir_all(&sub).expect("dir");
+            std::fs::write(sub.join(format!("f{i:03}")), vec![i as u8; 30 * i]).expect("file");
+        }
+        let encode = |caps: Caps| {
+            let mut stream = Vec::new();
+            encode_with_caps(
+                dir.path(),
+                LIVE,
+                |block| {
+                    stream.extend_from_slice(&block.bytes);
+                    Ok(None)
+                },
+                &|_| {},
+                caps,
+            )
+            .expect("encodes");
+            stream
+        };
+        let roomy = encode(Caps {
+            read_ahead: READ_AHEAD_BYTES,
+            meta: META_IN_FLIGHT_BYTES,
+            open_files: OPEN_FILES_MAX,
+        });
+        for caps in [
+            // No read-ahead: files wait open, two at most, the rest are deferred.
+            Caps {
+                read_ahead: 0,
+                meta: META_IN_FLIGHT_BYTES,
+                open_files: 2,
+            },
+            // No room for any entry's metadata: the encoder reads every entry itself.
+            Caps {
+                read_ahead: READ_AHEAD_BYTES,
+                meta: 0,
+                open_files: 0,
+            },
+        ] {
+            assert!(encode(caps) == roomy, "{caps:?}");
+        }
     }
 }

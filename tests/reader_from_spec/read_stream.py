@@ -295,6 +295,12 @@ class Repository:
 
 TREE_MAGIC = b"RWTREE1\n"
 TREE_KINDS = set(b"DFLHPCB")
+# The document's limits, by the names it gives them.
+XATTRS_MAX = 4096
+XATTR_BYTES_MAX = 1 << 20
+EXTENTS_MAX = 1 << 16
+DEVICE_MAJOR_MAX = (1 << 12) - 1
+DEVICE_MINOR_MAX = (1 << 20) - 1
 
 
 class TreeStream:
@@ -388,18 +394,23 @@ class TreeStream:
             if entry["mode"] > 0o7777 or entry["uid"] >= 1 << 32 or entry["gid"] >= 1 << 32 or entry["mtime"][1] >= 10**9:
                 self.refuse("mode, owner or nanoseconds out of range")
             count = self.varint()
-            if count > 4096:
+            if count > XATTRS_MAX:
                 self.refuse(f"{count} extended attributes")
-            xattrs = []
+            xattrs, xattr_bytes = [], 0
             for _ in range(count):
                 name, value = self.bytes_(255, "an xattr name"), self.bytes_(65536, "an xattr value")
                 if not name or b"\0" in name or (xattrs and xattrs[-1][0] >= name):
                     self.refuse("xattr names empty, with NUL, unsorted or repeated")
+                xattr_bytes += len(name) + len(value)
+                if xattr_bytes > XATTR_BYTES_MAX:
+                    self.refuse(f"more than {XATTR_BYTES_MAX} bytes of extended attributes")
                 xattrs.append((name, value))
             entry["xattrs"] = xattrs
             data_len = 0
             if kind == b"F":
                 size, n = self.varint(), self.varint()
+                if n > EXTENTS_MAX:
+                    self.refuse(f"{n} extents (at most {EXTENTS_MAX})")
                 extents, end = [], 0
                 for _ in range(n):
                     offset, length = self.varint(), self.varint()
@@ -417,6 +428,8 @@ class TreeStream:
                         self.refuse("a hardlink to the root or to itself")
             elif kind in (b"C", b"B"):
                 entry["major"], entry["minor"] = self.varint(), self.varint()
+                if entry["major"] > DEVICE_MAJOR_MAX or entry["minor"] > DEVICE_MINOR_MAX:
+                    self.refuse(f"device number {entry['major']}:{entry['minor']} is out of range")
             self.place(entry)
             self.entries += 1
             self.data_bytes += data_len

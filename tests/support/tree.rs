@@ -76,13 +76,26 @@ impl VolumeRepo {
             source,
             "--snapshot-meta",
             "test=volume",
+            // Test trees are plain writable directories, not read-only snapshot mounts.
+            "--live",
         ])
     }
 
-    /// `rewind volume restore`: its JSON summary.
+    /// `rewind volume restore --devices`: its JSON summary.
     pub fn restore(&self, snapshot: &str, stream: &str, target: &Path) -> serde_json::Value {
+        self.restore_with(snapshot, stream, target, &["--devices"])
+    }
+
+    /// `rewind volume restore` with `extra` options: its JSON summary.
+    pub fn restore_with(
+        &self,
+        snapshot: &str,
+        stream: &str,
+        target: &Path,
+        extra: &[&str],
+    ) -> serde_json::Value {
         let target = target.to_str().expect("utf-8 temp path");
-        self.json(&[
+        let mut args = vec![
             "volume",
             "restore",
             "--snapshot",
@@ -91,7 +104,9 @@ impl VolumeRepo {
             stream,
             "--target",
             target,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)
     }
 
     /// Bytes of every pack in the repository.
@@ -139,7 +154,12 @@ pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
 
 /// Sets `user.<name>`; false when the file system refuses extended attributes.
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
-    let name = CString::new(format!("user.{name}")).expect("name");
+    set_raw_xattr(path, &format!("user.{name}"), value)
+}
+
+/// Sets extended attribute `name` (any namespace); false when refused.
+pub fn set_raw_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let name = CString::new(name).expect("name");
     // SAFETY: NUL-terminated strings, a value valid for its length.
     let done = unsafe {
         libc::lsetxattr(
@@ -155,6 +175,13 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
 
 /// `user.*` attributes of a path (without following a symlink).
 pub fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = all_xattrs(path);
+    all.retain(|name, _| name.starts_with("user."));
+    all
+}
+
+/// Every extended attribute of a path this process can read (without following a symlink).
+pub fn all_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut names = vec![0u8; 4096];
     // SAFETY: buffer valid for its length.
     let len = unsafe { libc::llistxattr(c(path).as_ptr(), names.as_mut_ptr().cast(), names.len()) };
@@ -164,7 +191,7 @@ pub fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     }
     for name in names[..len as usize]
         .split(|b| *b == 0)
-        .filter(|n| n.starts_with(b"user."))
+        .filter(|n| !n.is_empty())
     {
         let c_name = CString::new(name).expect("name");
         let mut value = vec![0u8; 65536];
@@ -193,6 +220,19 @@ pub struct Built {
     pub data_bytes: u64,
     /// Regular files written (first links).
     pub files: u64,
+    /// FIFOs and devices made (devices only as root).
+    pub special: u64,
+}
+
+/// Makes a FIFO, or a device as root (`kind` S_IFIFO, S_IFCHR or S_IFBLK); false when refused.
+pub fn mknod(path: &Path, kind: libc::mode_t, mode: libc::mode_t, major: u32, minor: u32) -> bool {
+    // SAFETY: a NUL-terminated path.
+    let done = unsafe { libc::mknod(c(path).as_ptr(), kind | mode, libc::makedev(major, minor)) };
+    if done != 0 {
+        return false;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("mode");
+    true
 }
 
 /// A tree with nested directories, `small_files` small files, a larger file, a symlink, a
@@ -264,10 +304,32 @@ pub fn build_tree(root: &Path, small_files: usize) -> Built {
     set_mtime(&root.join("link-to-log"), 1_000_000_000, 5);
     set_mtime(&root.join("d0/e0"), 1_500_000_000, 999_999_999);
     set_mtime(&root.join("empty-dir"), -1_000, 0);
+    // A FIFO always; devices where this runs as root (a major above 255 and a 20-bit minor included).
+    std::fs::create_dir_all(root.join("d6")).expect("d6");
+    assert!(
+        mknod(&root.join("d6/pipe"), libc::S_IFIFO, 0o640, 0, 0),
+        "mkfifo"
+    );
+    let mut special = 1;
+    if mknod(&root.join("d6/char-dev"), libc::S_IFCHR, 0o620, 1, 3) {
+        assert!(
+            mknod(
+                &root.join("d6/block-dev"),
+                libc::S_IFBLK,
+                0o660,
+                259,
+                0x9_8765
+            ),
+            "a second device"
+        );
+        special += 2;
+    }
+    set_mtime(&root.join("d6/pipe"), 1_600_000_000, 42);
     Built {
         xattrs,
         data_bytes: counted.0,
         files: counted.1,
+        special,
     }
 }
 
@@ -281,6 +343,8 @@ pub struct Described {
     pub size: u64,
     pub content: Option<[u8; 32]>,
     pub target: Option<Vec<u8>>,
+    /// (major, minor) of a device.
+    pub device: Option<(u32, u32)>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Names of the same inode, relative, sorted (for files with several links).
     pub links: Vec<Vec<u8>>,
@@ -302,10 +366,18 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Described> {
             root.join(OsStr::from_bytes(rel))
         };
         let stat = std::fs::symlink_metadata(&path).expect("lstat");
-        let kind = if stat.is_dir() {
+        use std::os::unix::fs::FileTypeExt;
+        let file_type = stat.file_type();
+        let kind = if file_type.is_dir() {
             "dir"
-        } else if stat.file_type().is_symlink() {
+        } else if file_type.is_symlink() {
             "symlink"
+        } else if file_type.is_fifo() {
+            "fifo"
+        } else if file_type.is_char_device() {
+            "char"
+        } else if file_type.is_block_device() {
+            "block"
         } else {
             "file"
         };
@@ -324,7 +396,13 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Described> {
                 mode: stat.mode() & 0o7777,
                 owner: (stat.uid(), stat.gid()),
                 mtime: (stat.mtime(), stat.mtime_nsec()),
-                size: if kind == "dir" { 0 } else { stat.size() },
+                size: if kind == "file" || kind == "symlink" {
+                    stat.size()
+                } else {
+                    0
+                },
+                device: (kind == "char" || kind == "block")
+                    .then(|| (libc::major(stat.rdev()), libc::minor(stat.rdev()))),
                 content,
                 target: (kind == "symlink").then(|| {
                     std::fs::read_link(&path)
