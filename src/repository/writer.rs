@@ -426,6 +426,7 @@ impl SnapshotWriter {
         while let Some(done) = self.uploads.join_next().await {
             done.map_err(|e| RepoError::Io(std::io::Error::other(e)))??;
         }
+        super::backend::make_durable(self.repo.url()).await?;
         let now = Timestamp::now();
         let mut suffix = [0u8; 4];
         rand::fill(&mut suffix[..]);
@@ -450,6 +451,7 @@ impl SnapshotWriter {
                 options,
             )
             .await?;
+        super::backend::make_durable(self.repo.url()).await?;
         if let Some(lock) = self.lock.take() {
             lock.release(&self.repo).await?;
         }

@@ -190,6 +190,10 @@ pub fn major_minor(rdev: u64) -> (u64, u64) {
 /// (only then can it have holes), in which case SEEK_DATA/SEEK_HOLE map them. Never more than
 /// [`tree::EXTENTS_MAX`] runs, and never more than twice that in memory while mapping.
 fn data_extents(file: &File, stat: &Stat) -> std::io::Result<Vec<Extent>> {
+    data_extents_at_most(file, stat, tree::EXTENTS_MAX as usize)
+}
+
+fn data_extents_at_most(file: &File, stat: &Stat, max: usize) -> std::io::Result<Vec<Extent>> {
     let size = stat.size;
     if size == 0 {
         return Ok(Vec::new());
@@ -216,7 +220,6 @@ fn data_extents(file: &File, stat: &Stat) -> std::io::Result<Vec<Extent>> {
             _ => Err(err),
         }
     };
-    let max = tree::EXTENTS_MAX as usize;
     let mut extents = Vec::new();
     let mut at = 0u64;
     while at < size {
@@ -481,5 +484,42 @@ mod tests {
                     .iter()
                     .any(|e| e.offset <= 8 << 20 && e.offset + e.length >= (8 << 20) + 6)
         );
+    }
+
+    #[test]
+    fn a_file_fragmented_beyond_the_extent_limit_is_mapped_within_it_covering_all_its_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("fragmented");
+        let file = File::create(&path).expect("create");
+        // 40 data blocks, 64 KiB apart, and one large hole: 40 runs for a limit of 8.
+        let offsets: Vec<u64> = (0..40u64)
+            .map(|i| i * (64 << 10) + if i >= 20 { 64 << 20 } else { 0 })
+            .collect();
+        for at in &offsets {
+            file.write_all_at(b"data", *at).expect("write");
+        }
+        file.set_len(200 << 20).expect("length");
+        drop(file);
+        let file = File::open(&path).expect("open");
+        let stat = fstat(file.as_raw_fd()).expect("stat");
+        let all = data_extents(&file, &stat).expect("extents");
+        assert!(
+            all.len() >= 40,
+            "the file system keeps the holes: {}",
+            all.len()
+        );
+        let limited = data_extents_at_most(&file, &stat, 8).expect("extents");
+        assert!(limited.len() <= 8, "{limited:?}");
+        tree::check_extents(stat.size, &limited).expect("well formed");
+        for at in offsets {
+            assert!(
+                limited
+                    .iter()
+                    .any(|e| e.offset <= at && at + 4 <= e.offset + e.length),
+                "{at} is covered by {limited:?}"
+            );
+        }
+        let data: u64 = limited.iter().map(|e| e.length).sum();
+        assert!(data < 32 << 20, "the large hole stays a hole: {data}");
     }
 }

@@ -415,6 +415,32 @@ fn encode_with_caps(
     })
 }
 
+/// Files with several links whose other names the stream has not reached yet: each costs its
+/// first name's bytes plus about 80 bytes of table, and goes once its last name is seen (or
+/// stays, when some of its links are outside the tree).
+#[derive(Default)]
+struct LinkTable {
+    /// (device, inode) → (first name, links not seen yet)
+    waiting: HashMap<(u64, u64), (Vec<u8>, u64)>,
+}
+
+impl LinkTable {
+    /// The first name of this file when `path` is a later one; None when it is the first.
+    fn seen(&mut self, dev: u64, ino: u64, nlink: u64, path: &[u8]) -> Option<Vec<u8>> {
+        let Some((first, remaining)) = self.waiting.get_mut(&(dev, ino)) else {
+            self.waiting
+                .insert((dev, ino), (path.to_vec(), nlink.saturating_sub(1)));
+            return None;
+        };
+        let first = first.clone();
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            self.waiting.remove(&(dev, ino));
+        }
+        Some(first)
+    }
+}
+
 /// The encoder: takes the readers' results in stream order and writes the stream.
 fn encode_in_order(
     order: &Receiver<Slot>,
@@ -428,8 +454,7 @@ fn encode_in_order(
     };
     tree::encode_start(&mut out.bytes);
     let mut after_own_chunks = false;
-    // (device, inode) → (first name, links not seen yet)
-    let mut first_links: HashMap<(u64, u64), (Vec<u8>, u64)> = HashMap::new();
+    let mut links = LinkTable::default();
     for slot in order.iter() {
         let outcome = slot
             .recv()
@@ -452,22 +477,11 @@ fn encode_in_order(
             link,
             _meta,
         } = scanned;
-        if let Some((dev, ino, nlink)) = link {
-            match first_links.get_mut(&(dev, ino)) {
-                Some((first, remaining)) => {
-                    content = Content::None;
-                    entry.kind = Kind::Hardlink {
-                        target: first.clone(),
-                    };
-                    *remaining = remaining.saturating_sub(1);
-                    if *remaining == 0 {
-                        first_links.remove(&(dev, ino));
-                    }
-                }
-                None => {
-                    first_links.insert((dev, ino), (entry.path.clone(), nlink - 1));
-                }
-            }
+        if let Some((dev, ino, nlink)) = link
+            && let Some(first) = links.seen(dev, ino, nlink, &entry.path)
+        {
+            content = Content::None;
+            entry.kind = Kind::Hardlink { target: first };
         }
         match &entry.kind {
             Kind::Directory => counts.directories += 1,
@@ -784,5 +798,63 @@ mod tests {
         ] {
             assert!(encode(caps) == roomy, "{caps:?}");
         }
+    }
+
+    #[test]
+    fn the_hardlink_table_forgets_a_file_once_all_its_names_are_seen() {
+        let mut links = LinkTable::default();
+        assert_eq!(links.seen(1, 7, 3, b"a"), None);
+        assert_eq!(links.seen(1, 8, 2, b"b"), None);
+        assert_eq!(links.seen(1, 7, 3, b"c"), Some(b"a".to_vec()));
+        assert_eq!(links.seen(1, 8, 2, b"d"), Some(b"b".to_vec()));
+        assert_eq!(links.waiting.len(), 1, "b's two names are both seen");
+        assert_eq!(links.seen(1, 7, 3, b"e"), Some(b"a".to_vec()));
+        assert!(links.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_file_with_more_xattrs_than_the_format_records_fails_the_backup_naming_it() {
+        // tmpfs takes many and large user.* attributes; ext4 keeps them to one block.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return eprintln!("NOTE: no /dev/shm; not checked");
+        };
+        let set = |path: &Path, name: String, value: &[u8]| {
+            let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+            let name = std::ffi::CString::new(name).expect("name");
+            // SAFETY: NUL-terminated strings and a value valid for its length.
+            let done = unsafe {
+                libc::setxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            done == 0
+        };
+        let many = dir.path().join("many");
+        std::fs::write(&many, b"x").expect("file");
+        if !(0..=tree::XATTRS_MAX).all(|i| set(&many, format!("user.{i:05}"), b"")) {
+            return eprintln!("NOTE: /dev/shm refuses user.* attributes; not checked");
+        }
+        let err = encode_tree(dir.path(), LIVE, |_| Ok(None)).expect_err("refused");
+        assert!(err.to_string().contains("many"), "{err}");
+        assert!(
+            err.to_string().contains("too many extended attributes"),
+            "{err}"
+        );
+        std::fs::remove_file(&many).expect("remove");
+        let heavy = dir.path().join("heavy");
+        std::fs::write(&heavy, b"x").expect("file");
+        for i in 0..20 {
+            assert!(set(&heavy, format!("user.{i:02}"), &[7u8; 60_000]));
+        }
+        let err = encode_tree(dir.path(), LIVE, |_| Ok(None)).expect_err("refused");
+        assert!(err.to_string().contains("heavy"), "{err}");
+        assert!(
+            err.to_string().contains("bytes of extended attributes"),
+            "{err}"
+        );
     }
 }
