@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod extract;
 mod fs;
+mod inflight;
 mod source;
 pub mod tree;
 pub mod walk;

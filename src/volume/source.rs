@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::fs::{Dir, Stat, fstat};
+use super::inflight::{Held, Limits, ListedDir};
 use super::tree::{self, Entry, Extent, Kind, Meta};
-use super::walk::{Held, Limits, ListedDir, WalkError};
+use super::walk::WalkError;
 
 /// What the listing said about a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

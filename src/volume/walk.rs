@@ -8,10 +8,9 @@
 //! flight, holding at most [`META_IN_FLIGHT_BYTES`] of metadata (xattrs, extent lists, names)
 //! and [`READ_AHEAD_BYTES`] of file data; at most [`OPEN_FILES_MAX`] files wait open for the
 //! encoder and [`DIRS_IN_FLIGHT_MAX`] closed directories beside the open ones. An entry that
-//! does not fit is read by the encoder itself when its turn comes. The hardlink table holds
-//! only files with several links whose other names have not all been seen.
+//! does not fit is read by the encoder itself when its turn comes (`inflight.rs` holds the
+//! budgets and the hardlink table).
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,6 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::fs::Dir;
+use super::inflight::{Budget, DirCount, Limits, LinkTable, ListedDir};
 use super::source::{self, Content, Hint, Outcome, Scanned, Target};
 use super::tree::{self, Extent, Kind, Totals};
 
@@ -75,109 +75,6 @@ impl WalkError {
             Self::Writable(_) => "writable-source",
             Self::Stopped(_) => "stopped",
         }
-    }
-}
-
-/// A shared cap; what is taken comes back when the [`Held`] share is dropped. Takers never
-/// wait: one that does not fit leaves its entry to the encoder, so nothing deadlocks.
-pub(super) struct Budget {
-    cap: u64,
-    used: Mutex<u64>,
-}
-
-impl Budget {
-    fn new(cap: u64) -> Arc<Self> {
-        Arc::new(Self {
-            cap,
-            used: Mutex::new(0),
-        })
-    }
-
-    pub(super) fn try_take(self: &Arc<Self>, amount: u64) -> Option<Held> {
-        let mut used = self.used.lock().ok()?;
-        if *used + amount > self.cap {
-            return None;
-        }
-        *used += amount;
-        Some(Held {
-            budget: self.clone(),
-            amount,
-        })
-    }
-}
-
-/// A share of a [`Budget`], given back on drop.
-pub(super) struct Held {
-    budget: Arc<Budget>,
-    amount: u64,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Ok(mut used) = self.budget.used.lock() {
-            *used = used.saturating_sub(self.amount);
-        }
-    }
-}
-
-/// The readers' budgets.
-pub(super) struct Limits {
-    pub data: Arc<Budget>,
-    pub meta: Arc<Budget>,
-    pub open_files: Arc<Budget>,
-}
-
-/// How many directories are open; the lister waits for closed ones in flight to go.
-struct DirCount {
-    live: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl DirCount {
-    fn wait_below(&self, limit: usize) {
-        let Ok(mut live) = self.live.lock() else {
-            return;
-        };
-        while *live >= limit {
-            live = match self.freed.wait(live) {
-                Ok(live) => live,
-                Err(_) => return,
-            };
-        }
-    }
-}
-
-/// A directory opened by the lister, counted while open.
-pub(super) struct ListedDir {
-    dir: Dir,
-    count: Arc<DirCount>,
-}
-
-impl ListedDir {
-    fn new(dir: Dir, count: &Arc<DirCount>) -> Arc<Self> {
-        if let Ok(mut live) = count.live.lock() {
-            *live += 1;
-        }
-        Arc::new(Self {
-            dir,
-            count: count.clone(),
-        })
-    }
-}
-
-impl std::ops::Deref for ListedDir {
-    type Target = Dir;
-    fn deref(&self) -> &Dir {
-        &self.dir
-    }
-}
-
-impl Drop for ListedDir {
-    fn drop(&mut self) {
-        if let Ok(mut live) = self.count.live.lock() {
-            *live = live.saturating_sub(1);
-        }
-        self.count.freed.notify_all();
     }
 }
 
@@ -413,32 +310,6 @@ fn encode_with_caps(
         drop(order_rx);
         result
     })
-}
-
-/// Files with several links whose other names the stream has not reached yet: each costs its
-/// first name's bytes plus about 80 bytes of table, and goes once its last name is seen (or
-/// stays, when some of its links are outside the tree).
-#[derive(Default)]
-struct LinkTable {
-    /// (device, inode) → (first name, links not seen yet)
-    waiting: HashMap<(u64, u64), (Vec<u8>, u64)>,
-}
-
-impl LinkTable {
-    /// The first name of this file when `path` is a later one; None when it is the first.
-    fn seen(&mut self, dev: u64, ino: u64, nlink: u64, path: &[u8]) -> Option<Vec<u8>> {
-        let Some((first, remaining)) = self.waiting.get_mut(&(dev, ino)) else {
-            self.waiting
-                .insert((dev, ino), (path.to_vec(), nlink.saturating_sub(1)));
-            return None;
-        };
-        let first = first.clone();
-        *remaining = remaining.saturating_sub(1);
-        if *remaining == 0 {
-            self.waiting.remove(&(dev, ino));
-        }
-        Some(first)
-    }
 }
 
 /// The encoder: takes the readers' results in stream order and writes the stream.
@@ -798,18 +669,6 @@ mod tests {
         ] {
             assert!(encode(caps) == roomy, "{caps:?}");
         }
-    }
-
-    #[test]
-    fn the_hardlink_table_forgets_a_file_once_all_its_names_are_seen() {
-        let mut links = LinkTable::default();
-        assert_eq!(links.seen(1, 7, 3, b"a"), None);
-        assert_eq!(links.seen(1, 8, 2, b"b"), None);
-        assert_eq!(links.seen(1, 7, 3, b"c"), Some(b"a".to_vec()));
-        assert_eq!(links.seen(1, 8, 2, b"d"), Some(b"b".to_vec()));
-        assert_eq!(links.waiting.len(), 1, "b's two names are both seen");
-        assert_eq!(links.seen(1, 7, 3, b"e"), Some(b"a".to_vec()));
-        assert!(links.waiting.is_empty());
     }
 
     #[test]
