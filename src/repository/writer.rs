@@ -412,6 +412,7 @@ impl SnapshotWriter {
         }
         self.uploads.spawn(async move {
             repo.put_payload(&names::pack(&id), pack).await?;
+            super::backend::make_object_durable(repo.url(), &names::pack(&id)).await?;
             repo.put_object(&names::index(&id), sealed_index).await
         });
         Ok(())

@@ -3,6 +3,7 @@
 //! directories the lister waits on, and the hardlink table (docs/volumes.md has the figures).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::fs::Dir;
@@ -56,23 +57,41 @@ pub(super) struct Limits {
     pub open_files: Arc<Budget>,
 }
 
-/// How many directories are open; the lister waits for closed ones in flight to go.
+/// How many directories are open; the lister waits for closed ones in flight to go, until
+/// the encoder stops (then nothing in flight will ever be taken, and the lister must not wait).
 pub(super) struct DirCount {
-    pub(super) live: Mutex<usize>,
-    pub(super) freed: Condvar,
+    live: Mutex<usize>,
+    freed: Condvar,
+    stopped: AtomicBool,
 }
 
 impl DirCount {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            live: Mutex::new(0),
+            freed: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
     pub(super) fn wait_below(&self, limit: usize) {
         let Ok(mut live) = self.live.lock() else {
             return;
         };
-        while *live >= limit {
+        while *live >= limit && !self.stopped.load(Ordering::SeqCst) {
             live = match self.freed.wait(live) {
                 Ok(live) => live,
                 Err(_) => return,
             };
         }
+    }
+
+    /// The encoder is done (or failed): no more waiting.
+    pub(super) fn stop(&self) {
+        if let Ok(_live) = self.live.lock() {
+            self.stopped.store(true, Ordering::SeqCst);
+        }
+        self.freed.notify_all();
     }
 }
 

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use super::fs::Dir;
 use super::inflight::{Budget, DirCount, Limits, LinkTable, ListedDir};
@@ -269,10 +269,7 @@ fn encode_with_caps(
     if writable && !options.live {
         return Err(WalkError::Writable(root.display().to_string()));
     }
-    let dirs = Arc::new(DirCount {
-        live: Mutex::new(0),
-        freed: Condvar::new(),
-    });
+    let dirs = DirCount::new();
     let root_dir = ListedDir::new(root_dir, &dirs);
     let limits = Arc::new(Limits {
         data: Budget::new(caps.read_ahead),
@@ -307,6 +304,7 @@ fn encode_with_caps(
         scope.spawn(move || list(root_dir, lister_dirs, jobs, order_tx, listed));
         let result = encode_in_order(&order_rx, &mut emit);
         // Unblocks the lister and, through it, the readers, whatever happened.
+        dirs.stop();
         drop(order_rx);
         result
     })
@@ -714,6 +712,33 @@ mod tests {
         assert!(
             err.to_string().contains("bytes of extended attributes"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_backup_whose_repository_side_fails_midway_ends_with_the_error_instead_of_hanging() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for i in 0..400 {
+            let sub = dir.path().join(format!("d{i:03}"));
+            std::fs::create_dir(&sub).expect("dir");
+            std::fs::write(sub.join("f"), vec![i as u8; 20_000]).expect("file");
+        }
+        let root = dir.path().to_path_buf();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = encode_tree(&root, LIVE, |_| {
+                Err(WalkError::Stopped("the repository went away".into()))
+            });
+            let _ = done_tx.send(result.map(|_| ()));
+        });
+        let result = done
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the walk ended");
+        assert!(
+            result
+                .expect_err("failed")
+                .to_string()
+                .contains("went away")
         );
     }
 }
