@@ -424,6 +424,24 @@ fn tree_ls(repo: &Repo, snapshot: &str, stream: &str) -> Vec<serde_json::Value> 
         .collect()
 }
 
+/// The spec reader's `tree-extract` into `target`, which must succeed.
+fn tree_extract(repo: &Repo, snapshot: &str, stream: &str, target: &Path) {
+    let out = repo.spec_reader(
+        HEX_KEY,
+        &[
+            "tree-extract",
+            snapshot,
+            stream,
+            target.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "tree-extract refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `rewind volume restore ARGS… --target TARGET` against `repo`.
 fn rewind_restore(repo: &Repo, args: &[&str], target: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rewind"))
@@ -508,20 +526,7 @@ fn a_reader_written_from_the_format_document_lists_and_extracts_a_tree_stream() 
     assert!(stored < 1 << 20, "holes are not data: {sparse}");
 
     let extracted = dir.path().join("extracted-by-the-spec-reader");
-    let out = repo.spec_reader(
-        HEX_KEY,
-        &[
-            "tree-extract",
-            &snapshot,
-            &stream,
-            extracted.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "tree-extract refused: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tree_extract(&repo, &snapshot, &stream, &extracted);
     support::tree::assert_same_tree(&source, &extracted);
 }
 
@@ -697,20 +702,7 @@ fn the_spec_reader_and_rewind_agree_on_a_device_entry_and_a_sparse_file() {
     );
 
     let by_spec = dir.path().join("by-the-spec-reader");
-    let out = repo.spec_reader(
-        HEX_KEY,
-        &[
-            "tree-extract",
-            &snapshot,
-            &stream,
-            by_spec.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tree_extract(&repo, &snapshot, &stream, &by_spec);
     let by_rewind = dir.path().join("by-rewind");
     let out = rewind_restore(
         &repo,
