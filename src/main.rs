@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use rewind::cli;
 use rewind::cli::repo as repo_cli;
 use rewind::operator::config::RunArgs;
-use rewind::repository::Repository;
 
 /// Rewind backs up the accounts of a multi-tenant Kubernetes platform and
 /// restores their projects into new, isolated namespaces.
@@ -94,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => runtime.block_on(async move {
             rewind::operator::logging::init(args.log_format);
             let key = repo_cli::master_key(args.repository_key_file.as_deref())?;
-            let repository = Repository::open_or_init(&args.repository, &key)
+            let repository = rewind::operator::open_repository(&args.repository, &key)
                 .await
                 .with_context(|| format!("opening the repository {}", args.repository))?;
             rewind::operator::run(args, Arc::new(repository)).await

@@ -234,6 +234,41 @@ fn the_grafana_dashboard_ships_in_a_sidecar_configmap_only_when_asked() {
 }
 
 #[test]
+fn the_chart_runs_one_replica_on_its_read_write_once_repository_volume_and_two_on_an_object_store()
+{
+    let bed = Bed::get();
+    let chart = repo_root().join("charts/rewind");
+    let chart = chart.to_string_lossy();
+    let replicas = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            "rewind",
+            &chart,
+            "--namespace",
+            "rewind-system",
+            "--kube-version",
+            "1.36.0",
+            "--show-only",
+            "templates/deployment.yaml",
+        ];
+        args.extend_from_slice(extra);
+        let rendered = bed.helm(&args).expect("helm template");
+        rendered
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("replicas: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no replicas in {rendered}"))
+    };
+    // Two pods cannot share the default file:// repository's ReadWriteOnce volume.
+    assert_eq!(replicas(&[]), "1");
+    assert_eq!(
+        replicas(&["--set", "repository.url=s3://backups/rewind"]),
+        "2",
+        "an object store repository gets a standby"
+    );
+}
+
+#[test]
 fn config_default_is_the_chart_rendered_with_default_values() {
     let bed = Bed::get();
     let chart = repo_root().join("charts/rewind");

@@ -281,11 +281,11 @@ fn a_restore_whose_volume_snapshot_was_lost_with_the_storage_fails_that_volume_a
         .expect("the volume's snapshot handle")
         .to_string();
 
-    // The storage system loses the snapshot after the backup.
-    let tarball = std::path::Path::new(&csi_state)
-        .join("snapshots")
-        .join(format!("{handle}.tgz"));
-    std::fs::remove_file(&tarball).expect("remove the physical snapshot");
+    // The storage system loses the snapshot after the backup: its data and its record.
+    let snapshots = std::path::Path::new(&csi_state).join("snapshots");
+    for file in [format!("{handle}.tgz"), format!("{handle}.json")] {
+        std::fs::remove_file(snapshots.join(&file)).expect("remove the physical snapshot");
+    }
 
     let target = unique("lost-back");
     let _cleanup = bed.adopt_namespace(&target);

@@ -27,6 +27,30 @@ use http::Readiness;
 /// The leader Lease's name in the operator namespace.
 pub const LEADER_LEASE: &str = "rewind-operator-leader";
 
+/// How many times the operator tries to open (or create) its repository before it gives up.
+const REPOSITORY_OPEN_ATTEMPTS: u32 = 6;
+
+/// Opens the repository at start-up, trying again while the store fails transiently (an object
+/// store briefly unreachable must not crash-loop the operator); a wrong key, a foreign or damaged
+/// repository fails at once.
+pub async fn open_repository(
+    url: &str,
+    key: &crate::repository::MasterKey,
+) -> Result<crate::repository::Repository, crate::repository::RepoError> {
+    let mut attempt = 1;
+    loop {
+        match crate::repository::Repository::open_or_init(url, key).await {
+            Err(err) if !err.is_permanent() && attempt < REPOSITORY_OPEN_ATTEMPTS => {
+                let wait = Duration::from_secs(2 * u64::from(attempt));
+                warn!(error = %err, attempt, retry_in = ?wait, "the repository could not be opened; trying again");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs the operator until SIGTERM, or until it loses the leader lease (then it exits non-zero).
 pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result<()> {
     let operation_timeout =

@@ -119,8 +119,10 @@ impl Repository {
     /// Opens the repository at `url` with `master`.
     pub async fn open(url: &str, master: &MasterKey) -> Result<Self, RepoError> {
         let store = backend::open_store(url)?;
-        let raw = match store.get(&path(names::CONFIG)).await {
-            Ok(got) => got.bytes().await?,
+        let config_path = path(names::CONFIG);
+        let got = idempotent(|| async { store.get(&config_path).await?.bytes().await }).await;
+        let raw = match got {
+            Ok(bytes) => bytes,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(RepoError::NotARepository(url.to_string()));
             }

@@ -115,22 +115,77 @@ pub async fn prepare_snapshot(
     create_if_absent(&snapshots, helper_snapshot(name, namespace))
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let mut driver_refusing_since = None;
     loop {
         let current = snapshots.get(name).await.map_err(|e| e.to_string())?;
-        if let Some(message) = current.data["status"]["error"]["message"].as_str() {
-            return Err(snapshot_unavailable(record, message));
-        }
         if current.data["status"]["readyToUse"].as_bool() == Some(true) {
             return Ok(());
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "the imported snapshot was not ready within {timeout:?}: is the physical snapshot still there (driver {})?",
-                record.driver
-            ));
+        // Only the driver's answer, on the content, counts: the snapshot controller also puts
+        // errors on the VolumeSnapshot while its cache has not seen the new content yet
+        // ("VolumeSnapshotContent is missing"), and those pass.
+        let content = contents.get_opt(name).await.map_err(|e| e.to_string())?;
+        let driver_error = content
+            .as_ref()
+            .and_then(|c| c.data["status"]["error"]["message"].as_str())
+            .map(str::to_string);
+        let now = tokio::time::Instant::now();
+        driver_refusing_since = driver_error
+            .as_ref()
+            .map(|_| driver_refusing_since.unwrap_or(now));
+        let snapshot_error = current.data["status"]["error"]["message"].as_str();
+        match import_verdict(
+            driver_error.as_deref(),
+            driver_refusing_since.map(|since| now - since),
+            now - started,
+            timeout,
+        ) {
+            ImportVerdict::Wait => {}
+            ImportVerdict::Unavailable(message) => {
+                return Err(snapshot_unavailable(record, &message));
+            }
+            ImportVerdict::TimedOut => {
+                return Err(format!(
+                    "the imported snapshot was not ready within {timeout:?} (last error: {}): is the physical snapshot still there (driver {})?",
+                    snapshot_error.unwrap_or("none"),
+                    record.driver
+                ));
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long the driver must keep refusing an imported snapshot before the volume fails.
+pub const DRIVER_REFUSAL_GRACE: Duration = Duration::from_secs(5);
+
+/// What to make of an imported snapshot that is not ready yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportVerdict {
+    /// Keep polling.
+    Wait,
+    /// The driver keeps saying it cannot provide the snapshot: fail the volume now.
+    Unavailable(String),
+    /// The snapshot timeout passed.
+    TimedOut,
+}
+
+/// Decides from the driver's error on the helper content, how long it has stood, and how long
+/// the import has taken (pure). A driver error fails the volume once it has stood for
+/// [`DRIVER_REFUSAL_GRACE`] (a single failed call of the driver is retried by its sidecar).
+pub fn import_verdict(
+    driver_error: Option<&str>,
+    refusing_for: Option<Duration>,
+    waited: Duration,
+    timeout: Duration,
+) -> ImportVerdict {
+    match (driver_error, refusing_for) {
+        (Some(message), Some(refusing)) if refusing >= DRIVER_REFUSAL_GRACE => {
+            ImportVerdict::Unavailable(message.to_string())
+        }
+        _ if waited >= timeout => ImportVerdict::TimedOut,
+        _ => ImportVerdict::Wait,
     }
 }
 
@@ -220,6 +275,31 @@ mod tests {
         assert_eq!(
             pvc_from_snapshot(big, "h", &record())["spec"]["resources"]["requests"]["storage"],
             "5Gi"
+        );
+    }
+
+    #[test]
+    fn an_import_fails_only_when_the_driver_keeps_refusing_the_snapshot() {
+        let minute = Duration::from_secs(60);
+        let secs = Duration::from_secs;
+        // The snapshot controller's own error ("VolumeSnapshotContent is missing") is not
+        // passed in: only the content's, which the driver's sidecar writes.
+        assert_eq!(
+            import_verdict(None, None, secs(3), minute),
+            ImportVerdict::Wait
+        );
+        assert_eq!(
+            import_verdict(Some("not found"), Some(secs(1)), secs(3), minute),
+            ImportVerdict::Wait,
+            "one refusal may be a passing failure of the driver"
+        );
+        assert_eq!(
+            import_verdict(Some("not found"), Some(secs(5)), secs(8), minute),
+            ImportVerdict::Unavailable("not found".into())
+        );
+        assert_eq!(
+            import_verdict(None, None, minute, minute),
+            ImportVerdict::TimedOut
         );
     }
 
