@@ -6,16 +6,9 @@ cd "$(dirname "$0")/.."
 cache=${REWIND_CACHE:-$HOME/.cache/rewind}/bench
 mkdir -p "$cache"
 
-# The peers, installed here: restic's current release built from the Go module proxy (Debian's
-# 0.14 is years old), borg and GNU time from Debian when missing.
-RESTIC_VERSION=0.18.1
-restic_bin=$cache/restic-$RESTIC_VERSION
-if [[ ! -x $restic_bin/restic ]]; then
-  echo "bench: building restic $RESTIC_VERSION with go install (once; cached in $restic_bin)" >&2
-  GOBIN=$restic_bin GOTOOLCHAIN=local CGO_ENABLED=0 \
-    go install "github.com/restic/restic/cmd/restic@v$RESTIC_VERSION" >&2
-fi
-export PATH=$restic_bin:$PATH
+# The peers, installed here: restic 0.18.1 built with go install (bench/restic.sh), borg and GNU
+# time from Debian when missing.
+source bench/restic.sh
 missing=()
 command -v borg >/dev/null || missing+=(borgbackup)
 [[ -x /usr/bin/time ]] || missing+=(time)

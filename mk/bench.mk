@@ -21,3 +21,7 @@ bench-schedule: ## 1,000 BackupSchedules on the same minute, limit 10: time to a
 .PHONY: bench-peer
 bench-peer: ## Rewind beside Velero 1.18.3 (built from the Go module proxy, run locally): 10,000 ConfigMaps+Secrets, objects/s, peak RSS, CPU s
 	bench/peer.sh
+
+.PHONY: bench-volumes
+bench-volumes: ## volume file trees vs restic 0.18.1: ~2 GB of mixed files and 1,000,000 small files, day 2 after 1% changed; MB/s, files/s, stored bytes, peak RSS (no cluster)
+	bench/volumes.sh

@@ -26,3 +26,4 @@ pub mod schedule;
 mod shape;
 pub mod snapshot;
 pub mod status;
+pub mod volume;

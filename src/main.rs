@@ -25,6 +25,8 @@ enum Command {
     Crd(cli::crd::CrdArgs),
     /// Work with a backup repository directly.
     Repo(repo_cli::RepoArgs),
+    /// Copy a volume's file tree into the repository, or back (what a mover pod runs).
+    Volume(cli::volume::VolumeArgs),
     /// The kubectl plugin: install this binary as `kubectl-rewind` to run `kubectl rewind …`.
     Kubectl(cli::plugin::PluginArgs),
 }
@@ -79,6 +81,10 @@ fn main() -> anyhow::Result<()> {
         Command::Repo(args) => {
             rewind::cli::quiet_on_closed_pipe();
             runtime.block_on(repo_cli::run(args))
+        }
+        Command::Volume(args) => {
+            rewind::cli::quiet_on_closed_pipe();
+            runtime.block_on(cli::volume::run(args))
         }
         Command::Kubectl(args) => {
             rewind::cli::quiet_on_closed_pipe();

@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod plugin;
 pub mod repo;
+pub mod volume;
 
 /// For the command-line tools (`rewind repo`, `rewind crd`, the plugin): a reader that goes
 /// away (`rewind repo ls | head -1`) ends the process quietly, as it does every Unix filter,

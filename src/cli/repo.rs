@@ -9,9 +9,9 @@ use futures::StreamExt;
 use crate::repository::stdio::{StdinBlocks, StdoutChunks};
 use crate::repository::{MasterKey, Repository, Verify};
 
-/// Work with a backup repository directly.
+/// Where the repository is and the key that opens it: `rewind repo` and `rewind volume` alike.
 #[derive(clap::Args, Debug)]
-pub struct RepoArgs {
+pub struct RepositoryArgs {
     /// Repository URL: file:///path, s3://bucket/prefix (AWS_* env for endpoint, region, credentials), gs://…, az://…
     #[arg(
         long = "repo",
@@ -23,6 +23,13 @@ pub struct RepoArgs {
     /// File holding the master key. Without it, REWIND_REPO_KEY holds the key itself.
     #[arg(long, env = "REWIND_REPOSITORY_KEY_FILE", global = true)]
     pub key_file: Option<PathBuf>,
+}
+
+/// Work with a backup repository directly.
+#[derive(clap::Args, Debug)]
+pub struct RepoArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
     #[command(subcommand)]
     pub command: RepoCommand,
 }
@@ -81,31 +88,38 @@ pub fn master_key(key_file: Option<&std::path::Path>) -> anyhow::Result<MasterKe
     }
 }
 
+/// Snapshot metadata from KEY=VALUE arguments of `flag`.
+pub fn snapshot_metadata(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{flag} takes KEY=VALUE"))
+        })
+        .collect()
+}
+
 fn human(bytes: u64) -> String {
     crate::api::human_bytes(bytes)
 }
 
 /// Runs a repository subcommand.
 pub async fn run(args: RepoArgs) -> anyhow::Result<()> {
-    let key = master_key(args.key_file.as_deref())?;
+    let RepositoryArgs { url, key_file } = &args.repository;
+    let key = master_key(key_file.as_deref())?;
     if let RepoCommand::Init = args.command {
-        Repository::init(&args.url, &key).await?;
-        println!("initialized a repository at {}", args.url);
+        Repository::init(url, &key).await?;
+        println!("initialized a repository at {url}");
         return Ok(());
     }
-    let repo = Repository::open(&args.url, &key).await?;
+    let repo = Repository::open(url, &key).await?;
     match args.command {
         RepoCommand::Init => {}
         RepoCommand::Put { name, meta } => {
-            let metadata: BTreeMap<String, String> = meta
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .context("--meta takes KEY=VALUE")
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let mut writer = repo.start_snapshot(metadata).await?;
+            let mut writer = repo
+                .start_snapshot(snapshot_metadata(&meta, "--meta")?)
+                .await?;
             writer.start_stream(&name).await?;
             let mut stdin = StdinBlocks::start();
             while let Some(block) = stdin.next().await {

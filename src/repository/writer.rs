@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 
 use super::Repository;
 use super::error::RepoError;
-use super::format::{self, ChunkId, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names};
+use super::format::{
+    self, ChunkId, Compression, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names,
+};
 use super::locks::{self, HeldLock};
 
 /// Input gathered before chunking.
@@ -45,6 +47,9 @@ pub struct StreamSummary {
 struct OpenStream {
     name: String,
     buffer: Vec<u8>,
+    /// Offsets in `buffer` where a chunk must end (see [`SnapshotWriter::cut`]), ascending.
+    cuts: Vec<usize>,
+    compression: Compression,
     checksum: Checksum,
     size: u64,
     stored: u64,
@@ -170,6 +175,8 @@ impl SnapshotWriter {
         self.current = Some(OpenStream {
             name: name.to_string(),
             buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
+            cuts: Vec::new(),
+            compression: Compression::default(),
             checksum: Checksum::start(),
             size: 0,
             stored: 0,
@@ -189,6 +196,26 @@ impl SnapshotWriter {
             self.process(false).await?;
         }
         Ok(())
+    }
+
+    /// How hard the open stream's chunks from here on are compressed.
+    pub fn set_compression(&mut self, compression: Compression) {
+        if let Some(stream) = self.current.as_mut() {
+            stream.compression = compression;
+        }
+    }
+
+    /// Ends a chunk here, whatever the content: what follows is chunked afresh. A writer that
+    /// knows where its records begin (a tree stream's files) cuts there, so a change in one
+    /// record touches only the chunk holding it. Readers see no difference: a stream is its
+    /// chunks' bytes in order, wherever they were cut.
+    pub fn cut(&mut self) {
+        if let Some(stream) = self.current.as_mut() {
+            let at = stream.buffer.len();
+            if at > 0 && stream.cuts.last() != Some(&at) {
+                stream.cuts.push(at);
+            }
+        }
     }
 
     /// Drops the open stream: it will not be part of the snapshot (its chunks become garbage).
@@ -234,31 +261,50 @@ impl SnapshotWriter {
         next_buffer.clear();
         let batch = match self.current.as_mut() {
             Some(stream) if !stream.buffer.is_empty() => {
-                let mut cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
-                    &stream.buffer,
-                    params.min as usize,
-                    params.avg as usize,
-                    params.max as usize,
-                )
-                .map(|c| (c.offset, c.length))
-                .collect();
-                if !last && cuts.len() > 1 {
+                // Each run between forced cuts is chunked on its own, by content.
+                let mut cuts: Vec<(usize, usize)> = Vec::new();
+                let mut start = 0;
+                for end in stream
+                    .cuts
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(stream.buffer.len()))
+                {
+                    if end > start {
+                        cuts.extend(
+                            fastcdc::v2020::FastCDC::new(
+                                &stream.buffer[start..end],
+                                params.min as usize,
+                                params.avg as usize,
+                                params.max as usize,
+                            )
+                            .map(|c| (start + c.offset, c.length)),
+                        );
+                    }
+                    start = end;
+                }
+                let tail_is_cut = stream.cuts.last() == Some(&stream.buffer.len());
+                if !last && !tail_is_cut && cuts.len() > 1 {
                     cuts.pop(); // the tail may end at the buffer's edge, not at a content boundary
                 }
                 let consumed = cuts.last().map(|(o, l)| o + l).unwrap_or(0);
+                stream.cuts.retain(|at| *at > consumed);
+                for at in &mut stream.cuts {
+                    *at -= consumed;
+                }
                 let mut input = std::mem::replace(&mut stream.buffer, next_buffer);
                 stream.buffer.extend_from_slice(&input[consumed..]);
                 input.truncate(consumed);
                 let input = Arc::new(input);
                 stream.checksum.add(input.clone()).await?;
-                Some((input, cuts))
+                Some((input, cuts, stream.compression))
             }
             _ => {
                 self.spare_buffers.push(next_buffer);
                 None
             }
         };
-        if let Some((input, cuts)) = batch {
+        if let Some((input, cuts, compression)) = batch {
             self.collect_pending(BATCHES_IN_FLIGHT - 1).await?;
             let keys = self.repo.keys().clone();
             let known = self.known.clone();
@@ -279,7 +325,7 @@ impl SnapshotWriter {
                     .map(|((piece, id), _)| (*id, *piece))
                     .collect();
                 let mut blobs = parallel_map(&to_encode, |(id, piece)| {
-                    format::encode_blob(&keys, id, piece)
+                    format::encode_blob_with(&keys, id, piece, compression)
                 })
                 .into_iter();
                 let chunks = cuts
@@ -366,6 +412,7 @@ impl SnapshotWriter {
         }
         self.uploads.spawn(async move {
             repo.put_payload(&names::pack(&id), pack).await?;
+            super::backend::make_object_durable(repo.url(), &names::pack(&id)).await?;
             repo.put_object(&names::index(&id), sealed_index).await
         });
         Ok(())
@@ -380,6 +427,7 @@ impl SnapshotWriter {
         while let Some(done) = self.uploads.join_next().await {
             done.map_err(|e| RepoError::Io(std::io::Error::other(e)))??;
         }
+        super::backend::make_durable(self.repo.url()).await?;
         let now = Timestamp::now();
         let mut suffix = [0u8; 4];
         rand::fill(&mut suffix[..]);
@@ -404,9 +452,63 @@ impl SnapshotWriter {
                 options,
             )
             .await?;
+        super::backend::make_durable(self.repo.url()).await?;
         if let Some(lock) = self.lock.take() {
             lock.release(&self.repo).await?;
         }
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use crate::repository::{MasterKey, Repository, Verify};
+
+    #[tokio::test]
+    async fn a_cut_ends_a_chunk_exactly_there_and_the_stream_reads_back_whole() {
+        let key = MasterKey::from_text(&"ab".repeat(32)).expect("key");
+        let repo = Repository::init("memory://", &key).await.expect("init");
+        let mut state = 7u64;
+        let data: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let cuts = [1_000, 70_000, 70_001, 2_500_000];
+        let mut writer = repo
+            .start_snapshot(Default::default())
+            .await
+            .expect("start");
+        writer.start_stream("s").await.expect("stream");
+        let mut from = 0;
+        for cut in cuts {
+            writer.write(&data[from..cut]).await.expect("write");
+            writer.cut();
+            writer.cut(); // a second cut at the same place changes nothing
+            from = cut;
+        }
+        writer.write(&data[from..]).await.expect("write");
+        let manifest = writer.commit().await.expect("commit");
+        let mut chunks = repo
+            .read_stream_chunks(&manifest.id, "s", Verify::Checksum)
+            .await
+            .expect("read");
+        let (mut read, mut ends) = (Vec::new(), Vec::new());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.expect("chunk");
+            if !chunk.is_empty() {
+                read.extend_from_slice(&chunk);
+                ends.push(read.len());
+            }
+        }
+        assert!(read == data, "the stream reads back whole");
+        for cut in cuts {
+            assert!(ends.contains(&cut), "a chunk ends at {cut}: {ends:?}");
+        }
     }
 }

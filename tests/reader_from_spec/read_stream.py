@@ -9,6 +9,11 @@ reads them back with this script.
 Usage:
     read_stream.py REPO_DIR ls                     one line per snapshot: id, then stream names
     read_stream.py REPO_DIR cat SNAPSHOT_ID STREAM the stream's bytes on standard output
+    read_stream.py REPO_DIR tree-ls SNAPSHOT_ID STREAM
+                                                   a tree stream's entries, one JSON object a
+                                                   line (paths, targets, xattr values in hex)
+    read_stream.py REPO_DIR tree-extract SNAPSHOT_ID STREAM DIR
+                                                   recreates a tree stream's files under DIR
 
 REPO_DIR is the directory of a `file://` repository (a `file://` prefix is accepted).
 The master key comes from the environment variable REWIND_REPO_KEY: 64 hex characters
@@ -27,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 
 try:
@@ -247,7 +253,9 @@ class Repository:
             raise Refused(f"{what}: content does not hash to its id")
         return data
 
-    def cat(self, snapshot_id, stream_name, out):
+    def chunks(self, snapshot_id, stream_name):
+        """The stream's chunks in order, every check done; the last check (size, SHA-256)
+        after the last chunk."""
         doc = self.manifest(snapshot_id)
         matches = [s for s in doc["streams"] if s.get("name") == stream_name]
         if not matches:
@@ -268,7 +276,7 @@ class Repository:
                 if total > size:
                     raise Refused(f"stream {stream_name!r}: longer than its recorded size {size}")
                 digest.update(data)
-                out.write(data)
+                yield data
         finally:
             for file in pack_files.values():
                 file.close()
@@ -276,14 +284,291 @@ class Repository:
             raise Refused(f"stream {stream_name!r}: {total} bytes, the manifest says {size}")
         if digest.hexdigest() != sha256.lower():
             raise Refused(f"stream {stream_name!r}: SHA-256 {digest.hexdigest()} != recorded {sha256}")
+
+    def cat(self, snapshot_id, stream_name, out):
+        for data in self.chunks(snapshot_id, stream_name):
+            out.write(data)
         out.flush()
 
 
+# --- tree streams ("Tree streams (a volume's files)") ----------------------------------
+
+TREE_MAGIC = b"RWTREE1\n"
+TREE_KINDS = set(b"DFLHPCB")
+# The document's limits, by the names it gives them.
+XATTRS_MAX = 4096
+XATTR_BYTES_MAX = 1 << 20
+EXTENTS_MAX = 1 << 16
+DEVICE_MAJOR_MAX = (1 << 12) - 1
+DEVICE_MINOR_MAX = (1 << 20) - 1
+
+
+class TreeStream:
+    """Reads a tree stream's records from an iterator of byte strings, enforcing every rule
+    the document states: paths, order, parents, extents, sizes and the end record."""
+
+    def __init__(self, chunks):
+        self.chunks = iter(chunks)
+        self.buffer = b""
+        self.at = 0
+        self.entries = 0
+        self.data_bytes = 0
+        self.open_dirs = []  # [path, last child name]
+
+    def refuse(self, reason):
+        raise Refused(f"tree stream, entry {self.entries}: {reason}")
+
+    def take(self, n):
+        while len(self.buffer) - self.at < n:
+            try:
+                more = next(self.chunks)
+            except StopIteration:
+                self.refuse("the stream ends in the middle of a record (no end record)")
+            self.buffer = self.buffer[self.at:] + more
+            self.at = 0
+        out = self.buffer[self.at:self.at + n]
+        self.at += n
+        return out
+
+    def at_end(self):
+        while len(self.buffer) - self.at == 0:
+            try:
+                self.buffer, self.at = next(self.chunks), 0
+            except StopIteration:
+                return True
+        return False
+
+    def varint(self):
+        value = 0
+        for i in range(10):
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if value >= 1 << 64:
+                    self.refuse("a varint overflows 64 bits")
+                return value
+        self.refuse("a varint is longer than 10 bytes")
+
+    def bytes_(self, limit, what):
+        n = self.varint()
+        if n > limit:
+            self.refuse(f"{what} of {n} bytes exceeds {limit}")
+        return self.take(n)
+
+    def check_path(self, path):
+        if path == b"":
+            return
+        if len(path) > 4096:
+            self.refuse("a path longer than 4096 bytes")
+        for name in path.split(b"/"):
+            if name in (b"", b".", b"..") or b"\0" in name or len(name) > 255:
+                self.refuse(f"bad path {path!r}")
+
+    def records(self):
+        """Yields (entry dict, data reader) per entry; a file's data must be read in full
+        through the reader (read(n) until it returns b"") before the next record."""
+        if self.take(8) != TREE_MAGIC:
+            self.refuse("not a tree stream (wrong magic)")
+        while True:
+            kind = self.take(1)
+            if kind == b"E":
+                entries, data_bytes = self.varint(), self.varint()
+                if (entries, data_bytes) != (self.entries, self.data_bytes):
+                    self.refuse(f"the end record says {entries} entries, {data_bytes} bytes; "
+                                f"the stream held {self.entries}, {self.data_bytes}")
+                if self.entries == 0:
+                    self.refuse("no root directory")
+                if not self.at_end():
+                    self.refuse("bytes after the end record")
+                return
+            if kind[0] not in TREE_KINDS:
+                self.refuse(f"unknown record kind {kind!r}")
+            path = self.bytes_(4096, "a path")
+            self.check_path(path)
+            entry = {"kind": kind.decode(), "path": path}
+            entry["mode"] = self.varint()
+            entry["uid"] = self.varint()
+            entry["gid"] = self.varint()
+            zz = self.varint()
+            entry["mtime"] = [(zz >> 1) ^ -(zz & 1), self.varint()]
+            if entry["mode"] > 0o7777 or entry["uid"] >= 1 << 32 or entry["gid"] >= 1 << 32 or entry["mtime"][1] >= 10**9:
+                self.refuse("mode, owner or nanoseconds out of range")
+            count = self.varint()
+            if count > XATTRS_MAX:
+                self.refuse(f"{count} extended attributes")
+            xattrs, xattr_bytes = [], 0
+            for _ in range(count):
+                name, value = self.bytes_(255, "an xattr name"), self.bytes_(65536, "an xattr value")
+                if not name or b"\0" in name or (xattrs and xattrs[-1][0] >= name):
+                    self.refuse("xattr names empty, with NUL, unsorted or repeated")
+                xattr_bytes += len(name) + len(value)
+                if xattr_bytes > XATTR_BYTES_MAX:
+                    self.refuse(f"more than {XATTR_BYTES_MAX} bytes of extended attributes")
+                xattrs.append((name, value))
+            entry["xattrs"] = xattrs
+            data_len = 0
+            if kind == b"F":
+                size, n = self.varint(), self.varint()
+                if n > EXTENTS_MAX:
+                    self.refuse(f"{n} extents (at most {EXTENTS_MAX})")
+                extents, end = [], 0
+                for _ in range(n):
+                    offset, length = self.varint(), self.varint()
+                    if length == 0 or offset < end or offset + length > size:
+                        self.refuse("extents empty, unsorted, overlapping or beyond the size")
+                    end = offset + length
+                    extents.append((offset, length))
+                entry["size"], entry["extents"] = size, extents
+                data_len = sum(length for _, length in extents)
+            elif kind in (b"L", b"H"):
+                entry["target"] = self.bytes_(4096, "a link target")
+                if kind == b"H":
+                    self.check_path(entry["target"])
+                    if entry["target"] in (b"", path):
+                        self.refuse("a hardlink to the root or to itself")
+            elif kind in (b"C", b"B"):
+                entry["major"], entry["minor"] = self.varint(), self.varint()
+                if entry["major"] > DEVICE_MAJOR_MAX or entry["minor"] > DEVICE_MINOR_MAX:
+                    self.refuse(f"device number {entry['major']}:{entry['minor']} is out of range")
+            self.place(entry)
+            self.entries += 1
+            self.data_bytes += data_len
+            remaining = [data_len]
+
+            def read(n, remaining=remaining):
+                n = min(n, remaining[0])
+                remaining[0] -= n
+                return self.take(n) if n else b""
+
+            yield entry, read
+            while remaining[0]:
+                read(1 << 20)
+
+    def place(self, entry):
+        path = entry["path"]
+        if path == b"":
+            if self.entries != 0 or entry["kind"] != "D":
+                self.refuse("the empty path is only for the root directory, first")
+            self.open_dirs.append([b"", None])
+            return
+        if self.entries == 0:
+            self.refuse("the first entry must be the root directory")
+        parent, _, name = path.rpartition(b"/")
+        while self.open_dirs and self.open_dirs[-1][0] != parent:
+            self.open_dirs.pop()
+        if not self.open_dirs:
+            self.refuse(f"{path!r} does not follow its parent directory")
+        last = self.open_dirs[-1][1]
+        if last is not None and last >= name:
+            self.refuse(f"{path!r} is not after its previous sibling in name order")
+        self.open_dirs[-1][1] = name
+        if entry["kind"] == "D":
+            self.open_dirs.append([path, None])
+
+
+def tree_ls(chunks, out):
+    for entry, read in TreeStream(chunks).records():
+        while read(1 << 20):
+            pass
+        shown = dict(entry)
+        shown["path"] = entry["path"].hex()
+        if "target" in entry:
+            shown["target"] = entry["target"].hex()
+        shown["xattrs"] = {name.decode("utf-8", "surrogateescape"): value.hex() for name, value in entry["xattrs"]}
+        out.write((json.dumps(shown, sort_keys=True) + "\n").encode())
+
+
+def tree_extract(chunks, target):
+    """Recreates the tree under target as the document's "Restoring" paragraph says."""
+    root = os.fsencode(target)
+    os.makedirs(root, exist_ok=True)
+    as_root = os.geteuid() == 0
+    directories = []
+
+    def set_xattrs(path, entry, fd=None):
+        for name, value in entry["xattrs"]:
+            try:
+                if fd is not None:
+                    os.setxattr(fd, name, value)
+                else:
+                    os.setxattr(path, name, value, follow_symlinks=False)
+            except OSError:
+                pass  # the target file system refuses it: skipped, as the document allows
+
+    def times(entry):
+        ns = entry["mtime"][0] * 10**9 + entry["mtime"][1]
+        return (ns, ns)
+
+    for entry, read in TreeStream(chunks).records():
+        kind = entry["kind"]
+        path = os.path.join(root, entry["path"]) if entry["path"] else root
+        if kind == "D":
+            if entry["path"]:
+                try:
+                    os.mkdir(path, 0o700)
+                except FileExistsError:
+                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise Refused(f"{path!r} exists and is not a directory")
+            if as_root:
+                os.chown(path, entry["uid"], entry["gid"], follow_symlinks=False)
+            set_xattrs(path, entry)
+            directories.append((path, entry))
+        elif kind == "F":
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                for offset, length in entry["extents"]:
+                    at = offset
+                    while at < offset + length:
+                        data = read(min(1 << 20, offset + length - at))
+                        os.pwrite(fd, data, at)
+                        at += len(data)
+                os.ftruncate(fd, entry["size"])
+                if as_root:
+                    os.fchown(fd, entry["uid"], entry["gid"])
+                os.fchmod(fd, entry["mode"])
+                set_xattrs(path, entry, fd)
+                os.utime(fd, ns=times(entry))
+            finally:
+                os.close(fd)
+        elif kind == "L":
+            os.symlink(entry["target"], path)
+            if as_root:
+                os.chown(path, entry["uid"], entry["gid"], follow_symlinks=False)
+            set_xattrs(path, entry)
+            os.utime(path, ns=times(entry), follow_symlinks=False)
+        elif kind == "H":
+            original = root
+            names = entry["target"].split(b"/")
+            for i, name in enumerate(names):
+                original = os.path.join(original, name)
+                mode = os.lstat(original).st_mode
+                if not (stat.S_ISREG(mode) if i == len(names) - 1 else stat.S_ISDIR(mode)):
+                    raise Refused(f"hardlink target {entry['target']!r} is not a file restored before it")
+            os.link(original, path, follow_symlinks=False)
+        else:  # P, C, B
+            if kind == "P":
+                os.mkfifo(path, 0o600)
+            else:
+                device = os.makedev(entry["major"], entry["minor"])
+                try:
+                    os.mknod(path, 0o600 | (stat.S_IFCHR if kind == "C" else stat.S_IFBLK), device)
+                except PermissionError:
+                    continue  # devices need root: skipped
+            if as_root:
+                os.chown(path, entry["uid"], entry["gid"], follow_symlinks=False)
+            os.chmod(path, entry["mode"])
+            set_xattrs(path, entry)
+            os.utime(path, ns=times(entry), follow_symlinks=False)
+    for path, entry in reversed(directories):
+        os.chmod(path, entry["mode"])
+        os.utime(path, ns=times(entry), follow_symlinks=False)
+
+
 def main(argv):
-    usage = "usage: read_stream.py REPO_DIR ls | read_stream.py REPO_DIR cat SNAPSHOT_ID STREAM"
-    if len(argv) < 3 or argv[2] not in ("ls", "cat") or (argv[2] == "ls" and len(argv) != 3) or (
-        argv[2] == "cat" and len(argv) != 5
-    ):
+    usage = ("usage: read_stream.py REPO_DIR ls | read_stream.py REPO_DIR cat|tree-ls SNAPSHOT_ID STREAM"
+             " | read_stream.py REPO_DIR tree-extract SNAPSHOT_ID STREAM DIR")
+    arity = {"ls": 3, "cat": 5, "tree-ls": 5, "tree-extract": 6}
+    if len(argv) < 3 or arity.get(argv[2]) != len(argv):
         print(usage, file=sys.stderr)
         return 2
     root = argv[1]
@@ -300,8 +585,13 @@ def main(argv):
                 doc = repo.manifest(snapshot_id)
                 names = [s.get("name") for s in doc["streams"]]
                 print("\t".join([snapshot_id, *map(str, names)]))
-        else:
+        elif argv[2] == "cat":
             repo.cat(argv[3], argv[4], sys.stdout.buffer)
+        elif argv[2] == "tree-ls":
+            tree_ls(repo.chunks(argv[3], argv[4]), sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            tree_extract(repo.chunks(argv[3], argv[4]), argv[5])
     except Refused as refused:
         sys.stdout.flush()
         print(f"read_stream.py: refused: {refused}", file=sys.stderr)

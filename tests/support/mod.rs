@@ -9,6 +9,7 @@ pub mod data;
 pub mod fault_proxy;
 pub mod operator;
 pub mod real_node;
+pub mod tree;
 
 use std::collections::BTreeMap;
 use std::io::Write;
