@@ -59,6 +59,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// How soon to retry an object whose reconcile failed: its backoff, but a Running operation
+    /// (`running_since` its start) no later than its operation deadline.
+    pub fn retry_after_failure(
+        &self,
+        uid: &str,
+        permanent: bool,
+        running_since: Option<Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>>,
+    ) -> Duration {
+        let left = running_since.map(|started| {
+            crate::status::time_left(started, jiff::Timestamp::now(), self.operation_timeout)
+        });
+        crate::retry::within_deadline(self.backoff.failed(uid, permanent), left)
+    }
+
     /// The reporter every event names.
     pub fn reporter(identity: &str) -> Reporter {
         Reporter {

@@ -99,14 +99,9 @@ async fn reconcile(backup: Arc<AccountBackup>, ctx: Arc<Context>) -> Result<Acti
 fn error_policy(backup: Arc<AccountBackup>, error: &BackupError, ctx: Arc<Context>) -> Action {
     let uid = backup.metadata.uid.clone().unwrap_or_default();
     let status = backup.status.as_ref();
-    let left = (status.and_then(|s| s.phase) == Some(BackupPhase::Running)).then(|| {
-        crate::status::time_left(
-            status.and_then(|s| s.started_at.as_ref()),
-            Timestamp::now(),
-            ctx.operation_timeout,
-        )
-    });
-    let wait = crate::retry::within_deadline(ctx.backoff.failed(&uid, error.is_permanent()), left);
+    let running_since = (status.and_then(|s| s.phase) == Some(BackupPhase::Running))
+        .then(|| status.and_then(|s| s.started_at.as_ref()));
+    let wait = ctx.retry_after_failure(&uid, error.is_permanent(), running_since);
     warn!(backup = %backup.name_any(), account = %backup.spec.account, category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
 }

@@ -80,14 +80,9 @@ async fn reconcile(
 fn error_policy(restore: Arc<ProjectRestore>, error: &RestoreError, ctx: Arc<Context>) -> Action {
     let uid = restore.metadata.uid.clone().unwrap_or_default();
     let status = restore.status.as_ref();
-    let left = (status.and_then(|s| s.phase) == Some(RestorePhase::Running)).then(|| {
-        crate::status::time_left(
-            status.and_then(|s| s.started_at.as_ref()),
-            Timestamp::now(),
-            ctx.operation_timeout,
-        )
-    });
-    let wait = crate::retry::within_deadline(ctx.backoff.failed(&uid, error.is_permanent()), left);
+    let running_since = (status.and_then(|s| s.phase) == Some(RestorePhase::Running))
+        .then(|| status.and_then(|s| s.started_at.as_ref()));
+    let wait = ctx.retry_after_failure(&uid, error.is_permanent(), running_since);
     warn!(restore = %restore.name_any(), category = error.category(), permanent = error.is_permanent(), retry_in = ?wait, error = %error, "reconcile failed");
     Action::requeue(wait)
 }
