@@ -38,6 +38,18 @@
 //! - a volume snapshot's `restoreSize`: the snapshot controller, copied into the backup's status by
 //!   the operator; `kubectl rewind describe` only prints it, in its account's own backup — unit
 //!   `cli::plugin::render::tests::a_volume_size_in_plain_bytes_reads_like_the_other_sizes_and_a_quantity_stays_as_written`.
+//! - an account lock's holder (`<kind>/<name>/<uid>@<replica>`) and its renewals: Leases in the
+//!   operator's own namespace, which no tenant role can write; the operation named is one of the
+//!   account's own — `operator_e2e::two_replicas_without_leader_election_run_a_backup_once…`.
+//! - an imported snapshot's error (the CSI driver's, on the helper content; the snapshot
+//!   controller's on the VolumeSnapshot): cluster components, on objects Rewind made for one
+//!   restore; they fail only that restore's volume — unit
+//!   `restore::volumes::tests::an_import_fails_only_when_the_driver_keeps_refusing_the_snapshot`.
+//! - a volume's files and a restore target's contents (`rewind volume backup|restore`, not yet
+//!   run by the operator): the project's pods, which may swap a directory for a symlink while the
+//!   mover works; every entry is one name under a directory held open, never followed, a target
+//!   that is not empty is refused — `volume_tree::a_symlink_swapped_into_a_middle_component_during_a_restore_is_never_followed`,
+//!   unit `volume::walk::tests::…during_a_backup_is_never_followed`, `volume_tree::restoring_into_a_target_that_is_not_empty_is_refused…`.
 //! - `make run`'s sample account and the chaos suite's account: written by the person running
 //!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 
