@@ -57,10 +57,20 @@ pub fn push_activity(
     message: impl Into<String>,
     now: Timestamp,
 ) {
+    let message = message.into();
+    // The same news again (a reconcile that keeps failing the same way) moves the last entry's
+    // time instead of pushing the rest of the log out.
+    if let Some(last) = log.last_mut()
+        && last.level == level
+        && last.message == message
+    {
+        last.time = Time(now);
+        return;
+    }
     log.push(ActivityEntry {
         time: Time(now),
         level,
-        message: message.into(),
+        message,
     });
     if log.len() > ACTIVITY_LIMIT {
         let excess = log.len() - ACTIVITY_LIMIT;
@@ -248,6 +258,35 @@ mod tests {
         );
         assert_eq!(conditions[0].last_transition_time, Time(at(30)));
         assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn the_same_news_again_moves_the_last_entrys_time_instead_of_filling_the_log() {
+        let mut log = Vec::new();
+        push_activity(&mut log, ActivityLevel::Info, "copying", at(0));
+        for i in 1..10 {
+            push_activity(
+                &mut log,
+                ActivityLevel::Warning,
+                "resumed: copying again",
+                at(i),
+            );
+        }
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].time, Time(at(9)));
+        push_activity(
+            &mut log,
+            ActivityLevel::Error,
+            "resumed: copying again",
+            at(10),
+        );
+        push_activity(
+            &mut log,
+            ActivityLevel::Warning,
+            "resumed: copying again",
+            at(11),
+        );
+        assert_eq!(log.len(), 4, "a different level or message is news");
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub fn copy_attempt_entry(status: &AccountBackupStatus) -> (ActivityLevel, &'sta
     if is_resumed(status) {
         (
             ActivityLevel::Warning,
-            "resumed after an operator restart: copying again (data already stored is deduplicated)",
+            "resumed: the previous copy attempt did not finish (an operator restart or a failed reconcile, see the events); copying again (data already stored is deduplicated)",
         )
     } else {
         (ActivityLevel::Info, COPYING)
