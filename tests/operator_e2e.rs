@@ -15,6 +15,20 @@ const WAIT: Duration = Duration::from_secs(120);
 /// two tests at once would steal each other's work, so they take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// This test's turn on the bed, and the bed — None (skipped, said on stderr) on a cluster of
+/// REWIND_E2E_KUBECONFIG, which has no host exec for `what`.
+fn own_turn_with_host_exec(what: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Bed)> {
+    let turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bed = Bed::get();
+    if bed.external {
+        eprintln!("SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for {what}");
+        return None;
+    }
+    Some((turn, bed))
+}
+
 fn lease_holder(bed: &Bed, namespace: &str) -> Option<String> {
     bed.jsonpath(
         &["-n", namespace, "lease", "rewind-operator-leader"],
@@ -67,16 +81,9 @@ fn phase(bed: &Bed, name: &str) -> Value {
 
 #[test]
 fn one_replica_leads_and_a_standby_takes_over_a_backup_interrupted_by_a_crash() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let bed = Bed::get();
-    if bed.external {
-        eprintln!(
-            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow hook"
-        );
+    let Some((_turn, bed)) = own_turn_with_host_exec("the slow hook") else {
         return;
-    }
+    };
     let deployment = OwnDeployment::new(&bed, "rewind-ha", &["--hook-timeout", "60s"]);
     let namespace = deployment.namespace.clone();
     let launch = |identity: &'static str| deployment.launch(identity);
@@ -188,16 +195,9 @@ fn lines_in(path: &std::path::Path) -> usize {
 #[test]
 fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resumes_it_when_the_other_dies()
  {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let bed = Bed::get();
-    if bed.external {
-        eprintln!(
-            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the hook"
-        );
+    let Some((_turn, bed)) = own_turn_with_host_exec("the hook") else {
         return;
-    }
+    };
     let deployment = OwnDeployment::new(
         &bed,
         "rewind-twin",
@@ -298,16 +298,9 @@ fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resum
 #[test]
 fn a_restore_interrupted_by_a_crash_completes_after_the_restart_with_the_tokens_it_regenerated_once()
  {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let bed = Bed::get();
-    if bed.external {
-        eprintln!(
-            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the slow restore"
-        );
+    let Some((_turn, bed)) = own_turn_with_host_exec("the slow restore") else {
         return;
-    }
+    };
     let deployment = OwnDeployment::new(&bed, "rewind-restart", &[]);
     let namespace = deployment.namespace.clone();
     let launch = |identity: &'static str| deployment.launch(identity);
@@ -525,16 +518,9 @@ fn a_backup_interrupted_after_its_volume_snapshot_leaves_no_orphaned_snapshot() 
 
 #[test]
 fn a_hook_that_never_returns_fails_the_backup_at_the_operation_timeout() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let bed = Bed::get();
-    if bed.external {
-        eprintln!(
-            "SKIPPED on REWIND_E2E_KUBECONFIG cluster: needs the bed's host exec for the hook"
-        );
+    let Some((_turn, bed)) = own_turn_with_host_exec("the hook") else {
         return;
-    }
+    };
     // The hook may take 10 minutes (it sleeps 2), the whole operation only 8 seconds.
     let deployment = OwnDeployment::new(
         &bed,
