@@ -16,6 +16,7 @@ pub mod lease_observer;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod mover;
 pub mod notify;
 pub mod operator;
 pub mod reflectors;

@@ -2,14 +2,16 @@
 //! CNI beside kwok's simulated node. Pods on it run real processes from the bed's own images
 //! (`IMAGE_SHELL`, `IMAGE_POSTGRES`, imported into containerd, `imagePullPolicy: Never`), `kubectl
 //! logs` and `kubectl exec` go through that kubelet, and CSI volumes are bind-mounted by the
-//! bed's driver. On a REWIND_E2E_KUBECONFIG cluster these tests are skipped (no REAL_NODE).
+//! bed's driver, and the `rewind` binary under test runs there from its own image
+//! (`tests/cluster/rewind-image.sh`), as mover pods will. On a REWIND_E2E_KUBECONFIG cluster these
+//! tests are skipped (no REAL_NODE).
 
 mod support;
 
 use std::time::Duration;
 
 use support::Bed;
-use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
+use support::real_node::{RealNode, apply_in, psql_in, rewind_image, wait_ready};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -315,4 +317,48 @@ fn postgresql_on_a_csi_volume_answers_psql_over_exec() {
         psql_in(&bed, ns, "db", "show data_directory"),
         "/var/lib/postgresql/data/pgdata"
     );
+}
+
+#[test]
+fn the_rewind_image_runs_on_the_real_node_under_pod_security_restricted() {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let image = rewind_image(&bed);
+    let project = bed.namespace("real-rewind");
+    let ns = project.name.as_str();
+    // The namespace refuses any pod that is not `restricted`: the image must run as a non-root
+    // user with nothing added, as a backup mover of a single-owner volume will.
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: version}}\nspec:\n{placement}  restartPolicy: Never\n  securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}\n  containers:\n  - name: rewind\n    image: {image}\n    imagePullPolicy: Never\n    args: [--version]\n    securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}\n",
+        placement = node.placement(2),
+    );
+    apply_in(&bed, ns, &pod);
+    let phase = bed.wait_until(
+        "pod version to end",
+        WAIT,
+        || {
+            bed.jsonpath(&["-n", ns, "pod", "version"], "{.status.phase}")
+                .filter(|phase| phase == "Succeeded" || phase == "Failed")
+        },
+        || bed.describe(ns),
+    );
+    let exit_code = bed.jsonpath(
+        &["-n", ns, "pod", "version"],
+        "{.status.containerStatuses[0].state.terminated.exitCode}",
+    );
+    let logs = bed.kubectl_ok(&["-n", ns, "logs", "version"]);
+    assert_eq!(
+        (phase.as_str(), exit_code.as_deref()),
+        ("Succeeded", Some("0")),
+        "rewind --version in {image}: {logs}"
+    );
+    assert!(logs.starts_with("rewind "), "{logs}");
 }

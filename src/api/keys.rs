@@ -27,6 +27,17 @@ pub const RESTORE_LABEL: &str = "rewind.dev/restore";
 /// Label of an AccountBackup recreated from the repository.
 pub const IMPORTED_LABEL: &str = "rewind.dev/imported";
 
+/// Label on a mover pod and its PVC (in the operator's namespace): `backup` (copies a volume into
+/// the repository) or `restore` (fills a volume from it). Only the operator creates objects there.
+pub const MOVER_LABEL: &str = "rewind.dev/mover";
+
+/// Label on a mover's objects: the UID of the AccountBackup or ProjectRestore they work for
+/// (also their controller owner reference, which is what cleanup checks).
+pub const OPERATION_UID_LABEL: &str = "rewind.dev/operation-uid";
+
+/// Label on a mover's objects: the project (namespace) whose volume it moves.
+pub const PROJECT_LABEL: &str = "rewind.dev/project";
+
 // Annotations.
 
 /// Annotation naming who asked for a backup (a user, a tool, a schedule).
@@ -67,6 +78,13 @@ pub const HOOK_TIMEOUT_ANNOTATION: &str = "rewind.dev/hook-timeout";
 
 /// Per-pod on-error policy: fail or continue.
 pub const HOOK_ON_ERROR_ANNOTATION: &str = "rewind.dev/hook-on-error";
+
+/// Annotation on a mover's objects: the PVC whose data it moves (a PVC name may be longer than a
+/// label value may be).
+pub const PVC_ANNOTATION: &str = "rewind.dev/pvc";
+
+/// Annotation on a restore mover's objects: the namespace the filled volume is handed to.
+pub const TARGET_NAMESPACE_ANNOTATION: &str = "rewind.dev/target-namespace";
 
 // Finalizers.
 

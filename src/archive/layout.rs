@@ -22,6 +22,15 @@ pub const SCHEDULE_METADATA: &str = "schedule";
 /// Snapshot metadata key of the AccountBackup UID a snapshot belongs to.
 pub const BACKUP_UID_METADATA: &str = "backup-uid";
 
+/// Snapshot metadata key of a volume copy (the repository snapshot a backup mover writes): the
+/// UID of the AccountBackup it belongs to. Deliberately not [`BACKUP_UID_METADATA`]: a resumed
+/// backup releases every snapshot of its UID but the one that records its outcome.
+pub const VOLUME_OF_BACKUP_METADATA: &str = "volume-of-backup-uid";
+/// Snapshot metadata key of a volume copy: the project (namespace) of the PVC.
+pub const VOLUME_PROJECT_METADATA: &str = "project";
+/// Snapshot metadata key of a volume copy: the PVC's name.
+pub const VOLUME_PVC_METADATA: &str = "pvc";
+
 /// The outcome of a backup of thousands of items is far below this; a larger stream is refused.
 const OUTCOME_LIMIT: u64 = 64 * 1024 * 1024;
 

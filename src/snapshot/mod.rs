@@ -5,10 +5,12 @@
 //! then remove the VolumeSnapshot: deleting the namespace can no longer touch the snapshot.
 //! The content goes once the backup is committed ([`pending`]); from then on the physical
 //! snapshot is known to the backup by its driver and handle.
+//! Importing one into a namespace (a restore's target, a mover's PVC): [`import`].
 //! Deleting: a temporary VolumeSnapshotContent with deletionPolicy Delete that
 //! points at the handle, then deleting it makes the CSI sidecar delete the snapshot.
 
 pub mod decide;
+pub mod import;
 pub mod pending;
 
 use crate::api::DELETE_FINALIZER;

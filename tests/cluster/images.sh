@@ -15,60 +15,10 @@
 # usage: images.sh OUT_ENV_FILE
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${REWIND_CACHE:-$HOME/.cache/rewind}/images
-mkdir -p "$cache"
 out_env=$1
-pack=$here/images/oci-pack.py
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-
-key() { cat "$@" | sha256sum | cut -c1-12; }
-pkg_versions() { dpkg-query -W -f '${Package}=${Version}\n' "$@"; }
-
-# build_image VAR NAME KEY FUNCTION [oci-pack.py options]: FUNCTION fills $rootfs; the image,
-# rewind.dev/testbed/NAME:KEY, is packed and its name stored in VAR.
-tarballs=() names=()
-build_image() {
-  local var=$1 name=$2 k=$3 fn=$4; shift 4
-  local image=rewind.dev/testbed/$name:$k tar=$cache/$name-$k.tar
-  if [[ ! -f $tar ]]; then
-    echo "images: building $image" >&2
-    rootfs=$(mktemp -d)
-    "$fn"
-    python3 "$pack" "$rootfs" "$image" "$tar" "$@" >/dev/null
-    rm -rf "$rootfs"
-    find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$k.tar" -delete # older inputs
-  fi
-  tarballs+=("$tar") names+=("$image")
-  printf -v "$var" '%s' "$image"
-}
-
-base_dirs() {
-  mkdir -p "$rootfs"/{bin,sbin,etc,tmp,proc,sys,dev,run,var/run,root,usr/bin,usr/local/bin}
-  chmod 1777 "$rootfs/tmp"
-  printf 'root:x:0:0:root:/root:/bin/sh\npostgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$rootfs/etc/passwd"
-  printf 'root:x:0:\npostgres:x:999:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-  cp /bin/busybox "$rootfs/bin/busybox"
-  local applet
-  for applet in $(/bin/busybox --list); do
-    [[ -e $rootfs/bin/$applet ]] || ln -s busybox "$rootfs/bin/$applet"
-  done
-}
-
-# copy_parents PATH...: copies absolute PATHs into $rootfs at the same paths (run from / : GNU cp
-# 9.1's `cp -a --parents` fails on absolute sources from another directory).
-copy_parents() { (cd / && cp -a --parents "${@#/}" "$rootfs/"); }
-
-# copy_with_libs FILE...: FILE and every shared library it loads (ldd), at the same paths.
-copy_with_libs() {
-  local f lib
-  for f in "$@"; do
-    copy_parents "$f"
-    for lib in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
-      [[ -e $rootfs$lib ]] && continue
-      (cd / && cp -L --parents "${lib#/}" "$rootfs/")
-    done
-  done
-}
+# shellcheck source=tests/cluster/images-lib.sh
+source "$here/images-lib.sh" # $cache, $pack, key, pkg_versions, build_image, base_dirs, copy_with_libs
 
 k8s_dir=$(cd "$here/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
 pause_c=$k8s_dir/build/pause/linux/pause.c
@@ -78,11 +28,11 @@ fill_pause() {
   gcc -Os -static -Wall -DVERSION="$k8s_version" -o "$rootfs/pause" "$pause_c"
   strip "$rootfs/pause"
 }
-build_image pause pause "$(echo "$k8s_version $(gcc -dumpfullversion)" | key - "$pause_c" "$0" "$pack")" fill_pause \
+build_image pause pause "$(echo "$k8s_version $(gcc -dumpfullversion)" | key - "$pause_c" "$0" "$pack" "$images_lib")" fill_pause \
   --entrypoint /pause --user 65535:65535
 
 fill_shell() { base_dirs; }
-build_image shell shell "$(pkg_versions busybox-static | key - "$0" "$pack")" fill_shell --cmd /bin/sh
+build_image shell shell "$(pkg_versions busybox-static | key - "$0" "$pack" "$images_lib")" fill_shell --cmd /bin/sh
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pg_major=$(basename "$(dirname "$pg_bin")")
@@ -119,7 +69,7 @@ SH
   chmod 755 "$rootfs/usr/local/bin/postgres-entrypoint"
 }
 build_image postgres postgres \
-  "$(pkg_versions "postgresql-$pg_major" "postgresql-client-$pg_major" libpq5 tzdata busybox-static | key - "$0" "$pack")" \
+  "$(pkg_versions "postgresql-$pg_major" "postgresql-client-$pg_major" libpq5 tzdata busybox-static | key - "$0" "$pack" "$images_lib")" \
   fill_postgres --cmd /usr/local/bin/postgres-entrypoint --user 999:999 \
   --env "PATH=$pg_bin:/usr/local/bin:/usr/bin:/bin" --env PGDATA=/var/lib/postgresql/data/pgdata \
   --env PGUSER=postgres --env PGHOST=/var/run/postgresql

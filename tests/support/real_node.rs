@@ -85,6 +85,36 @@ impl RealNode {
     }
 }
 
+/// The image holding the `rewind` binary these tests were built with, imported into the real
+/// node's containerd (`tests/cluster/rewind-image.sh`, cached by the binary's hash): what mover
+/// pods run. Built once per test binary.
+pub fn rewind_image(bed: &Bed) -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let script = super::repo_root().join("tests/cluster/rewind-image.sh");
+            let output = std::process::Command::new(&script)
+                .arg(env!("CARGO_BIN_EXE_rewind"))
+                .envs(bed.envs())
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{} failed ({}):\n{stdout}{}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("IMAGE_REWIND="))
+                .unwrap_or_else(|| panic!("rewind-image.sh printed no IMAGE_REWIND=: {stdout}"))
+                .to_string()
+        })
+        .clone()
+}
+
 /// Applies `yaml` in `namespace`, panicking with the YAML when the API server refuses it.
 pub fn apply_in(bed: &Bed, namespace: &str, yaml: &str) {
     bed.kubectl_with_stdin(
