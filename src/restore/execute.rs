@@ -16,15 +16,15 @@ use super::error::RestoreError;
 use super::namespace;
 use super::progress::ProgressWriter;
 use super::rewrite::{Rewritten, rewrite_for_restore};
-use super::selector;
 use super::tokens::regenerate_bytes;
 use super::volumes::{helper_name, prepare_snapshot, pvc_from_snapshot, remove_helpers};
 use crate::api::{
-    AccountBackup, AccountBackupStatus, ItemOutcome, ProjectRestore, RegeneratedToken, TOKEN_LABEL,
+    AccountBackup, AccountBackupStatus, ItemOutcome, ProjectRestore, RegeneratedToken,
 };
 use crate::archive::layout::manifest_stream;
 use crate::archive::store::SnapshotStore;
 use crate::context::StepTimeouts;
+use crate::manifest::is_token;
 
 fn item(project: &str, object: &Value, reason: String) -> ItemOutcome {
     ItemOutcome {
@@ -36,21 +36,6 @@ fn item(project: &str, object: &Value, reason: String) -> ItemOutcome {
             .to_string(),
         reason,
     }
-}
-
-/// Whether a Secret is a resource token: labelled `rewind.dev/token=true` or matched by the backup's selector (pure).
-pub fn is_token(object: &Value, backup: &AccountBackup) -> bool {
-    if object["kind"].as_str() != Some("Secret") || object["apiVersion"].as_str() != Some("v1") {
-        return false;
-    }
-    let labels: BTreeMap<String, String> =
-        serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default();
-    labels.get(TOKEN_LABEL).map(String::as_str) == Some("true")
-        || backup
-            .spec
-            .token_selector
-            .as_ref()
-            .is_some_and(|s| selector::matches(s, &labels))
 }
 
 /// Gives every `data` value of a token Secret a new random value; returns the keys (pure apart from randomness).
@@ -300,7 +285,7 @@ impl ProjectStep<'_> {
                 object
             }
         };
-        if is_token(&object, self.job.backup) {
+        if is_token(&object, self.job.backup.spec.token_selector.as_ref()) {
             let keys = regenerate_token(&mut object);
             outcome.restored.tokens += 1;
             outcome.regenerated_tokens.push(RegeneratedToken {
@@ -464,31 +449,7 @@ async fn wait_for_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::AccountBackupSpec;
     use serde_json::json;
-
-    fn backup() -> AccountBackup {
-        AccountBackup::new(
-            "nightly",
-            AccountBackupSpec {
-                account: "acme".into(),
-                display_name: None,
-                notes: None,
-                ttl: "168h".into(),
-                volume_snapshot_class_name: None,
-                databases: Default::default(),
-                token_selector: None,
-            },
-        )
-    }
-
-    #[test]
-    fn labelled_secrets_are_tokens_and_others_are_not() {
-        let token = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k", "labels": {"rewind.dev/token": "true"}}});
-        let plain = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}});
-        assert!(is_token(&token, &backup()));
-        assert!(!is_token(&plain, &backup()));
-    }
 
     #[test]
     fn regenerated_token_keeps_keys_and_lengths_but_not_values() {

@@ -2,7 +2,7 @@
 //! `controller` wires observe (reads) → decide (pure, with the status builders in
 //! `decide::status`) → apply (writes) and reports; `error` says what went wrong. The restore's
 //! own work is `execute`, with its parts: `namespace`, `rewrite`, `tokens`, `volumes`,
-//! `databases`, `selector`.
+//! `databases`.
 
 pub mod apply;
 pub mod controller;
@@ -15,7 +15,6 @@ pub mod namespace;
 pub mod observe;
 pub mod progress;
 pub mod rewrite;
-pub mod selector;
 pub mod tokens;
 pub mod volumes;
 
