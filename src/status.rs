@@ -7,7 +7,7 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ActivityEntry, ActivityLevel, ItemOutcome};
+use crate::api::{ActivityEntry, ActivityLevel, ItemOutcome, ProjectSummary};
 
 /// The field manager of every status write of the controllers (the notifier has its own).
 pub const FIELD_MANAGER: &str = "rewind-operator";
@@ -81,6 +81,20 @@ pub fn push_activity(
 /// The most entries a status list of items (failed, skipped, excluded, adjusted) keeps: an
 /// account of thousands of items must not push its object past the API server's size limit.
 pub const ITEM_LIST_LIMIT: usize = 100;
+
+/// The most resource-token names a backup's status lists over all its projects (each project's
+/// `tokenCount` still counts them all; the outcome record in the repository keeps 100 a project).
+pub const TOKEN_NAMES_LIMIT: usize = 1000;
+
+/// `summary` as a status lists it after the projects `listed` (pure): its token names beyond the
+/// status-wide [`TOKEN_NAMES_LIMIT`] left out, its `tokenCount` untouched.
+pub fn summary_for_status(listed: &[ProjectSummary], summary: &ProjectSummary) -> ProjectSummary {
+    let named: usize = listed.iter().map(|p| p.tokens.len()).sum();
+    let mut kept = summary.clone();
+    kept.tokens
+        .truncate(TOKEN_NAMES_LIMIT.saturating_sub(named));
+    kept
+}
 
 /// The first entries of `items` for a status list (pure): all of them when they fit, else the
 /// first `ITEM_LIST_LIMIT - 1` and one entry saying how many more there are and where they are.
@@ -329,5 +343,24 @@ mod tests {
             None,
             "no time passed yet"
         );
+    }
+
+    #[test]
+    fn a_status_names_at_most_1000_tokens_over_all_its_projects_and_counts_them_all() {
+        let full = ProjectSummary {
+            tokens: (0..100).map(|n| format!("key-{n}")).collect(),
+            token_count: 400,
+            ..ProjectSummary::default()
+        };
+        let mut listed: Vec<ProjectSummary> = Vec::new();
+        for _ in 0..12 {
+            let kept = summary_for_status(&listed, &full);
+            listed.push(kept);
+        }
+        let named: usize = listed.iter().map(|p| p.tokens.len()).sum();
+        assert_eq!(named, TOKEN_NAMES_LIMIT);
+        assert_eq!(listed[9].tokens.len(), 100);
+        assert!(listed[10].tokens.is_empty());
+        assert!(listed.iter().all(|p| p.token_count == 400));
     }
 }

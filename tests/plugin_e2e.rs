@@ -74,8 +74,17 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
     let project = bed.project("plugin", &account);
     let ns = project.name.clone();
     bed.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{currency: EUR}}\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{currency: EUR}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: payment-key, namespace: {ns}, labels: {{rewind.dev/token: 'true'}}}}\nstringData: {{key: sk_live_0123456789abcdef}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls-not-a-token, namespace: {ns}}}\nstringData: {{crt: plain}}\n"
     ));
+    let token_before = bed.kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "secret",
+        "payment-key",
+        "-o",
+        "jsonpath={.data.key}",
+    ]);
 
     let (ok, out, err) = kubectl_rewind(
         &bed,
@@ -136,10 +145,75 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
                 .is_some_and(|n| n != "0"),
         "{described}"
     );
+    // Objects per kind, and the tokens a restore would regenerate: names only, never values.
+    let kinds: Vec<Vec<&str>> = described
+        .split("Objects per kind:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no objects per kind in:\n{described}"))
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert!(
+        kinds.iter().any(|row| row.ends_with(&["ConfigMap", "1"])),
+        "{described}"
+    );
+    assert!(
+        kinds.iter().any(|row| row.ends_with(&["Secret", "2"])),
+        "{described}"
+    );
+    let tokens = described
+        .split("Tokens a restore regenerates (new values, names only):\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no tokens in:\n{described}"));
+    let token_row = tokens
+        .lines()
+        .find(|line| line.trim_start().starts_with(&ns))
+        .unwrap_or_else(|| panic!("{ns} has no token row in:\n{described}"));
+    assert_eq!(
+        token_row.split_whitespace().collect::<Vec<_>>(),
+        [ns.as_str(), "1", "payment-key"],
+        "{described}"
+    );
+    assert!(
+        !described.contains("sk_live") && !described.contains("tls-not-a-token"),
+        "{described}"
+    );
+
     let (ok, json, err) = kubectl_rewind(&bed, dir, &["list", &account, "-o", "json"], "");
     assert!(ok, "{err}");
     let listed: serde_json::Value = serde_json::from_str(&json).expect("list -o json is JSON");
     assert_eq!(listed[0]["metadata"]["name"], backup.as_str(), "{json}");
+    let (ok, json, err) = kubectl_rewind(&bed, dir, &["describe", &backup, "-o", "json"], "");
+    assert!(ok, "{err}");
+    let object: serde_json::Value = serde_json::from_str(&json).expect("describe -o json is JSON");
+    let summary = &object["status"]["projects"][0];
+    assert_eq!(object["metadata"]["name"], backup.as_str(), "{json}");
+    assert_eq!(summary["kinds"]["ConfigMap"], 1, "{json}");
+    assert_eq!(
+        summary["tokens"],
+        serde_json::json!(["payment-key"]),
+        "{json}"
+    );
+    assert_eq!(summary["tokenCount"], 1, "{json}");
+    let (ok, json, err) = kubectl_rewind(&bed, dir, &["log", &backup, "-o", "json"], "");
+    assert!(ok, "{err}");
+    let entries: serde_json::Value = serde_json::from_str(&json).expect("log -o json is JSON");
+    assert!(
+        entries
+            .as_array()
+            .is_some_and(|e| e.len() >= 2 && e.iter().all(|e| e["message"].is_string())),
+        "{json}"
+    );
+    // A command that cannot print objects refuses -o instead of ignoring it.
+    let before = bed.kubectl_ok(&["get", "accountbackups", "-o", "name"]);
+    let (ok, _, err) = kubectl_rewind(&bed, dir, &["backup", &account, "-o", "json"], "");
+    assert!(!ok && err.contains("cannot print -o json"), "{err}");
+    assert_eq!(
+        bed.kubectl_ok(&["get", "accountbackups", "-o", "name"]),
+        before,
+        "nothing created"
+    );
 
     // Notes a tenant wrote with a terminal escape sequence are printed harmlessly.
     let (ok, out, err) = kubectl_rewind(
@@ -155,17 +229,7 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         "",
     );
     assert!(ok, "{err}");
-    // Shell completion through kubectl's own plugin completion: commands, then backup names.
-    let (ok, offered, err) = kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "desc"], "");
-    assert!(
-        ok && offered.lines().any(|l| l == "describe"),
-        "{offered}{err}"
-    );
-    let prefix = &backup[..backup.len() - 2];
-    let (ok, offered, err) =
-        kubectl_with_plugins(&bed, dir, &["__complete", "rewind", "describe", prefix], "");
-    assert!(ok && offered.lines().any(|l| l == backup), "{offered}{err}");
-
+    let escaped = out.lines().next().unwrap_or_default().to_string();
     let (ok, table, err) = kubectl_rewind(&bed, dir, &["list", &account], "");
     assert!(ok, "{err}");
     assert!(
@@ -173,6 +237,17 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         "{table:?}"
     );
     assert!(table.contains("clear?[2J?]0;owned?"), "{table}\n{out}");
+    for command in ["describe", "log"] {
+        let (ok, text, err) = kubectl_rewind(&bed, dir, &[command, &escaped], "");
+        assert!(ok, "{command}: {err}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\x07'),
+            "{command}: {text:?}"
+        );
+        if command == "describe" {
+            assert!(text.contains("clear?[2J?]0;owned?"), "{text}");
+        }
+    }
 
     let (ok, log, err) = kubectl_rewind(&bed, dir, &["log", &backup], "");
     assert!(ok, "{err}");
@@ -233,6 +308,16 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
             && row.contains(&format!("{ns}->{target}")),
         "{restores}"
     );
+    let (ok, yaml, err) = kubectl_rewind(&bed, dir, &["restores", &account, "-o", "yaml"], "");
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_yaml::from_str(&yaml).expect("restores -o yaml is YAML");
+    assert!(
+        listed.as_array().is_some_and(|items| items
+            .iter()
+            .any(|r| r["metadata"]["name"] == restore.as_str()
+                && r["status"]["phase"] == "Completed")),
+        "{yaml}"
+    );
     assert_eq!(
         bed.jsonpath(
             &["-n", &target, "configmap", "settings"],
@@ -240,5 +325,13 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
         )
         .as_deref(),
         Some("EUR")
+    );
+    // The token describe named came back with a new value.
+    let token_after = bed.jsonpath(&["-n", &target, "secret", "payment-key"], "{.data.key}");
+    assert!(
+        token_after
+            .as_deref()
+            .is_some_and(|after| after != token_before),
+        "{token_before} -> {token_after:?}"
     );
 }

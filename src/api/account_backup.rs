@@ -160,6 +160,17 @@ pub struct ProjectSummary {
     pub bytes: u64,
     /// Items of this project that failed.
     pub failed: u64,
+    /// Manifests stored per kind (`ConfigMap`, `Deployment.apps`): the first 100 kinds, the
+    /// objects of any further kinds counted under `*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<String, u64>,
+    /// The resource tokens (Secrets) a restore gives new values, names only: the first 100
+    /// (tokenCount counts them all; a status lists at most 1000 over all its projects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<String>,
+    /// How many resource tokens the project holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_count: u64,
     /// The namespace's Pod Security Admission labels (`pod-security.kubernetes.io/*`): a restored
     /// namespace carries them, so the copy is no weaker than its source.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -167,6 +178,33 @@ pub struct ProjectSummary {
     /// The repository stream holding this project's manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+}
+
+impl ProjectSummary {
+    /// How many kinds `kinds` names before it counts the rest under [`Self::OTHER_KINDS`].
+    pub const KIND_LIMIT: usize = 100;
+    /// The key of `kinds` counting the objects of the kinds beyond the first [`Self::KIND_LIMIT`].
+    pub const OTHER_KINDS: &'static str = "*";
+    /// How many token names `tokens` keeps.
+    pub const TOKEN_NAME_LIMIT: usize = 100;
+
+    /// Counts one stored object of `kind` (pure).
+    pub fn count_object(&mut self, kind: &str) {
+        let key = if self.kinds.contains_key(kind) || self.kinds.len() < Self::KIND_LIMIT {
+            kind
+        } else {
+            Self::OTHER_KINDS
+        };
+        *self.kinds.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Counts one resource token, keeping its name while there is room (pure).
+    pub fn count_token(&mut self, name: &str) {
+        self.token_count += 1;
+        if self.tokens.len() < Self::TOKEN_NAME_LIMIT {
+            self.tokens.push(name.to_string());
+        }
+    }
 }
 
 /// A physical volume snapshot the backup owns.
@@ -309,4 +347,33 @@ pub struct AccountBackupStatus {
     /// The activity log, newest last, bounded in length.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activity: Vec<ActivityEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_summary_counts_every_object_but_names_at_most_100_kinds() {
+        let mut summary = ProjectSummary::default();
+        for kind in 0..150 {
+            summary.count_object(&format!("Kind{kind}"));
+        }
+        summary.count_object("Kind0");
+        assert_eq!(summary.kinds.len(), ProjectSummary::KIND_LIMIT + 1);
+        assert_eq!(summary.kinds["Kind0"], 2);
+        assert_eq!(summary.kinds[ProjectSummary::OTHER_KINDS], 50);
+        assert_eq!(summary.kinds.values().sum::<u64>(), 151);
+    }
+
+    #[test]
+    fn a_project_summary_counts_every_token_but_names_at_most_100() {
+        let mut summary = ProjectSummary::default();
+        for token in 0..250 {
+            summary.count_token(&format!("key-{token}"));
+        }
+        assert_eq!(summary.token_count, 250);
+        assert_eq!(summary.tokens.len(), ProjectSummary::TOKEN_NAME_LIMIT);
+        assert_eq!(summary.tokens[0], "key-0");
+    }
 }

@@ -384,7 +384,11 @@ pub fn finished_status(
     // Lists of records are bounded too: the first ones and a count (the restore and the release
     // read the whole list from the repository when the status does not hold it all).
     let first = |len: usize| len.min(crate::status::ITEM_LIST_LIMIT);
-    status.projects = outcome.projects[..first(outcome.projects.len())].to_vec();
+    let mut projects = Vec::new();
+    for project in &outcome.projects[..first(outcome.projects.len())] {
+        projects.push(crate::status::summary_for_status(&projects, project));
+    }
+    status.projects = projects;
     status.project_count = outcome.projects.len() as u64;
     // The repository's outcome record of this backup keeps every item; the status the first ones.
     let where_all = "the backup's outcome record in the repository has all of them";
@@ -776,6 +780,12 @@ mod tests {
             database_dumps: vec![crate::api::DatabaseDumpRecord::default(); 3],
             ..BackupOutcome::default()
         };
+        let mut backup = backup;
+        // Running, the status already listed the projects done so far.
+        backup.status = Some(AccountBackupStatus {
+            projects: vec![crate::api::ProjectSummary::default(); 7],
+            ..AccountBackupStatus::default()
+        });
         let status = finished_status(&backup, &outcome, Timestamp::from_second(0).expect("time"));
         assert_eq!((status.projects.len(), status.project_count), (100, 200));
         assert_eq!(

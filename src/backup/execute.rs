@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -22,7 +23,7 @@ use crate::archive::layout::{
     BackupOutcome, OUTCOME_STREAM, encode_outcome, manifest_stream, snapshot_metadata,
 };
 use crate::archive::store::{SnapshotSink, SnapshotStore, StoreError};
-use crate::manifest::{BackedUpType, object_skip_reason, sanitize_for_backup};
+use crate::manifest::{BackedUpType, is_token, object_skip_reason, sanitize_for_backup};
 
 /// Objects per list page.
 const PAGE_SIZE: u32 = 500;
@@ -64,6 +65,7 @@ pub async fn copy_account(
             sink.as_mut(),
             &project.name,
             settings.types,
+            backup.spec.token_selector.as_ref(),
             &mut outcome,
             progress,
         )
@@ -147,12 +149,23 @@ pub async fn copy_account(
     Ok(outcome)
 }
 
-/// Streams one project's manifests into `projects/<project>/manifests.jsonl`.
+/// `Kind` of the core group, `Kind.group` of the others: how a project's objects are counted.
+fn kind_key(group: &str, kind: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
+}
+
+/// Streams one project's manifests into `projects/<project>/manifests.jsonl`, counting them per
+/// kind and naming its resource tokens (what a restore will regenerate).
 async fn copy_manifests(
     client: &Client,
     sink: &mut dyn SnapshotSink,
     project: &str,
     types: &[BackedUpType],
+    token_selector: Option<&LabelSelector>,
     outcome: &mut BackupOutcome,
     progress: &mut ProgressReporter,
 ) -> Result<ProjectSummary, BackupError> {
@@ -203,9 +216,13 @@ async fn copy_manifests(
                     );
                     map.insert("kind".into(), Value::String(resource.kind.clone()));
                 }
+                if is_token(&object, token_selector) {
+                    summary.count_token(object["metadata"]["name"].as_str().unwrap_or_default());
+                }
                 serde_json::to_writer(&mut buffer, &object)?;
                 buffer.push(b'\n');
                 summary.resources += 1;
+                summary.count_object(&kind_key(&resource.group, &resource.kind));
                 if buffer.len() >= WRITE_BUFFER {
                     summary.bytes += buffer.len() as u64;
                     let full = std::mem::replace(&mut buffer, Vec::with_capacity(WRITE_BUFFER));
@@ -230,4 +247,15 @@ async fn copy_manifests(
     outcome.stored_bytes += totals.stored_bytes;
     outcome.items += summary.resources + summary.failed;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_of_the_core_group_count_by_kind_and_the_others_by_kind_and_group() {
+        assert_eq!(kind_key("", "ConfigMap"), "ConfigMap");
+        assert_eq!(kind_key("apps", "Deployment"), "Deployment.apps");
+    }
 }

@@ -70,7 +70,8 @@ impl ProgressReporter {
         );
         // Bounded like the final status: the first projects listed, all of them counted.
         if self.status.projects.len() < crate::status::ITEM_LIST_LIMIT {
-            self.status.projects.push(summary.clone());
+            let listed = crate::status::summary_for_status(&self.status.projects, summary);
+            self.status.projects.push(listed);
         }
         self.status.project_count += 1;
         self.write().await;

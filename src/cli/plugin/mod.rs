@@ -21,7 +21,8 @@ use crate::api::{
 pub struct PluginArgs {
     #[command(subcommand)]
     pub command: PluginCommand,
-    /// Output for scripts: `json` or `yaml` prints the objects themselves (list, restores, describe).
+    /// Output for scripts: `json` or `yaml` prints the objects themselves (list, describe,
+    /// restores, log); the other commands refuse it.
     #[arg(short = 'o', long = "output", global = true, value_parser = ["json", "yaml"])]
     pub output: Option<String>,
 }
@@ -34,6 +35,23 @@ fn print_as(output: Option<&str>, value: &impl serde::Serialize) -> anyhow::Resu
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// An error when `-o` was given to a command that cannot print objects (pure): `backup` and
+/// `restore` print the new object's name and a dialogue, and ignoring `-o` would hand a script
+/// text it cannot parse.
+fn refuse_output(command: &PluginCommand, output: Option<&str>) -> anyhow::Result<()> {
+    let name = match command {
+        PluginCommand::Backup { .. } => "backup",
+        PluginCommand::Restore { .. } => "restore",
+        _ => return Ok(()),
+    };
+    if let Some(format) = output {
+        bail!(
+            "`kubectl rewind {name}` cannot print -o {format}: it prints the new object's name; -o json|yaml is for list, describe, restores and log (e.g. `kubectl rewind describe BACKUP -o {format}`)"
+        );
+    }
+    Ok(())
 }
 
 /// The plugin's commands.
@@ -88,6 +106,7 @@ pub enum PluginCommand {
 
 /// Runs one plugin command.
 pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
+    refuse_output(&args.command, args.output.as_deref())?;
     let client = Client::try_default()
         .await
         .context("connecting with your kubeconfig")?;
@@ -132,7 +151,9 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             } else {
                 bail!("no AccountBackup or ProjectRestore named {name}: see `kubectl rewind list`");
             };
-            print!("{}", render::activity_log(&entries, color));
+            if !print_as(output, &entries)? {
+                print!("{}", render::activity_log(&entries, color));
+            }
         }
         PluginCommand::Backup {
             account,
@@ -277,5 +298,40 @@ async fn wait_finished<K: Waited>(api: &Api<K>, name: &str) -> anyhow::Result<St
             return Ok(phase.to_string());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plugin: PluginArgs,
+    }
+
+    fn refused(words: &[&str]) -> Option<String> {
+        let cli = Cli::try_parse_from([&["kubectl-rewind"], words].concat()).expect("parses");
+        refuse_output(&cli.plugin.command, cli.plugin.output.as_deref())
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn output_formats_are_refused_by_commands_that_cannot_print_objects() {
+        let backup = refused(&["backup", "acme", "-o", "json"]).expect("backup refuses -o");
+        assert!(backup.contains("cannot print -o json"), "{backup}");
+        assert!(refused(&["restore", "nightly", "-o", "yaml"]).is_some());
+        for honoured in [
+            &["list", "-o", "json"][..],
+            &["describe", "nightly", "-o", "yaml"],
+            &["restores", "-o", "json"],
+            &["log", "nightly", "-o", "json"],
+            &["backup", "acme"],
+        ] {
+            assert_eq!(refused(honoured), None, "{honoured:?}");
+        }
     }
 }

@@ -170,6 +170,7 @@ pub fn backup_description(backup: &AccountBackup) -> String {
     }
     out.push_str("\nProjects:\n");
     out.push_str(&indent(&align(&projects)));
+    out.push_str(&kinds_and_tokens(&status.projects));
     if !status.volume_snapshots.is_empty() {
         let mut rows = vec![[
             "PROJECT".to_string(),
@@ -228,6 +229,47 @@ pub fn backup_description(backup: &AccountBackup) -> String {
         }
         out.push_str(&format!("\n{title}:\n"));
         out.push_str(&indent(&align(&rows)));
+    }
+    out
+}
+
+/// Each project's objects per kind, then the resource tokens a restore would give new values
+/// (names only, never values); sections without rows are left out.
+fn kinds_and_tokens(projects: &[crate::api::ProjectSummary]) -> String {
+    let mut out = String::new();
+    let mut kinds = vec![["PROJECT".to_string(), "KIND".into(), "OBJECTS".into()]];
+    for p in projects {
+        for (at, (kind, count)) in p.kinds.iter().enumerate() {
+            let kind = if kind == crate::api::ProjectSummary::OTHER_KINDS {
+                "(other kinds)"
+            } else {
+                kind
+            };
+            let project = if at == 0 {
+                p.name.clone()
+            } else {
+                String::new()
+            };
+            kinds.push([project, kind.to_string(), count.to_string()]);
+        }
+    }
+    if kinds.len() > 1 {
+        out.push_str("\nObjects per kind:\n");
+        out.push_str(&indent(&align(&kinds)));
+    }
+    let mut tokens = vec![["PROJECT".to_string(), "TOKENS".into(), "NAMES".into()]];
+    for p in projects.iter().filter(|p| p.token_count > 0) {
+        let mut names = p.tokens.join(", ");
+        let unnamed = p.token_count.saturating_sub(p.tokens.len() as u64);
+        if unnamed > 0 {
+            let and = if names.is_empty() { "" } else { " and " };
+            names.push_str(&format!("{and}{unnamed} more not listed here"));
+        }
+        tokens.push([p.name.clone(), p.token_count.to_string(), names]);
+    }
+    if tokens.len() > 1 {
+        out.push_str("\nTokens a restore regenerates (new values, names only):\n");
+        out.push_str(&indent(&align(&tokens)));
     }
     out
 }
@@ -516,6 +558,65 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
+        assert!(!text.contains('\x1b'), "{text:?}");
+    }
+
+    #[test]
+    fn a_description_shows_objects_per_kind_and_the_token_names_a_restore_regenerates() {
+        use crate::api::ProjectSummary;
+        let mut b = backup("nightly", 100, "");
+        let mut shop = ProjectSummary {
+            name: "shop".into(),
+            ..Default::default()
+        };
+        for kind in ["ConfigMap", "ConfigMap", "Deployment.apps", "Secret"] {
+            shop.count_object(kind);
+        }
+        shop.count_token("stripe-key");
+        shop.count_token("mail\x1b[2J-key");
+        let mut big = ProjectSummary {
+            name: "big".into(),
+            ..Default::default()
+        };
+        big.count_object("Secret");
+        big.count_token("first");
+        big.token_count = 250;
+        let quiet = ProjectSummary {
+            name: "quiet".into(),
+            ..Default::default()
+        };
+        b.status.as_mut().expect("status").projects = vec![shop, big, quiet];
+        let text = backup_description(&b);
+        let kinds = text
+            .split("Objects per kind:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no objects per kind in:\n{text}"));
+        let rows: Vec<Vec<&str>> = kinds
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["PROJECT", "KIND", "OBJECTS"], "{text}");
+        assert_eq!(rows[1], ["shop", "ConfigMap", "2"], "{text}");
+        assert_eq!(rows[2], ["Deployment.apps", "1"], "{text}");
+        assert_eq!(rows[3], ["Secret", "1"], "{text}");
+        assert_eq!(rows[4], ["big", "Secret", "1"], "{text}");
+        let tokens = text
+            .split("Tokens a restore regenerates (new values, names only):\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no tokens in:\n{text}"));
+        assert!(
+            tokens.contains("shop     2       stripe-key, mail?[2J-key"),
+            "{text}"
+        );
+        assert!(
+            tokens.contains("big      250     first and 249 more not listed here"),
+            "{text}"
+        );
+        assert!(
+            !tokens.contains("quiet"),
+            "a project without tokens: {text}"
+        );
         assert!(!text.contains('\x1b'), "{text:?}");
     }
 
