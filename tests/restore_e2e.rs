@@ -1,14 +1,16 @@
 //! ProjectRestore end to end: a realistic project backed up, mutated, and restored into a new,
-//! isolated namespace with fresh tokens; the original is left as it is.
+//! isolated namespace with fresh tokens; the original is left as it is. Its database is a real
+//! PostgreSQL pod on the bed's real node: the restored project gets its own, and Rewind loads
+//! the dump into it — no database prepared by the test, no shared server.
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
 use support::operator::Operator;
+use support::real_node::{RealNode, apply_in, psql_in, wait_ready};
 use support::{Bed, status_of, unique};
 
 const DONE: Duration = Duration::from_secs(150);
@@ -17,34 +19,12 @@ fn operator(bed: &Bed) -> &'static Operator {
     Operator::shared(bed, &["--dump-timeout", "60s", "--snapshot-timeout", "60s"])
 }
 
-fn psql(bed: &Bed, database: &str, sql: &str) -> String {
-    let output = Command::new(format!("{}/psql", bed.var("PG_BIN").unwrap_or("/usr/bin")))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            database,
-            "-c",
-            sql,
-        ])
-        .envs(bed.envs())
-        .output()
-        .expect("psql");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn checksum(bed: &Bed, database: &str) -> String {
-    psql(
+/// Row count and a digest of every row of `customers`, read inside the database pod db-0.
+fn checksum(bed: &Bed, namespace: &str) -> String {
+    psql_in(
         bed,
-        database,
+        namespace,
+        "db-0",
         "SELECT count(*) || ':' || md5(string_agg(id || '/' || name, ',' ORDER BY id)) FROM customers",
     )
 }
@@ -89,6 +69,9 @@ async fn project_comes_back_isolated_sanitized_with_its_data_and_fresh_tokens() 
     let Some(csi_state) = bed.require("CSI_STATE_DIR", "comparing volume files") else {
         return;
     };
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
     let operator = operator(&bed);
     bed.apply(WIDGET_CRD);
     bed.wait_established(&["gadgets.e2e.rewind.dev"]);
@@ -96,13 +79,18 @@ async fn project_comes_back_isolated_sanitized_with_its_data_and_fresh_tokens() 
     let original = bed.project("shop", &account);
     let ns = original.name.clone();
     let target = format!("{ns}-copy");
-    bed.bind_exec(&ns, &ns);
-    bed.bind_exec(&target, &target);
-    psql(&bed, "postgres", &format!("CREATE DATABASE \"{ns}\""));
-    psql(&bed, "postgres", &format!("CREATE DATABASE \"{target}\""));
-    psql(
+    // The project's database: a PostgreSQL pod on the real node (its data in an emptyDir, so
+    // what comes back in the copy is the dump Rewind loads into the copy's own pod).
+    apply_in(
         &bed,
         &ns,
+        &node.postgres_pod("db-0", "    rewind.dev/database: postgres", "emptyDir: {}"),
+    );
+    wait_ready(&bed, &ns, "db-0");
+    psql_in(
+        &bed,
+        &ns,
+        "db-0",
         "CREATE TABLE customers (id int primary key, name text); INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 3000) g",
     );
     let rows_at_backup = checksum(&bed, &ns);
@@ -173,29 +161,16 @@ apiVersion: e2e.rewind.dev/v1
 kind: Gadget
 metadata: {{name: g1, namespace: {ns}}}
 spec: {{color: blue}}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: db-0
-  namespace: {ns}
-  annotations: {{rewind.dev/database: postgres}}
-spec: {{containers: [{{name: db, image: postgres:16}}]}}
 "#
     ));
     bed.wait_until(
-        "the PVC to bind and db-0 to run",
+        "the PVC to bind",
         DONE,
         || {
-            let bound = bed
-                .jsonpath(&["-n", &ns, "pvc", "files"], "{.status.phase}")
+            (bed.jsonpath(&["-n", &ns, "pvc", "files"], "{.status.phase}")
                 .as_deref()
-                == Some("Bound");
-            let running = bed
-                .jsonpath(&["-n", &ns, "pod", "db-0"], "{.status.phase}")
-                .as_deref()
-                == Some("Running");
-            (bound && running).then_some(())
+                == Some("Bound"))
+            .then_some(())
         },
         || bed.describe(&ns),
     );
@@ -231,7 +206,7 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
 
     // Saturday night: the tenant breaks the project.
     bed.kubectl_ok(&["-n", &ns, "delete", "configmap", "settings"]);
-    psql(&bed, &ns, "DELETE FROM customers WHERE id > 10");
+    psql_in(&bed, &ns, "db-0", "DELETE FROM customers WHERE id > 10");
 
     let versions_before = bed.kubectl_ok(&[
         "-n",
@@ -381,7 +356,14 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
         "helper snapshots removed"
     );
 
-    // Database: the rows as they were at backup time.
+    // Database: the copy's own PostgreSQL pod, on the real node, holds the rows as they were at
+    // backup time.
+    assert_eq!(
+        bed.jsonpath(&["-n", &target, "pod", "db-0"], "{.spec.nodeName}")
+            .as_deref(),
+        Some(node.name.as_str()),
+        "the restored database runs on the real node"
+    );
     assert_eq!(
         checksum(&bed, &target),
         rows_at_backup,
@@ -473,7 +455,10 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
             .is_err(),
         "the original stays as it was"
     );
-    assert_eq!(psql(&bed, &ns, "SELECT count(*) FROM customers"), "10");
+    assert_eq!(
+        psql_in(&bed, &ns, "db-0", "SELECT count(*) FROM customers"),
+        "10"
+    );
 
     // A restore into an existing namespace is refused, naming what to do.
     let refused = unique("refused");
@@ -487,16 +472,6 @@ spec: {{containers: [{{name: db, image: postgres:16}}]}}
     assert_eq!(ready["reason"], "TargetNamespaceExists", "{status}");
     bed.kubectl_ok(&["delete", "projectrestore", &refused, &restore, &again]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=90s"]);
-    psql(
-        &bed,
-        "postgres",
-        &format!("DROP DATABASE \"{ns}\" WITH (FORCE)"),
-    );
-    psql(
-        &bed,
-        "postgres",
-        &format!("DROP DATABASE \"{target}\" WITH (FORCE)"),
-    );
 }
 
 #[test]
