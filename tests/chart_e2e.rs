@@ -1,10 +1,14 @@
 //! The Helm chart on the test bed: it installs, the operator's RBAC is least privilege,
-//! the account-ownership policy admits owners only, and config/default is the chart rendered.
+//! the account-ownership policy admits owners only, config/default is the chart rendered, and
+//! the operator runs from the `rewind` image on the real node where the chart places it.
 
 mod support;
 
 use serde::Deserialize;
 
+use std::path::PathBuf;
+
+use support::real_node::RealNode;
 use support::{Bed, repo_root, unique};
 
 fn can(bed: &Bed, subject: &[&str], verb: &str, resource: &str, namespace: Option<&str>) -> bool {
@@ -316,6 +320,224 @@ fn config_default_is_the_chart_rendered_with_default_values() {
             "config/default lacks {kind}"
         );
     }
+}
+
+/// The OCI config of `image` as the real node's containerd holds it (`crictl inspecti`).
+fn image_config(bed: &Bed, image: &str) -> serde_json::Value {
+    let crictl = format!("{}/crictl", bed.var("TESTBED_BIN").unwrap_or("/usr/bin"));
+    let endpoint = format!(
+        "unix://{}",
+        bed.var("CONTAINERD_ADDRESS").unwrap_or_default()
+    );
+    let output = std::process::Command::new(&crictl)
+        .args(["--runtime-endpoint", &endpoint, "inspecti", image])
+        .output()
+        .unwrap_or_else(|e| panic!("running {crictl}: {e}"));
+    let inspected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "crictl inspecti {image}: {e}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    inspected["info"]["imageSpec"]["config"].clone()
+}
+
+/// A helm post-renderer (kustomize) for what only the bed needs: it has no kube-proxy, and its
+/// API server's certificate names `kubernetes.default.svc` but not the address pods reach it at,
+/// so the operator's pod resolves that name to `api_ip` (hostAliases) and is told the port.
+fn bed_api_post_renderer(dir: &std::path::Path, api_ip: &str, api_port: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "resources: [all.yaml]\npatches:\n- target: {{kind: Deployment}}\n  patch: |-\n    - {{op: add, path: /spec/template/spec/hostAliases, value: [{{ip: \"{api_ip}\", hostnames: [kubernetes.default.svc]}}]}}\n    - {{op: add, path: /spec/template/spec/containers/0/env/-, value: {{name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}}}}\n    - {{op: add, path: /spec/template/spec/containers/0/env/-, value: {{name: KUBERNETES_SERVICE_PORT, value: \"{api_port}\"}}}}\n"
+        ),
+    )
+    .expect("kustomization");
+    let script = dir.join("post-render");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\ncat >all.yaml\nexec \"${KUBECTL:-kubectl}\" kustomize .\n",
+    )
+    .expect("post-renderer");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    script
+}
+
+#[test]
+fn the_chart_runs_the_operator_from_the_rewind_image_on_the_node_it_is_placed_on_and_uninstalls_clean()
+ {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(endpoint), Some(bucket)) = (
+        bed.require("S3_ENDPOINT", "an S3 repository pods can reach"),
+        bed.require("S3_BUCKET", "an S3 repository pods can reach"),
+    ) else {
+        return;
+    };
+    let image = support::real_node::rewind_image(&bed);
+    let (repository, tag) = image.rsplit_once(':').expect("image name:tag");
+    // The image is the one the Dockerfile describes: its entrypoint, default command and user.
+    let config = image_config(&bed, &image);
+    assert_eq!(
+        (&config["Entrypoint"], &config["Cmd"], &config["User"]),
+        (
+            &serde_json::json!(["/usr/local/bin/rewind"]),
+            &serde_json::json!(["run"]),
+            &serde_json::json!("65532:65532")
+        ),
+        "{config}"
+    );
+    let release_ns = bed.namespace("rewind-placed");
+    let ns = release_ns.name.as_str();
+    bed.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "rewind-repository-key",
+        &format!("--from-literal=key={}", support::operator::new_key_hex()),
+    ]);
+    let (label_key, label_value) = node.label.split_once('=').expect("label key=value");
+    let var = |key: &str| bed.var(key).unwrap_or_default().to_string();
+    // One replica, no cluster-wide extras: the user roles have fixed names (the install test
+    // above owns them) and the ownership policies are covered there.
+    let values = format!(
+        r#"image: {{repository: "{repository}", tag: "{tag}", pullPolicy: Never}}
+replicas: 1
+nodeSelector: {{"{label_key}": "{label_value}"}}
+tolerations: [{{key: "{taint}", operator: Exists, effect: NoSchedule}}]
+userRoles: {{enabled: false}}
+accountOwnership: {{enabled: false}}
+repository:
+  url: "s3://{bucket}/{prefix}"
+  keySecret: rewind-repository-key
+  persistence: {{enabled: false}}
+  env:
+    - {{name: AWS_ENDPOINT, value: "{endpoint}"}}
+    - {{name: AWS_ALLOW_HTTP, value: "true"}}
+    - {{name: AWS_ACCESS_KEY_ID, value: "{key_id}"}}
+    - {{name: AWS_SECRET_ACCESS_KEY, value: "{secret}"}}
+    - {{name: AWS_REGION, value: "{region}"}}
+"#,
+        taint = node.taint,
+        prefix = unique("placed"),
+        key_id = var("AWS_ACCESS_KEY_ID"),
+        secret = var("AWS_SECRET_ACCESS_KEY"),
+        region = var("AWS_REGION"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("values.yaml"), &values).expect("values");
+    let api_ip = bed
+        .jsonpath(
+            &["node", &node.name],
+            r#"{.status.addresses[?(@.type=="InternalIP")].address}"#,
+        )
+        .expect("the real node's InternalIP (the host's address on the pods' bridge)");
+    let server = bed.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let api_port = server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let post_renderer = bed_api_post_renderer(dir.path(), &api_ip, &api_port);
+    let chart = repo_root().join("charts/rewind");
+    let release = unique("placed");
+    bed.helm(&[
+        "install",
+        &release,
+        &chart.to_string_lossy(),
+        "-n",
+        ns,
+        "-f",
+        &dir.path().join("values.yaml").to_string_lossy(),
+        "--post-renderer",
+        &post_renderer.to_string_lossy(),
+    ])
+    .unwrap_or_else(|e| panic!("helm install: {e}\n{values}"));
+    let mut uninstall = Some(Uninstall {
+        bed: &bed,
+        namespace: ns.to_string(),
+        release: release.clone(),
+    });
+    let installed = bed
+        .helm(&["get", "manifest", &release, "-n", ns])
+        .expect("helm get manifest");
+
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let pod_field = |path: &str| {
+        bed.jsonpath(
+            &["-n", ns, "pods", "-l", &selector],
+            &format!("{{.items[0].{path}}}"),
+        )
+    };
+    let logs = || {
+        bed.kubectl(&["-n", ns, "logs", "-l", &selector, "--tail", "30"])
+            .unwrap_or_else(|e| e)
+    };
+    bed.wait_until(
+        "the operator's pod to be Ready",
+        std::time::Duration::from_secs(60),
+        || {
+            (pod_field(r#"status.conditions[?(@.type=="Ready")].status"#).as_deref()
+                == Some("True"))
+            .then_some(())
+        },
+        || format!("{}\n--- operator log ---\n{}", bed.describe(ns), logs()),
+    );
+    let pod = pod_field("metadata.name").expect("the operator's pod");
+    assert_eq!(
+        pod_field("spec.nodeName"),
+        Some(node.name.clone()),
+        "placed on the real node"
+    );
+    assert_eq!(pod_field("spec.containers[0].image"), Some(image.clone()));
+    // Its /readyz, through the API server's proxy to the pod's port.
+    let ready = bed.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/readyz"),
+    ]);
+    assert_eq!(ready.trim(), "ready");
+    let log = logs();
+    assert!(
+        log.contains("serving /healthz, /readyz and /metrics") && log.contains("became the leader"),
+        "the operator started and leads: {log}"
+    );
+
+    // Uninstalled, every object the release made is gone and its pod with it (CRDs stay: helm
+    // never deletes a chart's CRDs).
+    drop(uninstall.take());
+    let left: Vec<String> = serde_yaml::Deserializer::from_str(&installed)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .filter(|doc| doc["kind"].is_string())
+        .filter_map(|doc| {
+            let (kind, name) = (doc["kind"].as_str()?, doc["metadata"]["name"].as_str()?);
+            let mut args = vec!["get", kind, name, "--ignore-not-found", "-o", "name"];
+            if let Some(namespace) = doc["metadata"]["namespace"].as_str() {
+                args.extend(["-n", namespace]);
+            }
+            let found = bed.kubectl(&args).unwrap_or_else(|e| e);
+            (!found.trim().is_empty()).then(|| format!("{kind}/{name}: {found}"))
+        })
+        .collect();
+    assert!(left.is_empty(), "left after helm uninstall: {left:?}");
+    bed.wait_until(
+        "the operator's pod to be gone",
+        std::time::Duration::from_secs(30),
+        || pod_field("metadata.name").is_none().then_some(()),
+        || bed.describe(ns),
+    );
 }
 
 struct Uninstall<'a> {

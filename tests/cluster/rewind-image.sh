@@ -5,7 +5,9 @@
 #
 #   rewind-image.sh BINARY   prints IMAGE_REWIND=rewind.dev/testbed/rewind:<hash> on stdout
 #
-# The image holds BINARY as /usr/local/bin/rewind (its entrypoint) with the shared libraries it
+# The image holds BINARY as /usr/local/bin/rewind (its entrypoint; its default command is `run`,
+# as the Dockerfile's CMD, so it starts the operator as the chart and the Dockerfile describe)
+# with the shared libraries it
 # loads (ldd) and the host's CA bundle (an https:// object store); no shell. Its default user is
 # 65532 (nonroot): a pod that says runAsNonRoot runs without naming a user, one that needs root
 # says runAsUser: 0. Its tag is the hash of the binary, those libraries' packages, this script,
@@ -42,7 +44,7 @@ lib_packages=$(for lib in $(libs_of "$binary"); do dpkg -S "$lib" 2>/dev/null | 
 inputs_key=$( { sha256sum <"$binary"; pkg_versions $lib_packages ca-certificates 2>/dev/null || true; } \
   | key - "$0" "$pack" "$images_lib")
 build_image IMAGE_REWIND rewind "$inputs_key" fill_rewind \
-  --entrypoint /usr/local/bin/rewind --user 65532:65532 --env PATH=/usr/local/bin:/usr/bin:/bin --workdir /tmp
+  --entrypoint /usr/local/bin/rewind --cmd run --user 65532:65532 --env PATH=/usr/local/bin:/usr/bin:/bin --workdir /tmp
 
 address=${CONTAINERD_ADDRESS:-}
 if [[ -z $address ]]; then
