@@ -334,4 +334,12 @@ fn kubectl_rewind_takes_lists_logs_and_restores_only_after_the_user_understands(
             .is_some_and(|after| after != token_before),
         "{token_before} -> {token_after:?}"
     );
+    bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
+    bed.kubectl_ok(&[
+        "delete",
+        "accountbackup",
+        &backup,
+        &escaped,
+        "--timeout=90s",
+    ]);
 }
