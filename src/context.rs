@@ -56,6 +56,8 @@ pub struct Context {
     pub backups: kube::runtime::reflector::Store<crate::api::AccountBackup>,
     /// Consecutive reconcile failures per object: how soon each is retried.
     pub backoff: crate::retry::Backoff,
+    /// Mover pods, or why there are none (volumes then stay snapshots only).
+    pub movers: crate::mover::settings::Movers,
 }
 
 impl Context {

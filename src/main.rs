@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator (controllers, leader election, probes, metrics).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crd(cli::crd::CrdArgs),
     /// Work with a backup repository directly.
@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             let repository = rewind::operator::open_repository(&args.repository, &key)
                 .await
                 .with_context(|| format!("opening the repository {}", args.repository))?;
-            rewind::operator::run(args, Arc::new(repository)).await
+            rewind::operator::run(*args, Arc::new(repository)).await
         }),
     }
 }

@@ -156,6 +156,7 @@ fn tenant_volume(bed: &Bed) -> Option<(TestNamespace<'_>, VolumeSnapshotRecord)>
         access_modes: vec!["ReadWriteOnce".into()],
         volume_snapshot_class: content_field("{.spec.volumeSnapshotClassName}"),
         ready: true,
+        repository_copy: None,
     };
     assert!(record.snapshot_handle.is_some(), "{record:?}");
     Some((project, record))

@@ -67,6 +67,9 @@ pub struct AccountBackupSpec {
     /// Database dumps over pod exec.
     #[serde(default)]
     pub databases: DatabasesSpec,
+    /// What happens to volume data besides the CSI snapshot.
+    #[serde(default)]
+    pub volumes: VolumesSpec,
     /// Selects the Secrets that are resource tokens, in addition to those labelled `rewind.dev/token=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_selector: Option<LabelSelector>,
@@ -97,6 +100,25 @@ pub struct DatabasesSpec {
 impl Default for DatabasesSpec {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// What a backup does with each PVC's data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumesSpec {
+    /// Copy each volume's files from its snapshot into the repository (a mover pod on a node),
+    /// so the backup survives the loss of the storage system and of the cluster. Default true;
+    /// false keeps snapshot-only backups, restorable only while the storage system holds them.
+    #[serde(default = "default_true")]
+    pub copy_to_repository: bool,
+}
+
+impl Default for VolumesSpec {
+    fn default() -> Self {
+        Self {
+            copy_to_repository: true,
+        }
     }
 }
 
@@ -237,6 +259,28 @@ pub struct VolumeSnapshotRecord {
     pub volume_snapshot_class: Option<String>,
     /// The snapshot was readyToUse and is now independent of the namespace.
     pub ready: bool,
+    /// The volume's files copied into the repository; absent for a snapshot-only backup or a
+    /// copy that failed (`status.failed` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_copy: Option<VolumeCopyRecord>,
+}
+
+/// A volume's files in the repository, as its mover wrote them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeCopyRecord {
+    /// The repository snapshot holding the tree stream.
+    pub snapshot: String,
+    /// The tree stream's name in it.
+    pub stream: String,
+    /// Regular files copied.
+    pub files: u64,
+    /// Their bytes (the volume's file sizes, holes included).
+    pub bytes: u64,
+    /// What the copy added to the repository (new chunks, compressed and sealed).
+    pub stored_bytes: u64,
+    /// When the copy finished (RFC 3339).
+    pub finished_at: String,
 }
 
 /// A database dump stored in the repository.

@@ -181,6 +181,9 @@ pub struct AccountBackupTemplate {
     /// Database dumps over pod exec.
     #[serde(default)]
     pub databases: DatabasesSpec,
+    /// What happens to volume data besides the CSI snapshot (copied into the repository by default).
+    #[serde(default)]
+    pub volumes: super::VolumesSpec,
     /// Selects additional resource-token Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_selector: Option<LabelSelector>,
@@ -194,6 +197,7 @@ impl Default for AccountBackupTemplate {
             ttl: default_ttl(),
             volume_snapshot_class_name: None,
             databases: DatabasesSpec::default(),
+            volumes: super::VolumesSpec::default(),
             token_selector: None,
         }
     }

@@ -30,6 +30,12 @@ pub const IMPORTED_LABEL: &str = "rewind.dev/imported";
 /// Label on a mover pod and its PVC (in the operator's namespace): `backup` (copies a volume into
 /// the repository) or `restore` (fills a volume from it). Only the operator creates objects there.
 pub const MOVER_LABEL: &str = "rewind.dev/mover";
+/// On a PersistentVolume a restore mover filled: the mover's name, so a restarted operator
+/// finds the volume after its staging claim is gone.
+pub const FILLED_BY_LABEL: &str = "rewind.dev/filled-by";
+/// On that PersistentVolume: the reclaim policy it had before the hand-over kept it (Retain),
+/// given back once the restored claim is bound.
+pub const RECLAIM_POLICY_ANNOTATION: &str = "rewind.dev/reclaim-policy";
 
 /// Label on a mover's objects: the UID of the AccountBackup or ProjectRestore they work for
 /// (also their controller owner reference, which is what cleanup checks).

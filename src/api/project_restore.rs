@@ -71,9 +71,26 @@ pub struct ProjectRestoreSpec {
     /// Stream database dumps into the restored database pods. Default true.
     #[serde(default = "default_true")]
     pub restore_databases: bool,
-    /// Restore PVC contents from the backup's snapshots. Default true.
+    /// Restore PVC contents from the backup. Default true.
     #[serde(default = "default_true")]
     pub restore_volumes: bool,
+    /// Where volume contents come from: `Auto` (default) — the CSI snapshot while the storage
+    /// system still has it (fast), else the backup's copy in the repository; `Snapshot` — the
+    /// snapshot only; `Repository` — the repository copy only (a mover pod fills a new volume).
+    #[serde(default)]
+    pub volume_source: VolumeSource,
+}
+
+/// Where a restored PVC's contents come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeSource {
+    /// The snapshot when it is still there, else the repository copy.
+    #[default]
+    Auto,
+    /// The CSI snapshot only.
+    Snapshot,
+    /// The repository copy only.
+    Repository,
 }
 
 /// At most 64 targets, each at most a namespace name long: bounds that keep the admission rules

@@ -97,7 +97,46 @@ pub async fn release_slot_and_lock(
     ctx.locks
         .release(&backup.spec.account, &Holder::backup(backup))
         .await?;
+    // Movers of any attempt, a restarted operator's included.
+    let uid = backup.metadata.uid.as_deref().unwrap_or_default();
+    if !uid.is_empty()
+        && let Err(err) = crate::mover::apply::remove_all(&ctx.client, &ctx.namespace, uid).await
+    {
+        tracing::warn!(error = %err, "removing the backup's movers failed; they go with the AccountBackup (owner references)");
+    }
     Ok(())
+}
+
+/// Releases the volume copies movers wrote for backup `uid` that are not in `keep`: those of an
+/// attempt that did not finish, or all of them for a backup that failed or is deleted.
+pub async fn release_volume_copies(
+    ctx: &Context,
+    uid: &str,
+    keep: &[&str],
+) -> Result<usize, BackupError> {
+    if uid.is_empty() {
+        return Ok(0);
+    }
+    let snapshots = ctx
+        .store
+        .list()
+        .await
+        .map_err(|err| BackupError::Repository(err.message))?;
+    let mut released = 0;
+    for snapshot in snapshots.iter().filter(|s| {
+        s.metadata
+            .get(crate::archive::layout::VOLUME_OF_BACKUP_METADATA)
+            .map(String::as_str)
+            == Some(uid)
+            && !keep.contains(&s.id.as_str())
+    }) {
+        ctx.store
+            .release(&snapshot.id)
+            .await
+            .map_err(|err| BackupError::Repository(err.message))?;
+        released += 1;
+    }
+    Ok(released)
 }
 
 pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), BackupError> {
@@ -125,6 +164,19 @@ pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), B
             .map_err(|err| BackupError::Snapshot(err.to_string()))?;
         }
     }
+    let copies: Vec<&str> = backup
+        .status
+        .iter()
+        .flat_map(|s| s.volume_snapshots.iter())
+        .filter_map(|v| v.repository_copy.as_ref().map(|c| c.snapshot.as_str()))
+        .collect();
+    for copy in &copies {
+        ctx.store
+            .release(copy)
+            .await
+            .map_err(|err| BackupError::Repository(err.message))?;
+    }
+    release_volume_copies(ctx, backup.metadata.uid.as_deref().unwrap_or_default(), &[]).await?;
     if let Some(snapshot) = backup
         .status
         .as_ref()

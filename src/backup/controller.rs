@@ -414,15 +414,17 @@ async fn run_copy(
     let classes = crate::snapshot::list_classes(&ctx.client)
         .await
         .unwrap_or_default();
+    let deadline = decide::time_left(&status, Timestamp::now(), ctx.operation_timeout);
     let settings = execute::CopySettings {
         types: &types,
         classes: &classes,
         timeouts: ctx.step_timeouts,
+        movers: &ctx.movers,
+        time_left: deadline,
     };
     if let Some(progress) = running.progress.as_mut() {
         progress.items_done = 0;
     }
-    let deadline = decide::time_left(&status, Timestamp::now(), ctx.operation_timeout);
     let mut reporter = progress::ProgressReporter::new(api.clone(), backup.name_any(), running);
     // The whole copy runs under what is left of the operation timeout: a step that hangs is cut
     // off here (nothing is committed; fail() settles its snapshots) instead of holding the slot.
@@ -485,6 +487,17 @@ async fn finish_copy(
     started: std::time::Instant,
 ) -> Result<Action, BackupError> {
     settle_snapshots(ctx, backup, Some(outcome)).await?;
+    let keep: Vec<&str> = outcome
+        .volume_snapshots
+        .iter()
+        .filter_map(|v| v.repository_copy.as_ref().map(|c| c.snapshot.as_str()))
+        .collect();
+    apply::release_volume_copies(
+        ctx,
+        backup.metadata.uid.as_deref().unwrap_or_default(),
+        &keep,
+    )
+    .await?;
     let status = decide::finished_status(latest, outcome, finished_at);
     write(api, latest, &status).await?;
     release_slot_and_lock(ctx, backup).await?;
@@ -541,6 +554,12 @@ async fn fail(
     // A failed backup records no volume; what it snapshotted goes now, or when it is deleted.
     if let Err(err) = settle_snapshots(ctx, backup, None).await {
         warn!(error = %err, "deleting the failed backup's volume snapshots failed; deleting the AccountBackup retries");
+    }
+    if let Err(err) =
+        apply::release_volume_copies(ctx, backup.metadata.uid.as_deref().unwrap_or_default(), &[])
+            .await
+    {
+        warn!(error = %err, "releasing the failed backup's volume copies failed; deleting the AccountBackup retries");
     }
     release_slot_and_lock(ctx, backup).await?;
     ctx.metrics

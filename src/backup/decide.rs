@@ -614,6 +614,7 @@ mod tests {
                 ttl: ttl.into(),
                 volume_snapshot_class_name: None,
                 databases: Default::default(),
+                volumes: Default::default(),
                 token_selector: None,
             },
         );

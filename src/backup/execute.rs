@@ -42,6 +42,10 @@ pub struct CopySettings<'a> {
     pub classes: &'a [crate::snapshot::ClassInfo],
     /// Step time limits.
     pub timeouts: crate::context::StepTimeouts,
+    /// Mover pods that copy volumes into the repository, or why there are none.
+    pub movers: &'a crate::mover::Movers,
+    /// What is left of the operation timeout when the copy starts.
+    pub time_left: std::time::Duration,
 }
 
 /// Copies every project — manifests, then hooks around volume snapshots and database dumps —
@@ -54,6 +58,7 @@ pub async fn copy_account(
     settings: &CopySettings<'_>,
     progress: &mut ProgressReporter,
 ) -> Result<BackupOutcome, BackupError> {
+    let started = tokio::time::Instant::now();
     let mut sink = store
         .begin(snapshot_metadata(backup, Timestamp::now()))
         .await
@@ -136,6 +141,10 @@ pub async fn copy_account(
         info!(project = %summary.name, resources = summary.resources, volumes = summary.volumes, databases = summary.databases, "project backed up");
         outcome.projects.push(summary);
     }
+    if backup.spec.volumes.copy_to_repository {
+        let left = settings.time_left.saturating_sub(started.elapsed());
+        copy_volumes(client, backup, settings.movers, left, &mut outcome).await;
+    }
     // What this backup produced goes into the snapshot too, so the object can be rebuilt from
     // the repository if it is ever lost (see `sync`).
     sink.start_stream(OUTCOME_STREAM)
@@ -147,6 +156,62 @@ pub async fn copy_account(
     sink.finish_stream().await.map_err(store_error)?;
     outcome.snapshot_id = sink.commit().await.map_err(store_error)?;
     Ok(outcome)
+}
+
+/// Copies the snapshotted volumes' files into the repository through mover pods, or says in a
+/// warning why they stay snapshots only.
+async fn copy_volumes(
+    client: &Client,
+    backup: &AccountBackup,
+    movers: &crate::mover::Movers,
+    time_left: std::time::Duration,
+    outcome: &mut BackupOutcome,
+) {
+    if !outcome
+        .volume_snapshots
+        .iter()
+        .any(|v| v.snapshot_handle.is_some())
+    {
+        return;
+    }
+    let (settings, parallel) = match movers {
+        crate::mover::Movers::On { settings, parallel } => (settings, *parallel),
+        crate::mover::Movers::Off(why) => {
+            outcome.warnings.push(format!(
+                "volumes are kept as CSI snapshots only, not copied into the repository: {why}; such a backup is lost with the storage system"
+            ));
+            return;
+        }
+    };
+    let failed = super::movers::copy_volumes(
+        client,
+        settings,
+        parallel,
+        backup,
+        &mut outcome.volume_snapshots,
+        time_left,
+    )
+    .await;
+    for volume in &outcome.volume_snapshots {
+        let Some(copy) = &volume.repository_copy else {
+            continue;
+        };
+        outcome.logical_bytes += copy.bytes;
+        outcome.stored_bytes += copy.stored_bytes;
+        if let Some(project) = outcome
+            .projects
+            .iter_mut()
+            .find(|p| p.name == volume.project)
+        {
+            project.bytes += copy.bytes;
+        }
+    }
+    for item in &failed {
+        if let Some(project) = outcome.projects.iter_mut().find(|p| p.name == item.project) {
+            project.failed += 1;
+        }
+    }
+    outcome.failed.extend(failed);
 }
 
 /// `Kind` of the core group, `Kind.group` of the others: how a project's objects are counted.

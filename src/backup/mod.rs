@@ -14,6 +14,7 @@ pub mod decide;
 pub mod error;
 pub mod execute;
 pub mod hooks;
+pub mod movers;
 pub mod observe;
 pub mod progress;
 pub mod resume;

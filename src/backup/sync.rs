@@ -119,6 +119,7 @@ pub fn imported_object(import: &Import) -> AccountBackup {
                 .map_or_else(crate::api::default_ttl, |ttl| ttl.as_str().into()),
             volume_snapshot_class_name: None,
             databases: Default::default(),
+            volumes: Default::default(),
             token_selector: None,
         });
     AccountBackup {

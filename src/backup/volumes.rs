@@ -104,6 +104,7 @@ async fn snapshot_one(
         access_modes: spec.access_modes.unwrap_or_default(),
         volume_snapshot_class: Some(class),
         ready: true,
+        repository_copy: None,
     })
 }
 

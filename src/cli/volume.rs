@@ -14,6 +14,10 @@ use crate::volume::{self, ExtractOptions};
 pub struct VolumeArgs {
     #[command(flatten)]
     pub repository: RepositoryArgs,
+    /// Also write the JSON summary to this file (a mover pod: /dev/termination-log, so the
+    /// operator reads it from the pod's status without reading logs).
+    #[arg(long)]
+    pub summary_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: VolumeCommand,
 }
@@ -86,7 +90,7 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("backing up {}", source.display()))?;
             let mut json = serde_json::to_value(&summary)?;
             json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
-            println!("{json}");
+            report(&json, args.summary_file.as_deref())?;
         }
         VolumeCommand::Restore {
             snapshot,
@@ -109,8 +113,18 @@ pub async fn run(args: VolumeArgs) -> anyhow::Result<()> {
             json["snapshot"] = serde_json::json!(snapshot);
             json["stream"] = serde_json::json!(stream);
             json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
-            println!("{json}");
+            report(&json, args.summary_file.as_deref())?;
         }
+    }
+    Ok(())
+}
+
+/// Prints the summary, and writes it to `file` when given.
+fn report(json: &serde_json::Value, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!("{json}");
+    if let Some(file) = file {
+        std::fs::write(file, format!("{json}\n"))
+            .with_context(|| format!("writing the summary to {}", file.display()))?;
     }
     Ok(())
 }

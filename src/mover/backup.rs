@@ -182,6 +182,7 @@ mod tests {
             access_modes: vec!["ReadWriteOnce".into()],
             volume_snapshot_class: Some("rewind-hostpath-snapshots".into()),
             ready: true,
+            repository_copy: None,
         }
     }
 

@@ -6,15 +6,18 @@
 //! left (computed by the caller from an injected clock): no client, no clock. Names are
 //! deterministic, so a restarted operator finds the movers it started.
 
+pub mod apply;
 pub mod backup;
 pub mod error;
 pub mod names;
 pub mod pod;
 pub mod restore;
 pub mod settings;
+pub mod state;
 
 pub use backup::{BackupMover, BackupVolume, backup_mover};
 pub use error::MoverError;
 pub use names::{MoverRole, mover_name};
 pub use restore::{RepositoryCopy, RestoreMover, RestoreVolume, restore_mover};
-pub use settings::{MoverAccess, MoverResources, MoverSettings};
+pub use settings::{MoverAccess, MoverResources, MoverSettings, Movers};
+pub use state::{MoverState, copy_record, mover_state};

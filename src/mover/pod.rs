@@ -14,6 +14,9 @@ pub const MOVER_BINARY: &str = "/usr/local/bin/rewind";
 pub const DATA_DIR: &str = "/data";
 /// Where the repository key Secret is mounted.
 pub const KEY_DIR: &str = "/var/run/rewind/repository";
+/// Where the mover writes its JSON summary: the container's termination message, which the
+/// operator reads from the pod's status.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The key file's name in [`KEY_DIR`].
 pub const KEY_FILE: &str = "key";
 
@@ -88,6 +91,8 @@ pub fn mover_pod(settings: &MoverSettings, parts: PodParts<'_>) -> Value {
         settings.repository.clone(),
         "--key-file".into(),
         key_file,
+        "--summary-file".into(),
+        TERMINATION_LOG.into(),
     ];
     full_command.extend(command);
     let (pod_security, capabilities, key_mode) = match &settings.access {
@@ -323,6 +328,8 @@ pub(crate) mod tests {
                 "s3://bucket/prefix",
                 "--key-file",
                 "/var/run/rewind/repository/key",
+                "--summary-file",
+                TERMINATION_LOG,
                 "backup",
                 "--source",
                 "/data"

@@ -196,6 +196,7 @@ mod tests {
             access_modes: vec!["ReadWriteMany".into()],
             volume_snapshot_class: None,
             ready: true,
+            repository_copy: None,
         }
     }
 

@@ -34,6 +34,20 @@ pub struct MoverSettings {
     pub access: MoverAccess,
 }
 
+/// Whether this operator copies volumes into the repository, and with what.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Movers {
+    /// Movers run with these settings, at most `parallel` per backup at once.
+    On {
+        /// The pods' settings.
+        settings: Box<MoverSettings>,
+        /// Volumes moved at the same time by one operation.
+        parallel: usize,
+    },
+    /// No mover can run; why, for the warning each backup with volumes carries.
+    Off(String),
+}
+
 /// Requests and limits (`cpu`, `memory`, ...) as Kubernetes quantities.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MoverResources {
@@ -61,4 +75,153 @@ pub enum MoverAccess {
         /// `runAsGroup`.
         gid: i64,
     },
+}
+
+/// Why mover settings cannot be built from the operator's flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A `key=value` list has an entry without `=` or with an empty key.
+    #[error("{flag}: {entry:?} is not key=value (write e.g. cpu=100m,memory=128Mi)")]
+    NotKeyValue {
+        /// The flag.
+        flag: &'static str,
+        /// The entry.
+        entry: String,
+    },
+    /// `--mover-access` is neither `any-owner` nor `single-user:UID:GID`.
+    #[error(
+        "--mover-access {0:?}: use any-owner or single-user:UID:GID (e.g. single-user:1000:1000)"
+    )]
+    Access(String),
+    /// Movers cannot reach a file:// repository.
+    #[error(
+        "--mover-repository {0:?}: mover pods cannot reach a file:// repository; use an object store (s3://, gs://, az://)"
+    )]
+    FileRepository(String),
+}
+
+impl SettingsError {
+    /// A static label for logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::NotKeyValue { .. } => "NotKeyValue",
+            Self::Access(_) => "Access",
+            Self::FileRepository(_) => "FileRepository",
+        }
+    }
+}
+
+/// `key=value,key=value` (pure); empty entries are skipped.
+pub fn key_values(
+    flag: &'static str,
+    text: &str,
+) -> Result<BTreeMap<String, String>, SettingsError> {
+    let mut map = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                map.insert(key.trim().to_string(), value.trim().to_string());
+            }
+            _ => {
+                return Err(SettingsError::NotKeyValue {
+                    flag,
+                    entry: entry.to_string(),
+                });
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// `any-owner` or `single-user:UID:GID` (pure).
+pub fn access(text: &str) -> Result<MoverAccess, SettingsError> {
+    let refused = || SettingsError::Access(text.to_string());
+    match text.trim() {
+        "any-owner" => Ok(MoverAccess::AnyOwner),
+        other => {
+            let rest = other.strip_prefix("single-user:").ok_or_else(refused)?;
+            let (uid, gid) = rest.split_once(':').ok_or_else(refused)?;
+            let uid: i64 = uid.parse().map_err(|_| refused())?;
+            let gid: i64 = gid.parse().map_err(|_| refused())?;
+            // Pod Security restricted refuses root; a "single user" that is root is any-owner.
+            if uid <= 0 || gid < 0 {
+                return Err(refused());
+            }
+            Ok(MoverAccess::SingleUser { uid, gid })
+        }
+    }
+}
+
+/// Tolerations of every taint with one of these keys (pure).
+pub fn tolerations(text: &str) -> Vec<Value> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(|key| serde_json::json!({"key": key, "operator": "Exists"}))
+        .collect()
+}
+
+/// Whether movers can reach a repository at this URL (pure): not on the operator's own disk.
+pub fn reachable_by_movers(url: &str) -> Result<(), SettingsError> {
+    if url.starts_with("file://") || url.starts_with("memory://") {
+        return Err(SettingsError::FileRepository(url.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_lists_are_read_and_a_broken_entry_is_named() {
+        let map = key_values("--mover-requests", "cpu=100m, memory=128Mi,").expect("valid");
+        assert_eq!(map["cpu"], "100m");
+        assert_eq!(map["memory"], "128Mi");
+        assert!(key_values("--x", "").expect("empty").is_empty());
+        let err = key_values("--mover-limits", "memory").expect_err("no =");
+        assert!(err.to_string().contains("\"memory\""), "{err}");
+        assert_eq!(err.category(), "NotKeyValue");
+        assert!(key_values("--x", "=1").is_err());
+    }
+
+    #[test]
+    fn access_is_any_owner_or_one_non_root_user() {
+        assert_eq!(access("any-owner"), Ok(MoverAccess::AnyOwner));
+        assert_eq!(
+            access("single-user:1000:2000"),
+            Ok(MoverAccess::SingleUser {
+                uid: 1000,
+                gid: 2000
+            })
+        );
+        for bad in [
+            "root",
+            "single-user:0:0",
+            "single-user:1000",
+            "single-user:a:b",
+            "",
+        ] {
+            assert!(access(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tolerations_tolerate_every_effect_of_each_key() {
+        assert_eq!(
+            tolerations("rewind.dev/real-node, gpu"),
+            vec![
+                serde_json::json!({"key": "rewind.dev/real-node", "operator": "Exists"}),
+                serde_json::json!({"key": "gpu", "operator": "Exists"}),
+            ]
+        );
+        assert!(tolerations("").is_empty());
+    }
+
+    #[test]
+    fn movers_never_get_a_repository_on_the_operators_own_disk() {
+        assert!(reachable_by_movers("file:///var/lib/rewind").is_err());
+        assert!(reachable_by_movers("memory://").is_err());
+        assert!(reachable_by_movers("s3://bucket/prefix").is_ok());
+    }
 }

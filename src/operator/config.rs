@@ -53,6 +53,64 @@ pub struct RunArgs {
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "REWIND_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
+    /// Where volume copies are made: mover pods (docs/volumes.md, "Movers").
+    #[command(flatten)]
+    pub movers: MoverArgs,
+}
+
+/// Mover pods: they copy each volume's files between a snapshot and the repository on a node.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MoverArgs {
+    /// Image of the mover pods: the operator's own image (it holds `rewind` at
+    /// /usr/local/bin/rewind). Without it volumes are kept as CSI snapshots only, and each backup
+    /// with volumes says so in a warning.
+    #[arg(long, env = "REWIND_MOVER_IMAGE")]
+    pub mover_image: Option<String>,
+    /// imagePullPolicy of the mover pods (the cluster's default when unset).
+    #[arg(long, env = "REWIND_MOVER_IMAGE_PULL_POLICY")]
+    pub mover_image_pull_policy: Option<String>,
+    /// The repository URL as the mover pods reach it, when it differs from --repository.
+    /// A file:// repository is on the operator's own volume: movers cannot reach it.
+    #[arg(long, env = "REWIND_MOVER_REPOSITORY")]
+    pub mover_repository: Option<String>,
+    /// Secret in the operator's namespace holding the repository master key, mounted into movers.
+    #[arg(
+        long,
+        env = "REWIND_MOVER_KEY_SECRET",
+        default_value = "rewind-repository-key"
+    )]
+    pub mover_key_secret: String,
+    /// The key of that Secret holding the master key.
+    #[arg(long, env = "REWIND_MOVER_KEY_SECRET_KEY", default_value = "key")]
+    pub mover_key_secret_key: String,
+    /// Secret in the operator's namespace whose entries become the movers' environment (the
+    /// object store's AWS_ENDPOINT, AWS_REGION, credentials, ...).
+    #[arg(long, env = "REWIND_MOVER_ENV_SECRET")]
+    pub mover_env_secret: Option<String>,
+    /// Who movers run as: `any-owner` (root with only DAC_OVERRIDE for backups and CHOWN,
+    /// DAC_OVERRIDE, FOWNER, FSETID for restores: Pod Security baseline; every file whatever its
+    /// owner) or `single-user:UID:GID` (Pod Security restricted; files that user cannot read fail).
+    #[arg(long, env = "REWIND_MOVER_ACCESS", default_value = "any-owner")]
+    pub mover_access: String,
+    /// nodeSelector of the mover pods, `key=value,key=value`.
+    #[arg(long, env = "REWIND_MOVER_NODE_SELECTOR", default_value = "")]
+    pub mover_node_selector: String,
+    /// Taint keys the mover pods tolerate (any value and effect), comma-separated.
+    #[arg(long, env = "REWIND_MOVER_TOLERATIONS", default_value = "")]
+    pub mover_tolerations: String,
+    /// Resource requests of the mover container, `cpu=100m,memory=128Mi`.
+    #[arg(
+        long,
+        env = "REWIND_MOVER_REQUESTS",
+        default_value = "cpu=100m,memory=128Mi"
+    )]
+    pub mover_requests: String,
+    /// Resource limits of the mover container, `memory=512Mi`.
+    #[arg(long, env = "REWIND_MOVER_LIMITS", default_value = "memory=512Mi")]
+    pub mover_limits: String,
+    /// Volumes copied at the same time by one backup.
+    #[arg(long, env = "REWIND_MOVER_PARALLEL", default_value_t = 4)]
+    pub mover_parallel: u16,
 }
 
 /// How log lines are written.
@@ -62,4 +120,51 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines, for a terminal.
     Text,
+}
+
+/// The movers this operator runs, from its flags (pure): Off with the reason when no image is
+/// configured or the repository is on the operator's own disk; an error for a malformed flag.
+pub fn movers(
+    args: &RunArgs,
+) -> Result<crate::mover::settings::Movers, crate::mover::settings::SettingsError> {
+    use crate::mover::settings::{
+        MoverResources, MoverSettings, Movers, access, key_values, reachable_by_movers, tolerations,
+    };
+    let flags = &args.movers;
+    let Some(image) = flags.mover_image.clone() else {
+        return Ok(Movers::Off(
+            "the operator has no mover image (--mover-image, chart value movers.image)".into(),
+        ));
+    };
+    let repository = flags
+        .mover_repository
+        .clone()
+        .unwrap_or_else(|| args.repository.clone());
+    if let Err(err) = reachable_by_movers(&repository) {
+        if flags.mover_repository.is_some() {
+            return Err(err);
+        }
+        return Ok(Movers::Off(format!(
+            "the repository {repository} is on the operator's own volume, which mover pods cannot reach: use an object store (s3://, gs://, az://)"
+        )));
+    }
+    Ok(Movers::On {
+        settings: Box::new(MoverSettings {
+            image,
+            image_pull_policy: flags.mover_image_pull_policy.clone(),
+            namespace: args.namespace.clone(),
+            repository,
+            key_secret: flags.mover_key_secret.clone(),
+            key_secret_key: flags.mover_key_secret_key.clone(),
+            repository_env_secret: flags.mover_env_secret.clone(),
+            resources: MoverResources {
+                requests: key_values("--mover-requests", &flags.mover_requests)?,
+                limits: key_values("--mover-limits", &flags.mover_limits)?,
+            },
+            node_selector: key_values("--mover-node-selector", &flags.mover_node_selector)?,
+            tolerations: tolerations(&flags.mover_tolerations),
+            access: access(&flags.mover_access)?,
+        }),
+        parallel: usize::from(flags.mover_parallel.max(1)),
+    })
 }

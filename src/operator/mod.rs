@@ -90,6 +90,15 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
     }
 
     let mut backups = crate::reflectors::BackupReflector::default();
+    let movers = config::movers(&args)?;
+    match &movers {
+        crate::mover::settings::Movers::On { settings, .. } => {
+            info!(image = %settings.image, repository = %settings.repository, "volumes are copied into the repository by mover pods");
+        }
+        crate::mover::settings::Movers::Off(why) => {
+            warn!(%why, "volumes are kept as CSI snapshots only");
+        }
+    }
     let ctx = Arc::new(Context {
         backups: backups.reader(),
         client: client.clone(),
@@ -114,6 +123,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn SnapshotStore>) -> anyhow::Result
             .map(crate::notify::Notifier::new)
             .transpose()?,
         backoff: crate::retry::Backoff::default(),
+        movers,
     });
     let backup_changes = backups.subscribe();
     let schedule_wakeups = backups.subscribe();

@@ -46,3 +46,13 @@ pub async fn delete_namespaces(
     }
     Ok(())
 }
+
+/// Removes the restore's mover pods and staging claims, and gives up volumes it filled but
+/// never handed over. A failure is logged: the owner references remove the pods and claims
+/// with the ProjectRestore.
+pub async fn remove_movers(ctx: &Context, restore: &ProjectRestore) {
+    let uid = restore.metadata.uid.as_deref().unwrap_or_default();
+    if let Err(err) = super::movers::remove_movers(&ctx.client, &ctx.namespace, uid).await {
+        tracing::warn!(error = %err, "removing the restore's movers failed");
+    }
+}

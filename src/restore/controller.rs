@@ -268,6 +268,13 @@ async fn run_restore(
         backup: &backup,
         targets: &current.target_namespaces,
         timeouts: ctx.step_timeouts,
+        movers: &ctx.movers,
+        deadline: tokio::time::Instant::now()
+            + crate::status::time_left(
+                current.started_at.as_ref(),
+                Timestamp::now(),
+                ctx.operation_timeout,
+            ),
     };
     let mut progress = ProgressWriter::new(api.clone(), restore.name_any(), current.clone());
     // The whole run under what is left of the operation timeout: creates retried against a
@@ -309,6 +316,7 @@ async fn run_restore(
     }
     let finished = status::finished(restore, &outcome, Timestamp::now());
     write(api, restore, &finished).await?;
+    apply::remove_movers(ctx, restore).await;
     ctx.locks
         .release(&account, &Holder::restore(restore))
         .await?;
@@ -359,6 +367,7 @@ async fn fail(
         &status::failed(restore, reason, message, Timestamp::now()),
     )
     .await?;
+    apply::remove_movers(ctx, restore).await;
     // A restore only ever holds its own account's lock; releasing is a no-op when it does not.
     ctx.locks
         .release(&restore.spec.account, &Holder::restore(restore))
@@ -412,6 +421,7 @@ async fn cleanup(restore: Arc<ProjectRestore>, ctx: &Context) -> Result<Action, 
     if unfinished {
         apply::delete_namespaces(ctx, &restore).await?;
     }
+    apply::remove_movers(ctx, &restore).await;
     // Its own account's lock, even when the backup is gone already.
     ctx.locks
         .release(&restore.spec.account, &Holder::restore(&restore))

@@ -1,6 +1,7 @@
 //! What a ProjectRestore may do: refusals with what to do, and target namespace names (pure).
 
 pub mod status;
+pub mod volume_source;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -289,6 +290,7 @@ mod tests {
                 ttl: "168h".into(),
                 volume_snapshot_class_name: None,
                 databases: Default::default(),
+                volumes: Default::default(),
                 token_selector: None,
             },
         );
@@ -321,6 +323,7 @@ mod tests {
                 expire_after: None,
                 restore_databases: true,
                 restore_volumes: true,
+                volume_source: Default::default(),
             },
         );
         restore.metadata.uid = Some("7f3a9c21-0000-4000-8000-000000000000".into());

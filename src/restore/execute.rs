@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::create::Creator;
 use super::decide::status::RestoreOutcome;
+use super::decide::volume_source::{VolumePlan, volume_plan};
 use super::error::RestoreError;
 use super::namespace;
 use super::progress::ProgressWriter;
@@ -25,6 +26,7 @@ use crate::archive::layout::manifest_stream;
 use crate::archive::store::SnapshotStore;
 use crate::context::StepTimeouts;
 use crate::manifest::is_token;
+use crate::mover::restore::claim_filled_volume;
 
 fn item(project: &str, object: &Value, reason: String) -> ItemOutcome {
     ItemOutcome {
@@ -73,6 +75,19 @@ pub struct RestoreJob<'a> {
     pub targets: &'a BTreeMap<String, String>,
     /// Step time limits.
     pub timeouts: StepTimeouts,
+    /// Mover pods that fill volumes from the repository, or why there are none.
+    pub movers: &'a crate::mover::Movers,
+    /// When the restore's operation timeout ends.
+    pub deadline: tokio::time::Instant,
+}
+
+/// The volumes a project's manifests brought back, to wait for and finish.
+#[derive(Default)]
+struct RestoredVolumes {
+    /// Helper snapshots (name, PVC) of volumes restored from their CSI snapshot.
+    helpers: Vec<(String, String)>,
+    /// Volumes filled from the repository copy (PersistentVolume, PVC).
+    filled: Vec<(String, String)>,
 }
 
 /// Restores every target project; items that fail are listed, the rest goes on.
@@ -130,17 +145,31 @@ impl ProjectStep<'_> {
                 .push(self.failure("Namespace", self.target, reason));
             return Ok(());
         }
-        let helpers = self.restore_manifests(outcome, progress).await?;
+        let volumes = self.restore_manifests(outcome, progress).await?;
+        let claims: Vec<&str> = volumes
+            .helpers
+            .iter()
+            .chain(volumes.filled.iter())
+            .map(|(_, pvc)| pvc.as_str())
+            .collect();
         wait_for_bound(
             self.client,
             self.target,
-            &helpers,
+            &claims,
             self.job.timeouts.snapshot,
             self.project,
             outcome,
         )
         .await;
-        for (helper, _) in &helpers {
+        for (volume, pvc) in &volumes.filled {
+            if let Err(err) = super::movers::give_back_reclaim_policy(self.client, volume).await {
+                outcome.warnings.push(format!(
+                    "the volume {volume} of {}/{pvc} keeps reclaim policy Retain: {err}",
+                    self.target
+                ));
+            }
+        }
+        for (helper, _) in &volumes.helpers {
             if let Err(err) = remove_helpers(self.client, helper, self.target).await {
                 outcome.warnings.push(format!(
                     "the restore helper snapshot {}/{helper} could not be removed: {err}",
@@ -195,7 +224,7 @@ impl ProjectStep<'_> {
         &self,
         outcome: &mut RestoreOutcome,
         progress: &mut ProgressWriter,
-    ) -> Result<Vec<(String, String)>, RestoreError> {
+    ) -> Result<RestoredVolumes, RestoreError> {
         let stream = self
             .store
             .read_stream(self.snapshot, &manifest_stream(self.project))
@@ -205,7 +234,7 @@ impl ProjectStep<'_> {
                 permanent: e.permanent,
             })?;
         let mut lines = BufReader::new(stream).lines();
-        let mut helpers = Vec::new();
+        let mut volumes = RestoredVolumes::default();
         let mut creator = Creator::new(self.client.clone(), self.target);
         let mut bytes_read = 0;
         loop {
@@ -232,7 +261,7 @@ impl ProjectStep<'_> {
                 ));
                 continue;
             };
-            let Some(object) = self.prepare(object, &mut helpers, outcome).await else {
+            let Some(object) = self.prepare(object, &mut volumes, outcome).await else {
                 continue;
             };
             // Objects of one kind are independent and created together; the backup wrote the
@@ -243,7 +272,7 @@ impl ProjectStep<'_> {
         }
         let finished = creator.finish().await;
         self.count(finished, outcome, progress, bytes_read).await;
-        Ok(helpers)
+        Ok(volumes)
     }
 
     /// Counts finished creates into the outcome and the progress.
@@ -269,7 +298,7 @@ impl ProjectStep<'_> {
     async fn prepare(
         &self,
         object: Value,
-        helpers: &mut Vec<(String, String)>,
+        volumes: &mut RestoredVolumes,
         outcome: &mut RestoreOutcome,
     ) -> Option<Value> {
         let (project, target) = (self.project, self.target);
@@ -298,17 +327,18 @@ impl ProjectStep<'_> {
             });
         }
         if object["kind"] == "PersistentVolumeClaim" && object["apiVersion"] == "v1" {
-            return self.prepare_claim(object, helpers, outcome).await;
+            return self.prepare_claim(object, volumes, outcome).await;
         }
         Some(object)
     }
 
-    /// A PVC comes back from its volume snapshot when the backup has one and the restore wants
-    /// volumes; otherwise it is created empty, with a warning that says why.
+    /// A PVC comes back from its volume snapshot or its repository copy (`spec.volumeSource`)
+    /// when the backup has one and the restore wants volumes; otherwise it is created empty,
+    /// with a warning that says why.
     async fn prepare_claim(
         &self,
         object: Value,
-        helpers: &mut Vec<(String, String)>,
+        volumes: &mut RestoredVolumes,
         outcome: &mut RestoreOutcome,
     ) -> Option<Value> {
         let (project, target) = (self.project, self.target);
@@ -327,36 +357,129 @@ impl ProjectStep<'_> {
             });
         match record {
             Some(record) if self.job.restore.spec.restore_volumes => {
-                let uid = self.job.restore.metadata.uid.as_deref().unwrap_or_default();
-                let helper = helper_name(uid, target, &pvc);
-                if let Err(reason) = prepare_snapshot(
-                    self.client,
-                    &helper,
-                    target,
-                    record,
-                    self.job.timeouts.snapshot,
-                )
-                .await
-                {
-                    // The helper objects made for it go now: the content is cluster-scoped and
-                    // would outlive the target namespace.
-                    if let Err(err) = remove_helpers(self.client, &helper, target).await {
-                        outcome.warnings.push(format!(
-                            "the restore helper snapshot {target}/{helper} could not be removed: {err}"
-                        ));
+                let movers_off = match self.job.movers {
+                    crate::mover::Movers::Off(why) => Some(why.as_str()),
+                    crate::mover::Movers::On { .. } => None,
+                };
+                let source = self.job.restore.spec.volume_source;
+                let copy = match volume_plan(source, record, movers_off) {
+                    VolumePlan::Fail(reason) => {
+                        outcome.failed.push(item(project, &object, reason));
+                        return None;
                     }
-                    outcome.failed.push(item(project, &object, reason));
-                    return None;
-                }
-                helpers.push((helper.clone(), pvc));
-                outcome.restored.volumes += 1;
-                return Some(pvc_from_snapshot(object, &helper, record));
+                    VolumePlan::Repository(copy) => copy,
+                    VolumePlan::Snapshot => {
+                        return match self.claim_from_snapshot(&object, record, volumes).await {
+                            Ok(claim) => {
+                                outcome.restored.volumes += 1;
+                                Some(claim)
+                            }
+                            Err(reason) => {
+                                outcome.failed.push(item(project, &object, reason));
+                                None
+                            }
+                        };
+                    }
+                    VolumePlan::SnapshotThenRepository(copy) => {
+                        match self.claim_from_snapshot(&object, record, volumes).await {
+                            Ok(claim) => {
+                                outcome.restored.volumes += 1;
+                                return Some(claim);
+                            }
+                            Err(reason) => {
+                                outcome.warnings.push(format!(
+                                    "PVC {target}/{pvc}: its snapshot could not be used ({reason}); filled from the backup's repository copy instead"
+                                ));
+                                copy
+                            }
+                        }
+                    }
+                };
+                return match self.fill_from_repository(record, copy).await {
+                    Ok(volume) => {
+                        outcome.restored.volumes += 1;
+                        volumes.filled.push((volume.clone(), pvc));
+                        Some(claim_filled_volume(object, &volume))
+                    }
+                    Err(reason) => {
+                        outcome.failed.push(item(
+                            project,
+                            &object,
+                            format!("filling the volume from the backup's repository copy failed: {reason}"),
+                        ));
+                        None
+                    }
+                };
             }
             _ if excluded => outcome.warnings.push(format!("PVC {target}/{pvc} was excluded from the backup (rewind.dev/exclude=true) and is created empty")),
             Some(_) => outcome.warnings.push(format!("PVC {target}/{pvc} is created empty: spec.restoreVolumes is false")),
             None => outcome.warnings.push(format!("PVC {target}/{pvc} has no snapshot in the backup and is created empty")),
         }
         Some(object)
+    }
+
+    /// The claim pointed at a helper snapshot of the backup's CSI snapshot, once it is ready.
+    async fn claim_from_snapshot(
+        &self,
+        object: &Value,
+        record: &crate::api::VolumeSnapshotRecord,
+        volumes: &mut RestoredVolumes,
+    ) -> Result<Value, String> {
+        let target = self.target;
+        let pvc = record.pvc.clone();
+        let uid = self.job.restore.metadata.uid.as_deref().unwrap_or_default();
+        let helper = helper_name(uid, target, &pvc);
+        if let Err(reason) = prepare_snapshot(
+            self.client,
+            &helper,
+            target,
+            record,
+            self.job.timeouts.snapshot,
+        )
+        .await
+        {
+            // The helper objects made for it go now: the content is cluster-scoped and would
+            // outlive the target namespace.
+            if let Err(err) = remove_helpers(self.client, &helper, target).await {
+                tracing::warn!(%helper, error = %err, "removing a restore helper failed");
+            }
+            return Err(reason);
+        }
+        volumes.helpers.push((helper.clone(), pvc));
+        Ok(pvc_from_snapshot(object.clone(), &helper, record))
+    }
+
+    /// A new volume filled from the repository copy by a mover, handed to the claim.
+    async fn fill_from_repository(
+        &self,
+        record: &crate::api::VolumeSnapshotRecord,
+        copy: &crate::api::VolumeCopyRecord,
+    ) -> Result<String, String> {
+        let crate::mover::Movers::On { settings, .. } = self.job.movers else {
+            return Err("this operator runs no movers".into());
+        };
+        let owner = self
+            .job
+            .restore
+            .controller_owner_ref(&())
+            .ok_or_else(|| "the restore has no UID yet".to_string())?;
+        let time_left = self
+            .job
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        super::movers::fill_from_repository(
+            self.client,
+            settings,
+            &super::movers::Fill {
+                restore_uid: self.job.restore.metadata.uid.as_deref().unwrap_or_default(),
+                owner: &owner,
+                target_namespace: self.target,
+                record,
+                copy,
+            },
+            time_left,
+        )
+        .await
     }
 
     /// Each of the project's dumps streamed into its restored database pod.
@@ -412,7 +535,7 @@ impl ProjectStep<'_> {
 async fn wait_for_bound(
     client: &Client,
     namespace: &str,
-    helpers: &[(String, String)],
+    pvcs: &[&str],
     timeout: Duration,
     project: &str,
     outcome: &mut RestoreOutcome,
@@ -420,7 +543,7 @@ async fn wait_for_bound(
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let deadline = tokio::time::Instant::now() + timeout;
-    for (_, pvc) in helpers {
+    for pvc in pvcs {
         loop {
             let phase = claims
                 .get_opt(pvc)
@@ -436,7 +559,7 @@ async fn wait_for_bound(
                 outcome.failed.push(ItemOutcome {
                     project: project.to_string(),
                     kind: "PersistentVolumeClaim".into(),
-                    name: pvc.clone(),
+                    name: pvc.to_string(),
                     reason: format!("not Bound within {timeout:?} (phase {phase:?}): check the CSI provisioner's events on the PVC"),
                 });
                 break;

@@ -11,6 +11,7 @@ pub mod databases;
 pub mod decide;
 pub mod error;
 pub mod execute;
+pub mod movers;
 pub mod namespace;
 pub mod observe;
 pub mod progress;

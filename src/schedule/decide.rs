@@ -181,6 +181,7 @@ pub fn backup_for_slot(schedule: &BackupSchedule, slot: Timestamp) -> AccountBac
         ttl: template.ttl.clone(),
         volume_snapshot_class_name: template.volume_snapshot_class_name.clone(),
         databases: template.databases.clone(),
+        volumes: template.volumes.clone(),
         token_selector: template.token_selector.clone(),
     };
     let mut backup = AccountBackup::new(&backup_name(&schedule.name_any(), slot), spec);

@@ -16,8 +16,8 @@ free_port() {
 }
 
 # port_in_use PORT: true when something listens on 127.0.0.1:PORT.
-port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+port_in_use() {  # PORT [ADDRESS, default 127.0.0.1]
+  (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 # alive NAME: the process recorded in pids/NAME.pid runs.

@@ -48,6 +48,7 @@ node_up() {
     [[ -x $cni_bin_dir/$c ]] || die "CNI plugin $cni_bin_dir/$c is missing (apt-get install containernetworking-plugins)"
   done
   echo "$node_name" >"$node_dir/name"
+  echo "$node_ip" >"$node_dir/ip"
   echo "$kubelet_root/plugins_registry" >"$node_dir/registration-dir"
   echo "$containerd_sock" >"$node_dir/containerd-address"
 

@@ -100,6 +100,7 @@ mkdir -p "$state/node"
 "$(dirname "$0")/images.sh" "$state/node/images.env" || die "building the node's images failed"
 "$(dirname "$0")/node.sh" up "$bin" "$state/node/images.env"
 real_node=$(cat "$state/node/name")
+real_node_ip=$(cat "$state/node/ip")
 
 # 3. CSI: snapshot CRDs, the driver and the sidecars as local processes.
 crd_dir=$(cd "$(dirname "$0")/csi" && GOTOOLCHAIN=local go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
@@ -151,7 +152,8 @@ deletionPolicy: Delete
 YAML
 wait_for "the CSI driver, StorageClass and VolumeSnapshotClass to apply" 60 kubectl apply -f "$state/csi/objects.yaml"
 
-# 4. S3: moto's server on loopback, with a bucket.
+# 4. S3: moto's server with a bucket, on the real node's bridge address: the operator on this
+# host and the mover pods on the node reach it at one URL (on loopback, pods could not).
 venv=${REWIND_CACHE:-$HOME/.cache/rewind}/venv-moto-$MOTO_VERSION
 if [[ ! -x $venv/bin/moto_server ]]; then
   say "installing moto[server] $MOTO_VERSION into $venv"
@@ -159,13 +161,13 @@ if [[ ! -x $venv/bin/moto_server ]]; then
   "$venv/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" || die "pip install moto[server] failed (PyPI reachable?)"
 fi
 s3_port=$(free_port)
-start s3 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
-wait_for "the S3 server" 60 port_in_use "$s3_port"
+start s3 "$venv/bin/moto_server" -H "$real_node_ip" -p "$s3_port"
+wait_for "the S3 server" 60 port_in_use "$s3_port" "$real_node_ip"
 # A listening port is not yet a serving S3 API: the bucket is created (and then listed) with retries.
 make_bucket() {
   AWS_ACCESS_KEY_ID=testbed AWS_SECRET_ACCESS_KEY=testbed-secret "$venv/bin/python" -c "
 import boto3
-s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1')
+s3 = boto3.client('s3', endpoint_url='http://$real_node_ip:$s3_port', region_name='us-east-1')
 if '$S3_BUCKET' not in [b['Name'] for b in s3.list_buckets().get('Buckets', [])]:
     s3.create_bucket(Bucket='$S3_BUCKET')
 s3.head_bucket(Bucket='$S3_BUCKET')
@@ -221,7 +223,7 @@ CSI_DRIVER=$CSI_DRIVER
 CSI_STATE_DIR=$csi_state
 STORAGE_CLASS=$STORAGE_CLASS
 SNAPSHOT_CLASS=$SNAPSHOT_CLASS
-S3_ENDPOINT=http://127.0.0.1:$s3_port
+S3_ENDPOINT=http://$real_node_ip:$s3_port
 S3_BUCKET=$S3_BUCKET
 AWS_ACCESS_KEY_ID=testbed
 AWS_SECRET_ACCESS_KEY=testbed-secret

@@ -12,3 +12,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "rewind.operator" -}}
 {{ .Release.Name }}-operator
 {{- end -}}
+
+{{/* A map as key=value,key=value (sorted), for the operator's list flags. */}}
+{{- define "rewind.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%v" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

@@ -340,6 +340,7 @@ mod tests {
                 expire_after: expire_after.map(GoDuration::from),
                 restore_databases: true,
                 restore_volumes: true,
+                volume_source: Default::default(),
             },
         )
     }

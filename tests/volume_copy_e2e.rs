@@ -1,0 +1,360 @@
+//! Volume data in the repository, end to end on the bed's real node: an operator with an S3
+//! repository and mover pods backs up a project whose PVC holds files of several owners — the
+//! backup records the volume's repository copy (files, bytes) beside its CSI snapshot and leaves
+//! no mover behind; the storage system then loses the snapshot, and a restore fills the PVC
+//! from the repository copy (same bytes, owners and modes) instead of failing the volume. A
+//! restore with `volumeSource: Repository` takes the copy even while the snapshot exists.
+//! Deleting the backup releases the copies.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::operator::{Launch, Operator, new_key_hex};
+use support::real_node::{RealNode, apply_in, rewind_image};
+use support::{Bed, status_of, unique};
+
+const WAIT: Duration = Duration::from_secs(240);
+
+fn owned(path: &Path, uid: u32, mode: u32, contents: Option<&str>) {
+    match contents {
+        Some(text) => std::fs::write(path, text).expect("a file in the volume"),
+        None => std::fs::create_dir(path).expect("a directory in the volume"),
+    }
+    chown(path, Some(uid), Some(uid)).expect("chown");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn volume_dir(bed: &Bed, state_dir: &str, namespace: &str, pvc: &str) -> std::path::PathBuf {
+    let volume = bed
+        .jsonpath(&["-n", namespace, "pvc", pvc], "{.spec.volumeName}")
+        .expect("a bound PVC names its volume");
+    let handle = bed
+        .jsonpath(&["pv", &volume], "{.spec.csi.volumeHandle}")
+        .expect("volume handle");
+    Path::new(state_dir).join(handle)
+}
+
+const FILES: [(&str, u32, u32, Option<&str>); 5] = [
+    ("public.txt", 1000, 0o644, Some("anyone may read this\n")),
+    ("db", 999, 0o700, None),
+    ("db/secret.txt", 999, 0o600, Some("only 999\n")),
+    ("uploads", 33, 0o750, None),
+    ("uploads/photo.jpg", 33, 0o640, Some("jpeg bytes\n")),
+];
+
+fn assert_same_files(dir: &Path) {
+    for (path, uid, mode, contents) in FILES {
+        let meta =
+            std::fs::symlink_metadata(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.uid(), uid, "{path}'s owner");
+        assert_eq!(meta.mode() & 0o7777, mode, "{path}'s mode");
+        if let Some(text) = contents {
+            assert_eq!(
+                std::fs::read_to_string(dir.join(path)).expect("read"),
+                text,
+                "{path}'s bytes"
+            );
+        }
+    }
+}
+
+fn wait_phase(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Value {
+    bed.wait_until(
+        &format!("{kind} {name} to finish"),
+        WAIT,
+        || {
+            let status = status_of(bed, kind, name);
+            matches!(
+                status["phase"].as_str(),
+                Some("Completed" | "PartiallyFailed" | "Failed")
+            )
+            .then_some(status)
+        },
+        || format!("{}\n{}", status_of(bed, kind, name), operator.log_tail()),
+    )
+}
+
+fn leftovers(bed: &Bed, namespace: &str) -> String {
+    let mut found = String::new();
+    for kind in ["pods", "pvc", "volumesnapshots"] {
+        found += &bed
+            .kubectl(&[
+                "-n",
+                namespace,
+                "get",
+                kind,
+                "-l",
+                "rewind.dev/mover",
+                "-o",
+                "name",
+            ])
+            .unwrap_or_default();
+    }
+    found += &bed
+        .kubectl(&[
+            "get",
+            "volumesnapshotcontents",
+            "-l",
+            "rewind.dev/mover",
+            "-o",
+            "name",
+        ])
+        .unwrap_or_default();
+    found.trim().to_string()
+}
+
+#[test]
+fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_there_once_the_snapshot_is_gone()
+ {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(state_dir), Some(endpoint), Some(bucket)) = (
+        bed.require("CSI_STATE_DIR", "writing a volume's files from the host"),
+        bed.require("S3_ENDPOINT", "the S3 repository movers reach"),
+        bed.require("S3_BUCKET", "the S3 repository movers reach"),
+    ) else {
+        return;
+    };
+    let image = rewind_image(&bed);
+    Operator::install_crds(&bed);
+
+    // The operator's namespace: movers run there under Pod Security baseline, with the key and
+    // the object store's settings from Secrets.
+    let op_ns = bed.namespace("copy-op");
+    let op = op_ns.name.clone();
+    bed.kubectl_ok(&[
+        "label",
+        "namespace",
+        &op,
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    let key_hex = new_key_hex();
+    bed.kubectl_ok(&[
+        "-n",
+        &op,
+        "create",
+        "secret",
+        "generic",
+        "rewind-repository-key",
+        &format!("--from-literal=key={key_hex}"),
+    ]);
+    let aws = |key: &str| bed.var(key).unwrap_or_default().to_string();
+    bed.kubectl_ok(&[
+        "-n",
+        &op,
+        "create",
+        "secret",
+        "generic",
+        "rewind-mover-env",
+        &format!("--from-literal=AWS_ENDPOINT={endpoint}"),
+        "--from-literal=AWS_ALLOW_HTTP=true",
+        &format!("--from-literal=AWS_REGION={}", aws("AWS_REGION")),
+        &format!(
+            "--from-literal=AWS_ACCESS_KEY_ID={}",
+            aws("AWS_ACCESS_KEY_ID")
+        ),
+        &format!(
+            "--from-literal=AWS_SECRET_ACCESS_KEY={}",
+            aws("AWS_SECRET_ACCESS_KEY")
+        ),
+    ]);
+    let state = tempfile::tempdir().expect("temp dir");
+    let repository = format!("s3://{bucket}/{}", unique("copy"));
+    let tolerations = node.taint.clone();
+    let extra = [
+        "--mover-image",
+        image.as_str(),
+        "--mover-image-pull-policy",
+        "Never",
+        "--mover-env-secret",
+        "rewind-mover-env",
+        "--mover-node-selector",
+        node.label.as_str(),
+        "--mover-tolerations",
+        tolerations.as_str(),
+        "--mover-requests",
+        "cpu=50m,memory=64Mi",
+        "--mover-limits",
+        "memory=256Mi",
+        "--snapshot-timeout",
+        "60s",
+    ];
+    let operator = Operator::spawn(
+        &bed,
+        &Launch {
+            namespace: &op,
+            identity: &op,
+            state_dir: state.path(),
+            key_hex: &key_hex,
+            extra_args: &extra,
+            repository: Some(&repository),
+            env: &[
+                ("AWS_ENDPOINT", endpoint.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+            ],
+        },
+    );
+    bed.wait_until(
+        "the operator to be ready",
+        WAIT,
+        || {
+            operator
+                .get("/readyz")
+                .starts_with("HTTP/1.1 200")
+                .then_some(())
+        },
+        || operator.log_tail(),
+    );
+
+    // A project with a volume whose files belong to three owners.
+    let account = unique("copy");
+    let project = bed.project("copy-src", &account);
+    let ns = project.name.clone();
+    apply_in(
+        &bed,
+        &ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    bed.wait_for_phase(&ns, "pvc", "data", "Bound", WAIT);
+    let source = volume_dir(&bed, &state_dir, &ns, "data");
+    for (path, uid, mode, contents) in FILES {
+        owned(&source.join(path), uid, mode, contents);
+    }
+
+    let backup = unique("copybackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_phase(&bed, &operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "{status}\n{}",
+        operator.log_tail()
+    );
+    let volume = &status["volumeSnapshots"][0];
+    let copy = &volume["repositoryCopy"];
+    assert!(
+        copy["snapshot"].as_str().is_some_and(|s| !s.is_empty()),
+        "the copy is recorded: {status}"
+    );
+    assert_eq!(copy["files"], 3, "three files copied: {copy}");
+    assert_eq!(
+        copy["bytes"].as_u64(),
+        Some(
+            FILES
+                .iter()
+                .filter_map(|f| f.3)
+                .map(|t| t.len() as u64)
+                .sum()
+        ),
+        "{copy}"
+    );
+    assert!(
+        volume["snapshotHandle"].as_str().is_some(),
+        "the CSI snapshot is kept too: {volume}"
+    );
+    assert_eq!(
+        leftovers(&bed, &op),
+        "",
+        "no mover object is left after the backup"
+    );
+
+    // A restore that asks for the repository copy while the snapshot still exists.
+    let from_copy = unique("copy-repo");
+    let _from_copy_ns = bed.adopt_namespace(&from_copy);
+    let restore_a = unique("copyrestore");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore_a}}}\nspec:\n  account: {account}\n  backup: {backup}\n  volumeSource: Repository\n  targetNamespaces: {{{ns}: {from_copy}}}\n"
+    ));
+    let restored = wait_phase(&bed, &operator, "projectrestore", &restore_a);
+    assert_eq!(
+        restored["phase"],
+        "Completed",
+        "{restored}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(
+        bed.jsonpath(&["-n", &from_copy, "pvc", "data"], "{.spec.dataSource}")
+            .unwrap_or_default(),
+        "",
+        "the claim was filled from the repository, not made from the snapshot"
+    );
+    assert_same_files(&volume_dir(&bed, &state_dir, &from_copy, "data"));
+
+    // The storage system loses the snapshot: a default restore falls back to the copy.
+    let handle = volume["snapshotHandle"]
+        .as_str()
+        .expect("handle")
+        .to_string();
+    let snapshots = Path::new(&state_dir).join("snapshots");
+    for file in [format!("{handle}.tgz"), format!("{handle}.json")] {
+        std::fs::remove_file(snapshots.join(&file)).expect("remove the physical snapshot");
+    }
+    let target = unique("copy-back");
+    let _target_ns = bed.adopt_namespace(&target);
+    let restore_b = unique("copyrestore");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore_b}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
+    ));
+    let restored = wait_phase(&bed, &operator, "projectrestore", &restore_b);
+    assert_eq!(
+        restored["phase"],
+        "Completed",
+        "the volume came back from the repository copy: {restored}\n{}",
+        operator.log_tail()
+    );
+    let warnings = restored["warnings"].to_string();
+    assert!(
+        warnings.contains("filled from the backup's repository copy"),
+        "the fallback is said: {warnings}"
+    );
+    assert_same_files(&volume_dir(&bed, &state_dir, &target, "data"));
+    let pv = bed
+        .jsonpath(&["-n", &target, "pvc", "data"], "{.spec.volumeName}")
+        .expect("bound");
+    assert_eq!(
+        bed.jsonpath(&["pv", &pv], "{.spec.persistentVolumeReclaimPolicy}")
+            .as_deref(),
+        Some("Delete"),
+        "the handed-over volume has its class's reclaim policy back"
+    );
+    assert_eq!(
+        leftovers(&bed, &op),
+        "",
+        "no mover object is left after the restores"
+    );
+
+    // Deleting the backup releases its volume copy.
+    bed.kubectl_ok(&[
+        "delete",
+        "projectrestore",
+        &restore_a,
+        &restore_b,
+        "--timeout=90s",
+    ]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["repo", "ls", "--repo", &repository, "--key-file"])
+        .arg(state.path().join("key"))
+        .envs(bed.envs())
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .expect("rewind repo ls");
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    let copy_id = copy["snapshot"].as_str().unwrap_or_default();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        !text.contains(&copy_id[..copy_id.len().min(8)]),
+        "the volume copy {copy_id} is released with its backup:\n{text}"
+    );
+}
