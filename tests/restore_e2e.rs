@@ -544,4 +544,6 @@ fn objects_come_back_in_dependency_order_so_a_bare_pod_finds_its_service_account
         Some("runner")
     );
     let _ = bed.kubectl(&["delete", "namespace", &target, "--wait=false"]);
+    bed.kubectl_ok(&["delete", "projectrestore", &restore]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=90s"]);
 }
