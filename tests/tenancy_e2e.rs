@@ -45,11 +45,19 @@
 //!   controller's on the VolumeSnapshot): cluster components, on objects Rewind made for one
 //!   restore; they fail only that restore's volume — unit
 //!   `restore::volumes::tests::an_import_fails_only_when_the_driver_keeps_refusing_the_snapshot`.
-//! - a volume's files and a restore target's contents (`rewind volume backup|restore`, not yet
-//!   run by the operator): the project's pods, which may swap a directory for a symlink while the
+//! - a volume's files and a restore target's contents (`rewind volume backup|restore`, run by
+//!   mover pods in the operator's namespace): the project's pods, which may swap a directory for a symlink while the
 //!   mover works; every entry is one name under a directory held open, never followed, a target
 //!   that is not empty is refused — `volume_tree::a_symlink_swapped_into_a_middle_component_during_a_restore_is_never_followed`,
 //!   unit `volume::walk::tests::…during_a_backup_is_never_followed`, `volume_tree::restoring_into_a_target_that_is_not_empty_is_refused…`.
+//! - a mover's termination message (its JSON summary, or the end of its error output naming a
+//!   file of the volume): written by the operator's own pod, about one volume of one operation;
+//!   it lands in that operation's status only. Mover pods, staging PVCs and imported snapshots
+//!   live in the operator's namespace (no tenant writes there) and are found by deterministic
+//!   names; a filled PersistentVolume's `rewind.dev/filled-by` label is on a cluster-scoped
+//!   object no tenant role may write. A restore fills a volume only from the repository copy its
+//!   own (account-checked) backup records, and hands it to the claim in its own target —
+//!   `volume_copy_e2e::a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_there_once_the_snapshot_is_gone`.
 //! - `make run`'s sample account and the chaos suite's account: written by the person running
 //!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 

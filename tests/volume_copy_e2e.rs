@@ -107,6 +107,130 @@ fn leftovers(bed: &Bed, namespace: &str) -> String {
     found.trim().to_string()
 }
 
+/// One test at a time: each starts its own operator, and every operator reconciles every
+/// AccountBackup on the bed.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An operator with an S3 repository and mover pods on the real node, in its own namespace
+/// (Pod Security baseline; the key and the object store's settings in Secrets).
+struct MoverOperator<'b> {
+    op_ns: support::TestNamespace<'b>,
+    repository: String,
+    state: tempfile::TempDir,
+    key_hex: String,
+    extra: Vec<String>,
+    endpoint: String,
+}
+
+impl<'b> MoverOperator<'b> {
+    fn start(bed: &'b Bed, node: &RealNode, endpoint: &str, bucket: &str) -> Self {
+        let image = rewind_image(bed);
+        Operator::install_crds(bed);
+        let op_ns = bed.namespace("copy-op");
+        let op = op_ns.name.clone();
+        bed.kubectl_ok(&[
+            "label",
+            "namespace",
+            &op,
+            "pod-security.kubernetes.io/enforce=baseline",
+        ]);
+        let key_hex = new_key_hex();
+        bed.kubectl_ok(&[
+            "-n",
+            &op,
+            "create",
+            "secret",
+            "generic",
+            "rewind-repository-key",
+            &format!("--from-literal=key={key_hex}"),
+        ]);
+        let aws = |key: &str| bed.var(key).unwrap_or_default().to_string();
+        bed.kubectl_ok(&[
+            "-n",
+            &op,
+            "create",
+            "secret",
+            "generic",
+            "rewind-mover-env",
+            &format!("--from-literal=AWS_ENDPOINT={endpoint}"),
+            "--from-literal=AWS_ALLOW_HTTP=true",
+            &format!("--from-literal=AWS_REGION={}", aws("AWS_REGION")),
+            &format!(
+                "--from-literal=AWS_ACCESS_KEY_ID={}",
+                aws("AWS_ACCESS_KEY_ID")
+            ),
+            &format!(
+                "--from-literal=AWS_SECRET_ACCESS_KEY={}",
+                aws("AWS_SECRET_ACCESS_KEY")
+            ),
+        ]);
+        let extra: Vec<String> = [
+            "--mover-image",
+            image.as_str(),
+            "--mover-image-pull-policy",
+            "Never",
+            "--mover-env-secret",
+            "rewind-mover-env",
+            "--mover-node-selector",
+            node.label.as_str(),
+            "--mover-tolerations",
+            node.taint.as_str(),
+            "--mover-requests",
+            "cpu=50m,memory=64Mi",
+            "--mover-limits",
+            "memory=256Mi",
+            "--snapshot-timeout",
+            "60s",
+        ]
+        .map(String::from)
+        .into();
+        let state = tempfile::tempdir().expect("temp dir");
+        let repository = format!("s3://{bucket}/{}", unique("copy"));
+        MoverOperator {
+            op_ns,
+            repository,
+            state,
+            key_hex,
+            extra,
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    fn spawn(&self, bed: &Bed) -> Operator {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let operator = Operator::spawn(
+            bed,
+            &Launch {
+                namespace: &self.op_ns.name,
+                identity: &self.op_ns.name,
+                state_dir: self.state.path(),
+                key_hex: &self.key_hex,
+                extra_args: &extra,
+                repository: Some(&self.repository),
+                env: &[
+                    ("AWS_ENDPOINT", self.endpoint.as_str()),
+                    ("AWS_ALLOW_HTTP", "true"),
+                ],
+            },
+        );
+        bed.wait_until(
+            "the operator to be ready",
+            WAIT,
+            || {
+                operator
+                    .get("/readyz")
+                    .starts_with("HTTP/1.1 200")
+                    .then_some(())
+            },
+            || operator.log_tail(),
+        );
+        operator
+    }
+}
+
 #[test]
 fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_there_once_the_snapshot_is_gone()
  {
@@ -121,96 +245,10 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
     ) else {
         return;
     };
-    let image = rewind_image(&bed);
-    Operator::install_crds(&bed);
-
-    // The operator's namespace: movers run there under Pod Security baseline, with the key and
-    // the object store's settings from Secrets.
-    let op_ns = bed.namespace("copy-op");
-    let op = op_ns.name.clone();
-    bed.kubectl_ok(&[
-        "label",
-        "namespace",
-        &op,
-        "pod-security.kubernetes.io/enforce=baseline",
-    ]);
-    let key_hex = new_key_hex();
-    bed.kubectl_ok(&[
-        "-n",
-        &op,
-        "create",
-        "secret",
-        "generic",
-        "rewind-repository-key",
-        &format!("--from-literal=key={key_hex}"),
-    ]);
-    let aws = |key: &str| bed.var(key).unwrap_or_default().to_string();
-    bed.kubectl_ok(&[
-        "-n",
-        &op,
-        "create",
-        "secret",
-        "generic",
-        "rewind-mover-env",
-        &format!("--from-literal=AWS_ENDPOINT={endpoint}"),
-        "--from-literal=AWS_ALLOW_HTTP=true",
-        &format!("--from-literal=AWS_REGION={}", aws("AWS_REGION")),
-        &format!(
-            "--from-literal=AWS_ACCESS_KEY_ID={}",
-            aws("AWS_ACCESS_KEY_ID")
-        ),
-        &format!(
-            "--from-literal=AWS_SECRET_ACCESS_KEY={}",
-            aws("AWS_SECRET_ACCESS_KEY")
-        ),
-    ]);
-    let state = tempfile::tempdir().expect("temp dir");
-    let repository = format!("s3://{bucket}/{}", unique("copy"));
-    let tolerations = node.taint.clone();
-    let extra = [
-        "--mover-image",
-        image.as_str(),
-        "--mover-image-pull-policy",
-        "Never",
-        "--mover-env-secret",
-        "rewind-mover-env",
-        "--mover-node-selector",
-        node.label.as_str(),
-        "--mover-tolerations",
-        tolerations.as_str(),
-        "--mover-requests",
-        "cpu=50m,memory=64Mi",
-        "--mover-limits",
-        "memory=256Mi",
-        "--snapshot-timeout",
-        "60s",
-    ];
-    let operator = Operator::spawn(
-        &bed,
-        &Launch {
-            namespace: &op,
-            identity: &op,
-            state_dir: state.path(),
-            key_hex: &key_hex,
-            extra_args: &extra,
-            repository: Some(&repository),
-            env: &[
-                ("AWS_ENDPOINT", endpoint.as_str()),
-                ("AWS_ALLOW_HTTP", "true"),
-            ],
-        },
-    );
-    bed.wait_until(
-        "the operator to be ready",
-        WAIT,
-        || {
-            operator
-                .get("/readyz")
-                .starts_with("HTTP/1.1 200")
-                .then_some(())
-        },
-        || operator.log_tail(),
-    );
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let operator = &setup.spawn(&bed);
+    let (op, repository, state) = (&setup.op_ns.name, &setup.repository, &setup.state);
 
     // A project with a volume whose files belong to three owners.
     let account = unique("copy");
@@ -229,7 +267,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
 
     let backup = unique("copybackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
-    let status = wait_phase(&bed, &operator, "accountbackup", &backup);
+    let status = wait_phase(&bed, operator, "accountbackup", &backup);
     assert_eq!(
         status["phase"],
         "Completed",
@@ -259,7 +297,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
         "the CSI snapshot is kept too: {volume}"
     );
     assert_eq!(
-        leftovers(&bed, &op),
+        leftovers(&bed, op),
         "",
         "no mover object is left after the backup"
     );
@@ -271,7 +309,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore_a}}}\nspec:\n  account: {account}\n  backup: {backup}\n  volumeSource: Repository\n  targetNamespaces: {{{ns}: {from_copy}}}\n"
     ));
-    let restored = wait_phase(&bed, &operator, "projectrestore", &restore_a);
+    let restored = wait_phase(&bed, operator, "projectrestore", &restore_a);
     assert_eq!(
         restored["phase"],
         "Completed",
@@ -301,7 +339,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
     bed.apply(&format!(
         "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore_b}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
     ));
-    let restored = wait_phase(&bed, &operator, "projectrestore", &restore_b);
+    let restored = wait_phase(&bed, operator, "projectrestore", &restore_b);
     assert_eq!(
         restored["phase"],
         "Completed",
@@ -324,7 +362,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
         "the handed-over volume has its class's reclaim policy back"
     );
     assert_eq!(
-        leftovers(&bed, &op),
+        leftovers(&bed, op),
         "",
         "no mover object is left after the restores"
     );
@@ -339,7 +377,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
     ]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["repo", "ls", "--repo", &repository, "--key-file"])
+        .args(["repo", "ls", "--repo", repository, "--key-file"])
         .arg(state.path().join("key"))
         .envs(bed.envs())
         .env("AWS_ENDPOINT", &endpoint)
@@ -357,4 +395,125 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
         !text.contains(&copy_id[..copy_id.len().min(8)]),
         "the volume copy {copy_id} is released with its backup:\n{text}"
     );
+}
+
+#[test]
+fn an_operator_killed_while_a_mover_copies_finishes_the_backup_once_and_leaves_nothing_behind() {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(state_dir), Some(endpoint), Some(bucket)) = (
+        bed.require("CSI_STATE_DIR", "writing a volume's files from the host"),
+        bed.require("S3_ENDPOINT", "the S3 repository movers reach"),
+        bed.require("S3_BUCKET", "the S3 repository movers reach"),
+    ) else {
+        return;
+    };
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let mut operator = setup.spawn(&bed);
+    let op = setup.op_ns.name.clone();
+
+    // A volume large enough that its copy is still running when the operator dies.
+    let account = unique("kill");
+    let project = bed.project("kill-src", &account);
+    let ns = project.name.clone();
+    apply_in(
+        &bed,
+        &ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}\n",
+    );
+    bed.wait_for_phase(&ns, "pvc", "data", "Bound", WAIT);
+    let source = volume_dir(&bed, &state_dir, &ns, "data");
+    let status = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=400", "status=none"])
+        .arg(format!("of={}", source.join("big.bin").display()))
+        .status()
+        .expect("dd");
+    assert!(status.success());
+
+    let backup = unique("killbackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let mover = bed.wait_until(
+        "the backup's mover pod to run",
+        WAIT,
+        || {
+            let names = bed
+                .kubectl(&[
+                    "-n",
+                    &op,
+                    "get",
+                    "pods",
+                    "-l",
+                    "rewind.dev/mover=backup",
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "name",
+                ])
+                .unwrap_or_default();
+            let name = names.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        },
+        || format!("{}\n{}", bed.describe(&op), operator.log_tail()),
+    );
+    operator.kill_hard();
+    let operator = setup.spawn(&bed);
+
+    let status = wait_phase(&bed, &operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "{status}\n{}",
+        operator.log_tail()
+    );
+    let copy = &status["volumeSnapshots"][0]["repositoryCopy"];
+    assert_eq!(
+        copy["bytes"],
+        400 * 1024 * 1024,
+        "the whole volume is copied: {copy}"
+    );
+    let uid = bed
+        .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+        .expect("uid");
+    // One copy: the restarted operator found the mover it had started and waited for it.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["repo", "ls", "--repo", &setup.repository, "--key-file"])
+        .arg(setup.state.path().join("key"))
+        .envs(bed.envs())
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .expect("rewind repo ls");
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    let copies = text
+        .lines()
+        .filter(|line| line.contains(&format!("volume-of-backup-uid={uid}")))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "one copy of the volume in the repository ({mover} resumed):\n{text}"
+    );
+    assert_eq!(
+        leftovers(&bed, &op),
+        "",
+        "no mover pod, PVC, snapshot or content is left"
+    );
+    bed.wait_until(
+        "the movers' source volumes to go",
+        WAIT,
+        || {
+            let claims = bed
+                .kubectl(&[
+                    "get",
+                    "pv",
+                    "-o",
+                    "jsonpath={range .items[*]}{.spec.claimRef.namespace}{'\\n'}{end}",
+                ])
+                .unwrap_or_default();
+            (!claims.lines().any(|n| n == op)).then_some(())
+        },
+        || bed.kubectl(&["get", "pv"]).unwrap_or_default(),
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
 }

@@ -570,6 +570,11 @@ async fn fail(
 
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
     let released = async {
+        // A copy still running stops here; its objects go before the data they read.
+        let uid = backup.metadata.uid.as_deref().unwrap_or_default();
+        if !uid.is_empty() {
+            crate::mover::apply::remove_all(&ctx.client, &ctx.namespace, uid).await?;
+        }
         settle_snapshots(ctx, &backup, None).await?;
         release_data(&backup, ctx).await
     }
