@@ -199,6 +199,24 @@ impl<'b> MoverOperator<'b> {
         }
     }
 
+    /// `rewind repo ls` of the operator's repository.
+    fn repo_ls(&self, bed: &Bed) -> String {
+        let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(["repo", "ls", "--repo", &self.repository, "--key-file"])
+            .arg(self.state.path().join("key"))
+            .envs(bed.envs())
+            .env("AWS_ENDPOINT", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .expect("rewind repo ls");
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        String::from_utf8_lossy(&listed.stdout).to_string()
+    }
+
     fn spawn(&self, bed: &Bed) -> Operator {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let operator = Operator::spawn(
@@ -248,7 +266,7 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
     let _turn = turn();
     let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
     let operator = &setup.spawn(&bed);
-    let (op, repository, state) = (&setup.op_ns.name, &setup.repository, &setup.state);
+    let op = &setup.op_ns.name;
 
     // A project with a volume whose files belong to three owners.
     let account = unique("copy");
@@ -376,21 +394,8 @@ fn a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_th
         "--timeout=90s",
     ]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
-    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["repo", "ls", "--repo", repository, "--key-file"])
-        .arg(state.path().join("key"))
-        .envs(bed.envs())
-        .env("AWS_ENDPOINT", &endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .expect("rewind repo ls");
-    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    let text = setup.repo_ls(&bed);
     let copy_id = copy["snapshot"].as_str().unwrap_or_default();
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
     assert!(
         !text.contains(&copy_id[..copy_id.len().min(8)]),
         "the volume copy {copy_id} is released with its backup:\n{text}"
@@ -477,15 +482,7 @@ fn an_operator_killed_while_a_mover_copies_finishes_the_backup_once_and_leaves_n
         .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
         .expect("uid");
     // One copy: the restarted operator found the mover it had started and waited for it.
-    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["repo", "ls", "--repo", &setup.repository, "--key-file"])
-        .arg(setup.state.path().join("key"))
-        .envs(bed.envs())
-        .env("AWS_ENDPOINT", &endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .expect("rewind repo ls");
-    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    let text = setup.repo_ls(&bed);
     let copies = text
         .lines()
         .filter(|line| line.contains(&format!("volume-of-backup-uid={uid}")))
