@@ -13,7 +13,7 @@
 
 mod support;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use rewind::mover::{
     backup_mover, restore_mover,
 };
 use serde_json::{Value, json};
+use support::movers::owned;
 use support::real_node::{RealNode, rewind_image};
 use support::{Bed, TestNamespace, unique};
 
@@ -36,16 +37,6 @@ const WAIT: Duration = Duration::from_secs(180);
 fn apply_json(bed: &Bed, object: &Value) {
     bed.kubectl_with_stdin(&["apply", "-f", "-"], Some(object.to_string().as_bytes()))
         .unwrap_or_else(|e| panic!("applying {object}: {e}"));
-}
-
-/// Writes `path` (under the volume's directory on the host) owned by `uid` with `mode`.
-fn owned(path: &Path, uid: u32, mode: u32, contents: Option<&str>) {
-    match contents {
-        Some(text) => std::fs::write(path, text).expect("a file in the volume"),
-        None => std::fs::create_dir(path).expect("a directory in the volume"),
-    }
-    chown(path, Some(uid), Some(uid)).expect("chown");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// The bed's repository for pods (see the module comment): a file:// one at /repo on `volume`

@@ -1,4 +1,5 @@
-//! Snapshot decisions without a client: class choice and deterministic names.
+//! Snapshot decisions without a client: class choice, deterministic names, which driver errors
+//! the snapshotter retries by itself.
 
 use sha2::{Digest, Sha256};
 
@@ -47,6 +48,21 @@ pub fn snapshot_name(backup_uid: &str, pvc: &str) -> String {
 /// The temporary VolumeSnapshotContent that deletes a physical snapshot.
 pub fn deletion_content_name(driver: &str, handle: &str) -> String {
     format!("rewind-delete-{}", short_hash(&[driver, handle]))
+}
+
+/// gRPC codes the CSI snapshotter retries by itself (with backoff) after writing them into the
+/// VolumeSnapshot's `status.error`: the driver was slow or busy, not refusing.
+const RETRIED_CODES: [&str; 4] = [
+    "code = DeadlineExceeded",
+    "code = Unavailable",
+    "code = ResourceExhausted",
+    "code = Aborted",
+];
+
+/// Whether a VolumeSnapshot's `status.error` message is one the snapshotter keeps retrying
+/// (pure): such an error is waited out until the snapshot timeout; any other fails at once.
+pub fn driver_error_is_retried(message: &str) -> bool {
+    RETRIED_CODES.iter().any(|code| message.contains(code))
 }
 
 #[cfg(test)]
@@ -103,5 +119,21 @@ mod tests {
             snapshot_name("uid-2", "data")
         );
         assert!(snapshot_name("uid-1", "data").len() <= 63);
+    }
+
+    #[test]
+    fn a_driver_that_timed_out_is_waited_for_and_a_refusal_is_not() {
+        assert!(driver_error_is_retried(
+            "Failed to create snapshot: failed to take snapshot of the volume vol-1: \"rpc error: code = DeadlineExceeded desc = context deadline exceeded\""
+        ));
+        assert!(driver_error_is_retried(
+            "rpc error: code = Unavailable desc = connection refused"
+        ));
+        assert!(!driver_error_is_retried(
+            "rpc error: code = NotFound desc = source volume vol-1: no such file"
+        ));
+        assert!(!driver_error_is_retried(
+            "rpc error: code = InvalidArgument desc = bad"
+        ));
     }
 }

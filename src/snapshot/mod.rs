@@ -209,14 +209,20 @@ pub async fn take_detached(
     create_if_absent(&snapshots, &object).await?;
 
     let deadline = tokio::time::Instant::now() + timeout;
+    // An error the snapshotter retries (the driver timed out, was busy) is waited out; it is
+    // the reason given if the snapshot is still not ready at the deadline.
+    let mut retried_error: Option<String> = None;
     let content_name = loop {
         let current = snapshots.get(name).await?;
         let status = &current.data["status"];
         if let Some(message) = status["error"]["message"].as_str() {
-            return Err(SnapshotError::Driver {
-                pvc: pvc.into(),
-                message: message.into(),
-            });
+            if !decide::driver_error_is_retried(message) {
+                return Err(SnapshotError::Driver {
+                    pvc: pvc.into(),
+                    message: message.into(),
+                });
+            }
+            retried_error = Some(message.to_string());
         }
         if status["readyToUse"].as_bool() == Some(true)
             && let Some(content) = status["boundVolumeSnapshotContentName"].as_str()
@@ -224,9 +230,17 @@ pub async fn take_detached(
             break content.to_string();
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(SnapshotError::Timeout {
-                pvc: pvc.into(),
-                after: timeout,
+            return Err(match retried_error {
+                Some(message) => SnapshotError::Driver {
+                    pvc: pvc.into(),
+                    message: format!(
+                        "{message} (retried by the snapshotter until the snapshot timeout of {timeout:?} passed: raise --snapshot-timeout, or the sidecar's --timeout, for a storage system this slow)"
+                    ),
+                },
+                None => SnapshotError::Timeout {
+                    pvc: pvc.into(),
+                    after: timeout,
+                },
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -121,10 +121,13 @@ csi_registered() {
   [[ " $(kubectl get csinode "$real_node" -o 'jsonpath={.spec.drivers[*].name}' 2>/dev/null) " == *" $CSI_DRIVER "* ]]
 }
 wait_for "the CSI driver's registration with the real kubelet (CSINode $real_node)" 60 csi_registered
+# The driver copies a volume's bytes while CreateSnapshot/CreateVolume wait (a tarball), where a
+# storage system answers at once and copies behind: the sidecars wait 5 minutes, not 1, so a
+# 2 GB volume snapshots (volume_copy_e2e's memory test) instead of failing DeadlineExceeded.
 start csi-provisioner "$bin/csi-provisioner" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
-  --leader-election=false --timeout 60s --extra-create-metadata
+  --leader-election=false --timeout 300s --extra-create-metadata
 start csi-snapshotter "$bin/csi-snapshotter" --kubeconfig "$kubeconfig" --csi-address "$csi_socket" \
-  --leader-election=false --timeout 60s
+  --leader-election=false --timeout 300s
 start snapshot-controller "$bin/snapshot-controller" --kubeconfig "$kubeconfig" --leader-election=false
 # Applied with retries: a kind whose CRD was just Established may still answer 503 for a moment.
 cat >"$state/csi/objects.yaml" <<YAML
@@ -225,6 +228,7 @@ STORAGE_CLASS=$STORAGE_CLASS
 SNAPSHOT_CLASS=$SNAPSHOT_CLASS
 S3_ENDPOINT=http://$real_node_ip:$s3_port
 S3_BUCKET=$S3_BUCKET
+S3_SERVER=$venv/bin/moto_server
 AWS_ACCESS_KEY_ID=testbed
 AWS_SECRET_ACCESS_KEY=testbed-secret
 AWS_REGION=us-east-1

@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod fault_proxy;
+pub mod movers;
 pub mod operator;
 pub mod real_node;
 pub mod tree;

@@ -55,6 +55,9 @@ fn free_port() -> u16 {
         .unwrap_or(18081)
 }
 
+/// Whether this test binary installed the CRDs and admission policies on the bed.
+static CRDS_INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
 /// A fresh random repository key, hex.
 pub fn new_key_hex() -> String {
     hex::encode(rand_bytes())
@@ -93,8 +96,7 @@ impl Operator {
     /// Once per test binary, whichever test asks first: tests run in parallel, and two
     /// concurrent `kubectl apply` of a CRD that does not exist yet race (one gets AlreadyExists).
     pub fn install_crds(bed: &Bed) {
-        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-        let mut installed = INSTALLED
+        let mut installed = CRDS_INSTALLED
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if *installed {
@@ -124,6 +126,13 @@ impl Operator {
         ]);
         Self::wait_rewind_kinds_creatable(bed);
         *installed = true;
+    }
+
+    /// Makes the next [`Operator::install_crds`] install them again: the bed was brought up anew.
+    pub fn forget_installed_crds() {
+        *CRDS_INSTALLED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
     }
 
     /// Waits until each Rewind kind passes admission in a server-side dry run. Established is
@@ -261,6 +270,14 @@ impl Operator {
         }
         drop(self.child.stdin.take());
         let _ = self.child.wait();
+    }
+
+    /// Resets the process's peak resident memory to what it holds now (Linux `clear_refs` 5),
+    /// so [`Operator::peak_rss_mib`] reads the peak from here on.
+    pub fn reset_peak_rss(&self) {
+        let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+        std::fs::write(format!("/proc/{}/clear_refs", pid.trim()), "5")
+            .expect("resetting the operator's peak RSS (needs Linux 4.0 and the same user)");
     }
 
     /// The operator process's peak resident memory (VmHWM), MiB; NaN when it is gone.

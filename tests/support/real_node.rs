@@ -90,29 +90,31 @@ impl RealNode {
 /// pods run. Built once per test binary.
 pub fn rewind_image(bed: &Bed) -> String {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let script = super::repo_root().join("tests/cluster/rewind-image.sh");
-            let output = std::process::Command::new(&script)
-                .arg(env!("CARGO_BIN_EXE_rewind"))
-                .envs(bed.envs())
-                .output()
-                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success(),
-                "{} failed ({}):\n{stdout}{}",
-                script.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            stdout
-                .lines()
-                .find_map(|line| line.strip_prefix("IMAGE_REWIND="))
-                .unwrap_or_else(|| panic!("rewind-image.sh printed no IMAGE_REWIND=: {stdout}"))
-                .to_string()
-        })
-        .clone()
+    IMAGE.get_or_init(|| import_rewind_image(bed)).clone()
+}
+
+/// Builds (or takes from the cache) the `rewind` image and imports it into the real node's
+/// containerd now: what [`rewind_image`] does once, again for a bed brought up anew.
+pub fn import_rewind_image(bed: &Bed) -> String {
+    let script = super::repo_root().join("tests/cluster/rewind-image.sh");
+    let output = std::process::Command::new(&script)
+        .arg(env!("CARGO_BIN_EXE_rewind"))
+        .envs(bed.envs())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\n{stdout}{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("IMAGE_REWIND="))
+        .unwrap_or_else(|| panic!("rewind-image.sh printed no IMAGE_REWIND=: {stdout}"))
+        .to_string()
 }
 
 /// Applies `yaml` in `namespace`, panicking with the YAML when the API server refuses it.

@@ -1,6 +1,6 @@
 // Command hostpath is the test bed's CSI driver: volumes are directories under
-// --statedir, snapshots are tarballs, and a volume created from a snapshot is
-// the tarball unpacked. It implements the Identity and Controller services the
+// --statedir, snapshots are tarballs (GNU tar: every byte and every piece of metadata), and a
+// volume created from a snapshot is the tarball unpacked. It implements the Identity and Controller services the
 // external provisioner and snapshotter need, and, given --nodeid, the Node service
 // the bed's real kubelet calls (node.go).
 //
@@ -9,18 +9,17 @@
 package main
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -55,8 +54,10 @@ func idFor(prefix, name string) string {
 	return prefix + hex.EncodeToString(sum[:8])
 }
 
-func (d *driver) volumeDir(id string) string   { return filepath.Join(d.stateDir, id) }
-func (d *driver) snapshotTar(id string) string { return filepath.Join(d.stateDir, "snapshots", id+".tgz") }
+func (d *driver) volumeDir(id string) string { return filepath.Join(d.stateDir, id) }
+func (d *driver) snapshotTar(id string) string {
+	return filepath.Join(d.stateDir, "snapshots", id+".tgz")
+}
 func (d *driver) snapshotMeta(id string) string {
 	return filepath.Join(d.stateDir, "snapshots", id+".json")
 }
@@ -226,142 +227,52 @@ func (d *driver) ListSnapshots(_ context.Context, req *csi.ListSnapshotsRequest)
 	return &csi.ListSnapshotsResponse{Entries: entries}, nil
 }
 
+// tarDir archives source into target (gzip) as a storage system's snapshot would keep it, bit
+// for bit with its metadata: GNU tar in POSIX format keeps owners (by number), modes,
+// nanosecond times, symlinks, hardlinks, FIFOs and devices, holes and extended attributes,
+// the volume's root directory included. Go's archive/tar would round times to the second and
+// drop hardlinks, special files and attributes. Returns the bytes of the regular files in it.
 func tarDir(source, target string) (int64, error) {
 	tmp := target + ".tmp"
-	file, err := os.Create(tmp)
-	if err != nil {
-		return 0, err
+	cmd := exec.Command("tar", "--create", "--file", tmp, "--use-compress-program", "gzip -1",
+		"--format=posix", "--numeric-owner", "--sparse", "--xattrs", "--xattrs-include=*", "--acls",
+		"--directory", source, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		// Exit status 1: a file changed while it was read (a live volume), as on a real system
+		// that snapshots without quiescing; the archive is complete.
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			_ = os.Remove(tmp)
+			return 0, fmt.Errorf("tar --create: %v: %s", err, out)
+		}
 	}
-	zipped := gzip.NewWriter(file)
-	archive := tar.NewWriter(zipped)
 	var total int64
 	walkErr := filepath.Walk(source, func(path string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(source, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		link := ""
-		if info.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		// Like a real storage system's snapshot, the copy keeps owners, modes, times and
-		// symlinks (FileInfoHeader reads uid and gid from the stat): a PostgreSQL data
-		// directory restored from it must still belong to its server's user.
-		header, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		header.Name = rel
-		if err := archive.WriteHeader(header); err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			in, err := os.Open(path)
-			if err != nil {
-				return err
-			}
-			defer in.Close()
-			n, err := io.Copy(archive, in)
-			total += n
-			return err
+		if err == nil && info.Mode().IsRegular() {
+			total += info.Size()
 		}
 		return nil
 	})
-	for _, closeErr := range []error{walkErr, archive.Close(), zipped.Close(), file.Close()} {
-		if closeErr != nil {
-			_ = os.Remove(tmp)
-			return 0, closeErr
-		}
+	if walkErr != nil {
+		_ = os.Remove(tmp)
+		return 0, walkErr
 	}
 	return total, os.Rename(tmp, target)
 }
 
+// untar unpacks a snapshot made by tarDir into target, every owner, mode, time, link and
+// attribute as recorded (directories get theirs after their contents).
 func untar(source, target string) error {
-	file, err := os.Open(source)
-	if err != nil {
+	if _, err := os.Stat(source); err != nil {
 		return err
 	}
-	defer file.Close()
-	zipped, err := gzip.NewReader(file)
-	if err != nil {
-		return err
+	cmd := exec.Command("tar", "--extract", "--file", source, "--gzip", "--numeric-owner",
+		"--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*", "--acls",
+		"--directory", target)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("tar --extract: %v: %s", err, out)
 	}
-	archive := tar.NewReader(zipped)
-	// Directories get their owner, mode and time after their contents are written.
-	var dirs []*tar.Header
-	for {
-		header, err := archive.Next()
-		if err == io.EOF {
-			for i := len(dirs) - 1; i >= 0; i-- {
-				dir := dirs[i]
-				path := filepath.Join(target, filepath.Clean("/"+dir.Name))
-				mode := dir.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
-				if err := restoreMetadata(path, dir, mode); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		path := filepath.Join(target, filepath.Clean("/"+header.Name))
-		mode := header.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
-		switch header.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(path, 0o700); err != nil {
-				return err
-			}
-			dirs = append(dirs, header)
-			continue
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				return err
-			}
-			out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, archive); err != nil {
-				out.Close()
-				return err
-			}
-			if err := out.Close(); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			_ = os.Remove(path)
-			if err := os.Symlink(header.Linkname, path); err != nil {
-				return err
-			}
-			if err := os.Lchown(path, header.Uid, header.Gid); err != nil {
-				return err
-			}
-			continue
-		default:
-			continue
-		}
-		if err := restoreMetadata(path, header, mode); err != nil {
-			return err
-		}
-	}
-}
-
-// restoreMetadata gives a restored file or directory its recorded owner, exact mode (not
-// narrowed by the umask) and modification time.
-func restoreMetadata(path string, header *tar.Header, mode os.FileMode) error {
-	if err := os.Lchown(path, header.Uid, header.Gid); err != nil {
-		return err
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		return err
-	}
-	return os.Chtimes(path, header.ModTime, header.ModTime)
+	return nil
 }
 
 func copyTree(source, target string) error {
