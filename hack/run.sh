@@ -77,13 +77,28 @@ took
 
 step 3/6 "operator"
 state=.testbed/run
-mkdir -p "$state/repository"
-export REWIND_REPOSITORY="file://$PWD/$state/repository"
+mkdir -p "$state"
 if [[ ! -f "$state/repository.key" ]]; then
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/repository.key")
 fi
 export REWIND_REPOSITORY_KEY_FILE="$PWD/$state/repository.key"
-[[ -d "$state/repository/config" || -f "$state/repository/config" ]] || "$bin" repo init >/dev/null 2>&1 || true
+mover_args=()
+if $on_bed; then
+  # On the bed, as in a cluster: an object store (the bed's S3, which the real node's pods reach
+  # too) and mover pods on the real node that copy every volume into it — backups survive the
+  # loss of the storage system (docs/volumes.md). The movers run the operator's own binary.
+  export REWIND_REPOSITORY="s3://$S3_BUCKET/make-run" AWS_ENDPOINT=$S3_ENDPOINT AWS_ALLOW_HTTP=true
+  mover_image=$(tests/cluster/rewind-image.sh "$bin" | sed -n 's/^IMAGE_REWIND=//p')
+  [[ -n $mover_image ]] || fail "packing the operator's binary as the movers' image failed: tests/cluster/rewind-image.sh $bin"
+  mover_args=(--mover-image "$mover_image" --mover-image-pull-policy Never --mover-env-secret rewind-mover-env
+    --mover-node-selector "$REAL_NODE_LABEL" --mover-tolerations "$REAL_NODE_TAINT")
+  "$bin" repo init >/dev/null 2>&1 || true
+else
+  # Elsewhere a file:// repository in this checkout: volumes stay CSI snapshots (each backup says so).
+  mkdir -p "$state/repository"
+  export REWIND_REPOSITORY="file://$PWD/$state/repository"
+  [[ -d "$state/repository/config" || -f "$state/repository/config" ]] || "$bin" repo init >/dev/null 2>&1 || true
+fi
 
 "$KUBECTL" apply -k crds/ >/dev/null
 # Polled, not `kubectl wait`: that fails at once on a CRD whose status has no condition yet.
@@ -95,6 +110,15 @@ for crd in accountbackups.rewind.dev backupschedules.rewind.dev projectrestores.
   done
 done
 "$KUBECTL" create namespace rewind-system --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+if $on_bed; then
+  # The movers' Secrets, as the chart makes them: the repository key and the object store's settings.
+  "$KUBECTL" -n rewind-system create secret generic rewind-repository-key --from-file=key="$REWIND_REPOSITORY_KEY_FILE" \
+    --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+  "$KUBECTL" -n rewind-system create secret generic rewind-mover-env --from-literal=AWS_ENDPOINT="$S3_ENDPOINT" \
+    --from-literal=AWS_ALLOW_HTTP=true --from-literal=AWS_REGION="$AWS_REGION" \
+    --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+    --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+fi
 
 # The operator runs with exactly the chart's permissions and under its tenant-isolation
 # policies: its RBAC and policies are installed and, on the local bed, the operator
@@ -121,7 +145,7 @@ YAML
   sleep 1
 done
 
-KUBECONFIG=$operator_kubeconfig "$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text > "$state/operator.log" 2>&1 &
+KUBECONFIG=$operator_kubeconfig "$bin" run --namespace rewind-system --identity make-run --probe-addr 127.0.0.1:18080 --log-format text "${mover_args[@]}" > "$state/operator.log" 2>&1 &
 operator=$!
 stop_operator() {
   trap - INT TERM EXIT
@@ -205,7 +229,7 @@ row "" "demo-shop" "$target" ""
 a=$(rows demo-shop); b=$(rows "$target")
 row "database orders" "$a" "$b" "$(verdict "$a" "$b" "equal (dump loaded into the restored pod)")"
 a=$(files demo-shop); b=$(files "$target")
-row "uploads volume" "$a" "$b" "$(verdict "$a" "$b" "equal (PVC from the snapshot)")"
+row "uploads volume" "$a" "$b" "$(verdict "$a" "$b" "equal (PVC from the snapshot$($on_bed && echo '; also copied into the repository'))")"
 a=$(token demo-shop); b=$(token "$target")
 same_token=$("$KUBECTL" -n demo-shop get secret payment-api-key -o jsonpath='{.data.key}')
 new_token=$("$KUBECTL" -n "$target" get secret payment-api-key -o jsonpath='{.data.key}')

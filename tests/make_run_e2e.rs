@@ -79,7 +79,7 @@ fn make_run_tells_the_whole_story_and_keeps_the_operator_running_until_ctrl_c() 
         "Completed [",
         "Restore from AccountBackup",
         "equal (dump loaded into the restored pod)",
-        "equal (PVC from the snapshot)",
+        "equal (PVC from the snapshot; also copied into the repository)",
         "regenerated (values masked)",
         "suspend=false",
         "suspend=true",
@@ -108,6 +108,18 @@ fn make_run_tells_the_whole_story_and_keeps_the_operator_running_until_ctrl_c() 
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the backup's name")
         .to_string();
+    // On the bed both volumes were copied into the repository by mover pods, not only snapshotted.
+    let copies = bed
+        .jsonpath(
+            &["accountbackup", &backup],
+            "{.status.volumeSnapshots[*].repositoryCopy.snapshot}",
+        )
+        .unwrap_or_default();
+    assert_eq!(
+        copies.split_whitespace().count(),
+        2,
+        "both volumes of the sample have a repository copy: {copies:?}"
+    );
     let target = text
         .split("--to demo-shop=")
         .nth(1)
