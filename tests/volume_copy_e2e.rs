@@ -5,6 +5,11 @@
 //! from the repository copy (same bytes, owners and modes) instead of failing the volume. A
 //! restore with `volumeSource: Repository` takes the copy even while the snapshot exists.
 //! Deleting the backup releases the copies.
+//!
+//! Databases move on the node too: a PostgreSQL pod's dump is written by a worker pod into a
+//! repository snapshot of its own and loaded back by another, each with a Role allowing exec
+//! into that one pod that goes with the worker; a worker whose dump command fails fails that
+//! database item with its reason.
 
 mod support;
 
@@ -14,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::operator::{Launch, Operator, new_key_hex};
-use support::real_node::{RealNode, apply_in, rewind_image};
+use support::real_node::{RealNode, apply_in, psql_in, rewind_image, wait_ready};
 use support::{Bed, status_of, unique};
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -107,6 +112,59 @@ fn leftovers(bed: &Bed, namespace: &str) -> String {
     found.trim().to_string()
 }
 
+/// The API server as the real node's pods reach it (the bed has no kube-proxy, and its
+/// certificate names `kubernetes.default.svc`, not the bridge address: docs/testbed.md): the
+/// node's InternalIP (the host's address on the pods' bridge) and the API server's port.
+fn bed_api_address(bed: &Bed, node: &RealNode) -> String {
+    let ip = bed
+        .jsonpath(
+            &["node", &node.name],
+            r#"{.status.addresses[?(@.type=="InternalIP")].address}"#,
+        )
+        .expect("the real node's InternalIP");
+    let server = bed.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let port = server.rsplit(':').next().unwrap_or_default().trim();
+    format!("{ip}:{port}")
+}
+
+/// Database worker objects left: pods in the operator's namespace, Roles and RoleBindings in
+/// `namespaces`.
+fn worker_leftovers(bed: &Bed, op: &str, namespaces: &[&str]) -> String {
+    let mut found = bed
+        .kubectl(&[
+            "-n",
+            op,
+            "get",
+            "pods",
+            "-l",
+            "rewind.dev/mover in (dump,load)",
+            "-o",
+            "name",
+        ])
+        .unwrap_or_default();
+    for namespace in namespaces {
+        found += &bed
+            .kubectl(&[
+                "-n",
+                namespace,
+                "get",
+                "roles,rolebindings",
+                "-l",
+                "rewind.dev/mover",
+                "-o",
+                "name",
+            ])
+            .unwrap_or_default();
+    }
+    found.trim().to_string()
+}
+
 /// One test at a time: each starts its own operator, and every operator reconciles every
 /// AccountBackup on the bed.
 fn turn() -> std::sync::MutexGuard<'static, ()> {
@@ -167,7 +225,13 @@ impl<'b> MoverOperator<'b> {
                 aws("AWS_SECRET_ACCESS_KEY")
             ),
         ]);
+        // The database workers' account (the chart's `<release>-operator-worker`); it holds no
+        // permission: each worker gets a Role for its one database pod.
+        bed.kubectl_ok(&["-n", &op, "create", "serviceaccount", "rewind-worker"]);
+        let api_address = bed_api_address(bed, node);
         let extra: Vec<String> = [
+            "--worker-api-address",
+            api_address.as_str(),
             "--mover-image",
             image.as_str(),
             "--mover-image-pull-policy",
@@ -511,6 +575,191 @@ fn an_operator_killed_while_a_mover_copies_finishes_the_backup_once_and_leaves_n
             (!claims.lines().any(|n| n == op)).then_some(())
         },
         || bed.kubectl(&["get", "pv"]).unwrap_or_default(),
+    );
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
+}
+
+#[test]
+fn a_database_is_dumped_and_loaded_by_worker_pods_that_leave_no_pod_or_access_behind() {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(endpoint), Some(bucket)) = (
+        bed.require("S3_ENDPOINT", "the S3 repository workers reach"),
+        bed.require("S3_BUCKET", "the S3 repository workers reach"),
+    ) else {
+        return;
+    };
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let operator = &setup.spawn(&bed);
+    let op = &setup.op_ns.name;
+
+    let account = unique("dbw");
+    let project = bed.project("dbw-src", &account);
+    let ns = project.name.clone();
+    apply_in(
+        &bed,
+        &ns,
+        &node.postgres_pod("db-0", "    rewind.dev/database: postgres", "emptyDir: {}"),
+    );
+    wait_ready(&bed, &ns, "db-0");
+    psql_in(
+        &bed,
+        &ns,
+        "db-0",
+        "CREATE TABLE customers (id int primary key, name text); INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 2000) g",
+    );
+    let rows =
+        "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id)) FROM customers";
+    let at_backup = psql_in(&bed, &ns, "db-0", rows);
+
+    let backup = unique("dbwbackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_phase(&bed, operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "{status}\n{}",
+        operator.log_tail()
+    );
+    let dump = &status["databaseDumps"][0];
+    let dump_snapshot = dump["snapshot"].as_str().unwrap_or_default().to_string();
+    assert!(
+        !dump_snapshot.is_empty(),
+        "the dump was written by a worker into a snapshot of its own: {dump}"
+    );
+    assert_ne!(
+        status["repositorySnapshot"].as_str(),
+        Some(dump_snapshot.as_str()),
+        "{status}"
+    );
+    assert!(dump["bytes"].as_u64().unwrap_or(0) > 0, "{dump}");
+    let uid = bed
+        .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+        .expect("uid");
+    let listed = setup.repo_ls(&bed);
+    let line = listed
+        .lines()
+        .find(|line| line.contains(&dump_snapshot[..dump_snapshot.len().min(8)]))
+        .unwrap_or_else(|| {
+            panic!("the dump snapshot {dump_snapshot} is in the repository:\n{listed}")
+        });
+    assert!(
+        line.contains(&format!("dump-of-backup-uid={uid}")),
+        "it is tied to its backup: {line}"
+    );
+    assert_eq!(
+        worker_leftovers(&bed, op, &[&ns]),
+        "",
+        "no worker pod, Role or RoleBinding is left after the backup"
+    );
+
+    let target = unique("dbw-back");
+    let _target_ns = bed.adopt_namespace(&target);
+    let restore = unique("dbwrestore");
+    bed.apply(&format!(
+        "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{ns}: {target}}}\n"
+    ));
+    let restored = wait_phase(&bed, operator, "projectrestore", &restore);
+    assert_eq!(
+        restored["phase"],
+        "Completed",
+        "{restored}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(
+        psql_in(&bed, &target, "db-0", rows),
+        at_backup,
+        "the rows came back through the load worker"
+    );
+    assert_eq!(
+        worker_leftovers(&bed, op, &[&ns, &target]),
+        "",
+        "no worker pod, Role or RoleBinding is left after the restore"
+    );
+
+    bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
+    let listed = setup.repo_ls(&bed);
+    assert!(
+        !listed.contains(&dump_snapshot[..dump_snapshot.len().min(8)]),
+        "the dump snapshot {dump_snapshot} is released with its backup:\n{listed}"
+    );
+}
+
+#[test]
+fn a_worker_whose_dump_command_fails_fails_that_database_with_the_reason() {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(endpoint), Some(bucket)) = (
+        bed.require("S3_ENDPOINT", "the S3 repository workers reach"),
+        bed.require("S3_BUCKET", "the S3 repository workers reach"),
+    ) else {
+        return;
+    };
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let operator = &setup.spawn(&bed);
+    let op = &setup.op_ns.name;
+
+    let account = unique("dbfail");
+    let project = bed.project("dbfail-src", &account);
+    let ns = project.name.clone();
+    apply_in(
+        &bed,
+        &ns,
+        &node.annotated_shell_pod(
+            "broken",
+            "    rewind.dev/database: custom\n    rewind.dev/backup-command: \"echo the dump tool is broken >&2; exit 3\"\n    rewind.dev/restore-command: cat",
+        ),
+    );
+    wait_ready(&bed, &ns, "broken");
+    let backup = unique("dbfailbackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_phase(&bed, operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "PartiallyFailed",
+        "{status}\n{}",
+        operator.log_tail()
+    );
+    let failed = status["failed"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|i| i["kind"] == "Database" && i["name"] == "broken")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("the database item failed: {status}"));
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("worker pod failed")
+            && reason.contains("code 3")
+            && reason.contains("the dump tool is broken"),
+        "the worker's reason is the item's: {reason}"
+    );
+    assert!(
+        status["databaseDumps"].as_array().is_none_or(Vec::is_empty),
+        "{status}"
+    );
+    assert_eq!(
+        worker_leftovers(&bed, op, &[&ns]),
+        "",
+        "no worker pod, Role or RoleBinding is left after the failure"
+    );
+    let uid = bed
+        .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+        .expect("uid");
+    assert!(
+        !setup
+            .repo_ls(&bed)
+            .contains(&format!("dump-of-backup-uid={uid}")),
+        "a failed dump commits no snapshot"
     );
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
 }

@@ -31,6 +31,16 @@ pub const VOLUME_PROJECT_METADATA: &str = "project";
 /// Snapshot metadata key of a volume copy: the PVC's name.
 pub const VOLUME_PVC_METADATA: &str = "pvc";
 
+/// Snapshot metadata key of a database dump a worker pod wrote into a snapshot of its own: the
+/// UID of the AccountBackup it belongs to. Not [`BACKUP_UID_METADATA`], for the same reason as
+/// [`VOLUME_OF_BACKUP_METADATA`].
+pub const DUMP_OF_BACKUP_METADATA: &str = "dump-of-backup-uid";
+/// Snapshot metadata key of a dump: the database pod's name (beside [`VOLUME_PROJECT_METADATA`]).
+pub const DUMP_POD_METADATA: &str = "pod";
+/// Every metadata key that ties a snapshot of its own (a volume copy, a dump) to its backup:
+/// what releasing a backup's data looks for besides its recorded snapshots.
+pub const DATA_OF_BACKUP_METADATA: [&str; 2] = [VOLUME_OF_BACKUP_METADATA, DUMP_OF_BACKUP_METADATA];
+
 /// The outcome of a backup of thousands of items is far below this; a larger stream is refused.
 const OUTCOME_LIMIT: u64 = 64 * 1024 * 1024;
 
