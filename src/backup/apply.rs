@@ -125,9 +125,7 @@ pub async fn release_copies_and_dumps(
         .map_err(|err| BackupError::Repository(err.message))?;
     let mut released = 0;
     for snapshot in snapshots.iter().filter(|s| {
-        crate::archive::layout::DATA_OF_BACKUP_METADATA
-            .iter()
-            .any(|key| s.metadata.get(*key).map(String::as_str) == Some(uid))
+        crate::archive::layout::is_data_of_backup(&s.metadata, uid)
             && !keep.contains(&s.id.as_str())
     }) {
         ctx.store

@@ -523,7 +523,7 @@ impl ProjectStep<'_> {
                 continue;
             }
             // A dump a worker wrote lives in a snapshot of its own.
-            let snapshot = record.snapshot.as_deref().unwrap_or(self.snapshot);
+            let snapshot = super::decide::dump_snapshot(record, self.snapshot);
             let mut attempt = 0;
             let failure = loop {
                 attempt += 1;

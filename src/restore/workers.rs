@@ -63,7 +63,7 @@ pub async fn load_dump(
             },
             job: WorkerJob::Load {
                 project: &record.project,
-                snapshot: record.snapshot.as_deref().unwrap_or(load.backup_snapshot),
+                snapshot: super::decide::dump_snapshot(record, load.backup_snapshot),
                 stream: &record.stream,
                 bytes: record.bytes,
                 sha256: &record.sha256,
