@@ -855,3 +855,81 @@ fn a_200_mb_dump_and_its_load_move_through_workers_while_the_operators_memory_an
     bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
 }
+
+#[test]
+fn a_worker_pod_that_vanishes_mid_dump_is_started_again_and_the_dump_recorded_once() {
+    let bed = Bed::get();
+    let Some(node) = RealNode::of(&bed) else {
+        return;
+    };
+    let (Some(endpoint), Some(bucket)) = (
+        bed.require("S3_ENDPOINT", "the S3 repository workers reach"),
+        bed.require("S3_BUCKET", "the S3 repository workers reach"),
+    ) else {
+        return;
+    };
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let operator = &setup.spawn(&bed);
+    let op = &setup.op_ns.name;
+    let account = unique("dbgone");
+    let project = bed.project("dbgone-src", &account);
+    let ns = project.name.clone();
+    // A dump slow enough to delete its worker while it runs.
+    apply_in(
+        &bed,
+        &ns,
+        &node.annotated_shell_pod(
+            "slow",
+            "    rewind.dev/database: custom\n    rewind.dev/backup-command: \"sleep 15; echo rows\"\n    rewind.dev/restore-command: \"cat >/dev/null\"",
+        ),
+    );
+    wait_ready(&bed, &ns, "slow");
+    let backup = unique("dbgonebackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    let worker = bed.wait_until(
+        "the dump worker to run",
+        WAIT,
+        || {
+            let names = bed
+                .kubectl(&[
+                    "-n",
+                    op,
+                    "get",
+                    "pods",
+                    "-l",
+                    "rewind.dev/mover=dump",
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "name",
+                ])
+                .unwrap_or_default();
+            let name = names.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        },
+        || format!("{}\n{}", bed.describe(op), operator.log_tail()),
+    );
+    bed.kubectl_ok(&["-n", op, "delete", &worker, "--wait=false"]);
+    let status = wait_phase(&bed, operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "the worker was started again and finished: {status}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(status["databaseDumps"][0]["bytes"], 5, "{status}");
+    let uid = bed
+        .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+        .expect("uid");
+    let dumps = setup
+        .repo_ls(&bed)
+        .lines()
+        .filter(|line| line.contains(&format!("dump-of-backup-uid={uid}")))
+        .count();
+    assert_eq!(
+        dumps, 1,
+        "one dump snapshot: the deleted worker committed none"
+    );
+    assert_eq!(worker_leftovers(&bed, op, &[&ns]), "");
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
+}
