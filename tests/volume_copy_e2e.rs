@@ -165,6 +165,33 @@ fn worker_leftovers(bed: &Bed, op: &str, namespaces: &[&str]) -> String {
     found.trim().to_string()
 }
 
+/// Waits until no database worker object is left (`worker_leftovers`): the operator deletes
+/// them when the worker ends, and a deleted pod on the real kubelet is listed (Terminating)
+/// until the kubelet confirms it is gone.
+fn assert_no_worker_left(bed: &Bed, op: &str, namespaces: &[&str], after: &str) {
+    bed.wait_until(
+        &format!("no worker pod, Role or RoleBinding to be left {after}"),
+        Duration::from_secs(60),
+        || worker_leftovers(bed, op, namespaces).is_empty().then_some(()),
+        || {
+            let mut shown = bed
+                .kubectl(&[
+                    "-n",
+                    op,
+                    "get",
+                    "pods",
+                    "-l",
+                    "rewind.dev/mover",
+                    "-o",
+                    "custom-columns=NAME:.metadata.name,PHASE:.status.phase,DELETING:.metadata.deletionTimestamp",
+                ])
+                .unwrap_or_default();
+            shown += &worker_leftovers(bed, op, namespaces);
+            shown
+        },
+    );
+}
+
 /// One test at a time: each starts its own operator, and every operator reconciles every
 /// AccountBackup on the bed.
 fn turn() -> std::sync::MutexGuard<'static, ()> {
@@ -650,11 +677,7 @@ fn a_database_is_dumped_and_loaded_by_worker_pods_that_leave_no_pod_or_access_be
         line.contains(&format!("dump-of-backup-uid={uid}")),
         "it is tied to its backup: {line}"
     );
-    assert_eq!(
-        worker_leftovers(&bed, op, &[&ns]),
-        "",
-        "no worker pod, Role or RoleBinding is left after the backup"
-    );
+    assert_no_worker_left(&bed, op, &[&ns], "after the backup");
 
     let target = unique("dbw-back");
     let _target_ns = bed.adopt_namespace(&target);
@@ -674,11 +697,7 @@ fn a_database_is_dumped_and_loaded_by_worker_pods_that_leave_no_pod_or_access_be
         at_backup,
         "the rows came back through the load worker"
     );
-    assert_eq!(
-        worker_leftovers(&bed, op, &[&ns, &target]),
-        "",
-        "no worker pod, Role or RoleBinding is left after the restore"
-    );
+    assert_no_worker_left(&bed, op, &[&ns, &target], "after the restore");
 
     bed.kubectl_ok(&["delete", "projectrestore", &restore, "--timeout=90s"]);
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
@@ -747,11 +766,7 @@ fn a_worker_whose_dump_command_fails_fails_that_database_with_the_reason() {
         status["databaseDumps"].as_array().is_none_or(Vec::is_empty),
         "{status}"
     );
-    assert_eq!(
-        worker_leftovers(&bed, op, &[&ns]),
-        "",
-        "no worker pod, Role or RoleBinding is left after the failure"
-    );
+    assert_no_worker_left(&bed, op, &[&ns], "after the failure");
     let uid = bed
         .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
         .expect("uid");
@@ -930,6 +945,6 @@ fn a_worker_pod_that_vanishes_mid_dump_is_started_again_and_the_dump_recorded_on
         dumps, 1,
         "one dump snapshot: the deleted worker committed none"
     );
-    assert_eq!(worker_leftovers(&bed, op, &[&ns]), "");
+    assert_no_worker_left(&bed, op, &[&ns], "after the retried dump");
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
 }
