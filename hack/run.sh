@@ -85,13 +85,19 @@ export REWIND_REPOSITORY_KEY_FILE="$PWD/$state/repository.key"
 mover_args=()
 if $on_bed; then
   # On the bed, as in a cluster: an object store (the bed's S3, which the real node's pods reach
-  # too) and mover pods on the real node that copy every volume into it — backups survive the
-  # loss of the storage system (docs/volumes.md). The movers run the operator's own binary.
+  # too), mover pods on the real node that copy every volume into it — backups survive the
+  # loss of the storage system (docs/volumes.md) — and worker pods that dump and load the
+  # databases there. Movers and workers run the operator's own binary.
   export REWIND_REPOSITORY="s3://$S3_BUCKET/make-run" AWS_ENDPOINT=$S3_ENDPOINT AWS_ALLOW_HTTP=true
   mover_image=$(tests/cluster/rewind-image.sh "$bin" | sed -n 's/^IMAGE_REWIND=//p')
   [[ -n $mover_image ]] || fail "packing the operator's binary as the movers' image failed: tests/cluster/rewind-image.sh $bin"
+  # Database workers exec into the database pods through the API server: on the bed (no
+  # kube-proxy) at the real node's InternalIP and the API server's port (docs/testbed.md).
+  node_ip=$("$KUBECTL" get node "$REAL_NODE" -o 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}')
+  api_port=$("$KUBECTL" config view --minify -o 'jsonpath={.clusters[0].cluster.server}'); api_port=${api_port##*:}
   mover_args=(--mover-image "$mover_image" --mover-image-pull-policy Never --mover-env-secret rewind-mover-env
-    --mover-node-selector "$REAL_NODE_LABEL" --mover-tolerations "$REAL_NODE_TAINT")
+    --mover-node-selector "$REAL_NODE_LABEL" --mover-tolerations "$REAL_NODE_TAINT"
+    --worker-service-account rewind-operator-worker --worker-api-address "$node_ip:$api_port")
   "$bin" repo init >/dev/null 2>&1 || true
 else
   # Elsewhere a file:// repository in this checkout: volumes stay CSI snapshots (each backup says so).

@@ -27,6 +27,8 @@ enum Command {
     Repo(repo_cli::RepoArgs),
     /// Copy a volume's file tree into the repository, or back (what a mover pod runs).
     Volume(cli::volume::VolumeArgs),
+    /// Dump a database pod into the repository, or load a dump back (what a worker pod runs).
+    Database(cli::database::DatabaseArgs),
     /// The kubectl plugin: install this binary as `kubectl-rewind` to run `kubectl rewind …`.
     Kubectl(cli::plugin::PluginArgs),
 }
@@ -86,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             rewind::cli::quiet_on_closed_pipe();
             runtime.block_on(cli::volume::run(args))
         }
+        Command::Database(args) => runtime.block_on(cli::database::run(args)),
         Command::Kubectl(args) => {
             rewind::cli::quiet_on_closed_pipe();
             runtime.block_on(cli::plugin::run(args))

@@ -102,6 +102,51 @@ fn chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy() {
         can(&bed, &sa, "update", "leases.coordination.k8s.io", Some(ns)),
         "leader and account locks in its namespace"
     );
+    // Each database worker's access: the operator grants a Role allowing exec into one pod in a
+    // project, binds it to the worker account, and removes both (docs/volumes.md, "Database
+    // workers"). The API server checks on create that the operator holds what it grants.
+    let project = bed.namespace("rewind-chart-db");
+    let db = project.name.as_str();
+    let worker_account = format!("{release}-operator-worker");
+    let access = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: rewind-dump-probe, namespace: {db}}}\nrules:\n- {{apiGroups: [\"\"], resources: [pods], resourceNames: [db-0], verbs: [get]}}\n- {{apiGroups: [\"\"], resources: [pods/exec], resourceNames: [db-0], verbs: [get, create]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: rewind-dump-probe, namespace: {db}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: rewind-dump-probe}}\nsubjects: [{{kind: ServiceAccount, name: {worker_account}, namespace: {ns}}}]\n"
+    );
+    bed.kubectl_with_stdin(
+        &["create", "-f", "-", "--dry-run=server", "--as", &operator],
+        Some(access.as_bytes()),
+    )
+    .unwrap_or_else(|e| panic!("the operator may grant a worker exec into one pod: {e}"));
+    for resource in [
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+    ] {
+        assert!(
+            can(&bed, &sa, "delete", resource, Some(db)),
+            "a worker's {resource} goes with it"
+        );
+    }
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", ns, "serviceaccount", &worker_account],
+            "{.metadata.name}"
+        )
+        .as_deref(),
+        Some(worker_account.as_str()),
+        "the chart makes the workers' account"
+    );
+    let worker = format!("system:serviceaccount:{ns}:{worker_account}");
+    let worker_sa = ["--as", worker.as_str()];
+    for (verb, resource) in [
+        ("get", "pods"),
+        ("list", "pods"),
+        ("create", "pods/exec"),
+        ("get", "secrets"),
+    ] {
+        assert!(
+            !can(&bed, &worker_sa, verb, resource, None),
+            "the worker account holds nothing of its own, yet may {verb} {resource}"
+        );
+    }
     // What it must not do.
     assert!(
         !can(&bed, &sa, "delete", "secrets", None),

@@ -218,6 +218,8 @@ fn settings(image: &str, namespace: &str, node: &RealNode, access: MoverAccess) 
         node_selector: [(label_key.to_string(), label_value.to_string())].into(),
         tolerations: vec![json!({"key": node.taint, "operator": "Exists", "effect": "NoSchedule"})],
         access,
+        worker_service_account: "rewind-worker".into(),
+        worker_api_address: None,
     }
 }
 

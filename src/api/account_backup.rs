@@ -306,6 +306,10 @@ pub struct DatabaseDumpRecord {
     pub bytes: u64,
     /// SHA-256 of the dump, hex.
     pub sha256: String,
+    /// The repository snapshot holding `stream` when a worker pod wrote the dump into a snapshot
+    /// of its own (docs/volumes.md, "Database workers"); absent: the backup's own snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// Status of an AccountBackup, written only by the operator.

@@ -28,7 +28,9 @@ pub const RESTORE_LABEL: &str = "rewind.dev/restore";
 pub const IMPORTED_LABEL: &str = "rewind.dev/imported";
 
 /// Label on a mover pod and its PVC (in the operator's namespace): `backup` (copies a volume into
-/// the repository) or `restore` (fills a volume from it). Only the operator creates objects there.
+/// the repository) or `restore` (fills a volume from it); on a database worker pod and its Role
+/// and RoleBinding (in the database's namespace): `dump` or `load`. Only the operator creates
+/// objects in its namespace; cleanup checks the owner reference of those elsewhere.
 pub const MOVER_LABEL: &str = "rewind.dev/mover";
 /// On a PersistentVolume a restore mover filled: the mover's name, so a restarted operator
 /// finds the volume after its staging claim is gone.
@@ -45,6 +47,9 @@ pub const OPERATION_UID_LABEL: &str = "rewind.dev/operation-uid";
 pub const PROJECT_LABEL: &str = "rewind.dev/project";
 
 // Annotations.
+
+/// Annotation on a database worker's objects: the database pod it execs into.
+pub const DATABASE_POD_ANNOTATION: &str = "rewind.dev/database-pod";
 
 /// Annotation naming who asked for a backup (a user, a tool, a schedule).
 pub const REQUESTED_BY_ANNOTATION: &str = "rewind.dev/requested-by";

@@ -31,6 +31,25 @@ pub const VOLUME_PROJECT_METADATA: &str = "project";
 /// Snapshot metadata key of a volume copy: the PVC's name.
 pub const VOLUME_PVC_METADATA: &str = "pvc";
 
+/// Snapshot metadata key of a database dump a worker pod wrote into a snapshot of its own: the
+/// UID of the AccountBackup it belongs to. Not [`BACKUP_UID_METADATA`], for the same reason as
+/// [`VOLUME_OF_BACKUP_METADATA`].
+pub const DUMP_OF_BACKUP_METADATA: &str = "dump-of-backup-uid";
+/// Snapshot metadata key of a dump: the database pod's name (beside [`VOLUME_PROJECT_METADATA`]).
+pub const DUMP_POD_METADATA: &str = "pod";
+/// Every metadata key that ties a snapshot of its own (a volume copy, a dump) to its backup:
+/// what releasing a backup's data looks for besides its recorded snapshots.
+pub const DATA_OF_BACKUP_METADATA: [&str; 2] = [VOLUME_OF_BACKUP_METADATA, DUMP_OF_BACKUP_METADATA];
+
+/// Whether a snapshot with this metadata is a volume copy or a dump of backup `uid` (pure):
+/// what releasing that backup's data releases besides its recorded snapshots.
+pub fn is_data_of_backup(metadata: &BTreeMap<String, String>, uid: &str) -> bool {
+    !uid.is_empty()
+        && DATA_OF_BACKUP_METADATA
+            .iter()
+            .any(|key| metadata.get(*key).map(String::as_str) == Some(uid))
+}
+
 /// The outcome of a backup of thousands of items is far below this; a larger stream is refused.
 const OUTCOME_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -204,6 +223,36 @@ pub async fn with_complete_lists(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backups_volume_copies_and_dumps_are_its_data_and_its_own_snapshot_is_not() {
+        let meta = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(is_data_of_backup(
+            &meta(&[(VOLUME_OF_BACKUP_METADATA, "uid-1"), ("pvc", "data")]),
+            "uid-1"
+        ));
+        assert!(is_data_of_backup(
+            &meta(&[(DUMP_OF_BACKUP_METADATA, "uid-1"), ("pod", "db-0")]),
+            "uid-1"
+        ));
+        assert!(!is_data_of_backup(
+            &meta(&[(DUMP_OF_BACKUP_METADATA, "uid-2")]),
+            "uid-1"
+        ));
+        assert!(!is_data_of_backup(
+            &meta(&[(BACKUP_UID_METADATA, "uid-1")]),
+            "uid-1"
+        ));
+        assert!(!is_data_of_backup(
+            &meta(&[(DUMP_OF_BACKUP_METADATA, "")]),
+            ""
+        ));
+    }
 
     #[test]
     fn the_outcome_survives_the_round_trip_through_the_repository() {

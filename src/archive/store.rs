@@ -52,6 +52,10 @@ pub trait SnapshotSink: Send {
     async fn abort_stream(&mut self) -> Result<(), StoreError>;
     /// Writes the snapshot's manifest; returns the snapshot id.
     async fn commit(self: Box<Self>) -> Result<String, StoreError>;
+    /// Gives the snapshot up without committing it (a worker whose only stream failed).
+    async fn abandon(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The repository as the controllers use it.
@@ -111,6 +115,10 @@ impl SnapshotSink for RepositorySink {
 
     async fn commit(self: Box<Self>) -> Result<String, StoreError> {
         Ok(self.writer.commit().await.map_err(store_error)?.id)
+    }
+
+    async fn abandon(self: Box<Self>) -> Result<(), StoreError> {
+        self.writer.abandon().await.map_err(store_error)
     }
 }
 

@@ -97,7 +97,7 @@ pub async fn release_slot_and_lock(
     ctx.locks
         .release(&backup.spec.account, &Holder::backup(backup))
         .await?;
-    // Movers of any attempt, a restarted operator's included.
+    // Movers and database workers of any attempt, a restarted operator's included.
     let uid = backup.metadata.uid.as_deref().unwrap_or_default();
     if !uid.is_empty()
         && let Err(err) = crate::mover::apply::remove_all(&ctx.client, &ctx.namespace, uid).await
@@ -107,9 +107,10 @@ pub async fn release_slot_and_lock(
     Ok(())
 }
 
-/// Releases the volume copies movers wrote for backup `uid` that are not in `keep`: those of an
-/// attempt that did not finish, or all of them for a backup that failed or is deleted.
-pub async fn release_volume_copies(
+/// Releases the snapshots of its own that movers and workers wrote for backup `uid` (volume
+/// copies, database dumps) that are not in `keep`: those of an attempt that did not finish, or
+/// all of them for a backup that failed or is deleted.
+pub async fn release_copies_and_dumps(
     ctx: &Context,
     uid: &str,
     keep: &[&str],
@@ -124,10 +125,7 @@ pub async fn release_volume_copies(
         .map_err(|err| BackupError::Repository(err.message))?;
     let mut released = 0;
     for snapshot in snapshots.iter().filter(|s| {
-        s.metadata
-            .get(crate::archive::layout::VOLUME_OF_BACKUP_METADATA)
-            .map(String::as_str)
-            == Some(uid)
+        crate::archive::layout::is_data_of_backup(&s.metadata, uid)
             && !keep.contains(&s.id.as_str())
     }) {
         ctx.store
@@ -169,6 +167,13 @@ pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), B
         .iter()
         .flat_map(|s| s.volume_snapshots.iter())
         .filter_map(|v| v.repository_copy.as_ref().map(|c| c.snapshot.as_str()))
+        .chain(
+            backup
+                .status
+                .iter()
+                .flat_map(|s| s.database_dumps.iter())
+                .filter_map(|d| d.snapshot.as_deref()),
+        )
         .collect();
     for copy in &copies {
         ctx.store
@@ -176,7 +181,7 @@ pub async fn release_data(backup: &AccountBackup, ctx: &Context) -> Result<(), B
             .await
             .map_err(|err| BackupError::Repository(err.message))?;
     }
-    release_volume_copies(ctx, backup.metadata.uid.as_deref().unwrap_or_default(), &[]).await?;
+    release_copies_and_dumps(ctx, backup.metadata.uid.as_deref().unwrap_or_default(), &[]).await?;
     if let Some(snapshot) = backup
         .status
         .as_ref()

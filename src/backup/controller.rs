@@ -491,8 +491,14 @@ async fn finish_copy(
         .volume_snapshots
         .iter()
         .filter_map(|v| v.repository_copy.as_ref().map(|c| c.snapshot.as_str()))
+        .chain(
+            outcome
+                .database_dumps
+                .iter()
+                .filter_map(|d| d.snapshot.as_deref()),
+        )
         .collect();
-    apply::release_volume_copies(
+    apply::release_copies_and_dumps(
         ctx,
         backup.metadata.uid.as_deref().unwrap_or_default(),
         &keep,
@@ -555,11 +561,14 @@ async fn fail(
     if let Err(err) = settle_snapshots(ctx, backup, None).await {
         warn!(error = %err, "deleting the failed backup's volume snapshots failed; deleting the AccountBackup retries");
     }
-    if let Err(err) =
-        apply::release_volume_copies(ctx, backup.metadata.uid.as_deref().unwrap_or_default(), &[])
-            .await
+    if let Err(err) = apply::release_copies_and_dumps(
+        ctx,
+        backup.metadata.uid.as_deref().unwrap_or_default(),
+        &[],
+    )
+    .await
     {
-        warn!(error = %err, "releasing the failed backup's volume copies failed; deleting the AccountBackup retries");
+        warn!(error = %err, "releasing the failed backup's volume copies and dumps failed; deleting the AccountBackup retries");
     }
     release_slot_and_lock(ctx, backup).await?;
     ctx.metrics

@@ -26,7 +26,8 @@ pub struct DatabaseResults {
     pub stored_bytes: u64,
 }
 
-fn failure(project: &str, pod: &str, reason: String) -> ItemOutcome {
+/// The failed item of one database pod.
+pub fn failure(project: &str, pod: &str, reason: String) -> ItemOutcome {
     ItemOutcome {
         project: project.to_string(),
         kind: "Database".into(),
@@ -37,16 +38,27 @@ fn failure(project: &str, pod: &str, reason: String) -> ItemOutcome {
 
 /// Why one dump did not count.
 #[derive(Debug, thiserror::Error)]
-enum DumpError {
+pub enum DumpError {
+    /// The command in the pod failed, or its stream broke.
     #[error("{0}")]
     Exec(#[from] ExecError),
+    /// The repository refused a write.
     #[error("the repository refused the dump: {0}")]
     Store(#[from] StoreError),
+    /// The repository stored another byte count than the command wrote.
     #[error("the dump's byte count does not match what was stored ({read} read, {stored} stored)")]
-    Mismatch { read: u64, stored: u64 },
+    Mismatch {
+        /// Bytes the command wrote.
+        read: u64,
+        /// Bytes the stream holds.
+        stored: u64,
+    },
 }
 
-async fn dump_one(
+/// Streams one pod's dump into stream `dump_stream(project, pod)` of `sink`; the record (its
+/// `snapshot` unset) and the bytes the repository added. What a worker pod runs too
+/// (`rewind database dump`), into a snapshot of its own.
+pub async fn dump_one(
     pods: &Api<Pod>,
     sink: &mut dyn SnapshotSink,
     project: &str,
@@ -101,9 +113,54 @@ async fn dump_one(
             stream,
             bytes: output.stdout_bytes,
             sha256: output.stdout_sha256,
+            snapshot: None,
         },
         totals.stored_bytes,
     ))
+}
+
+/// One database pod of a project to dump: what to run, and the workload it belongs to.
+pub struct Dumpable {
+    /// The pod and its commands.
+    pub target: DatabaseTarget,
+    /// `Deployment/db`, ...: where a restore loads the dump.
+    pub workload: String,
+}
+
+/// The database pods of a project (sorted by name), and the failures of those that cannot be
+/// dumped (bad annotations, not Running).
+pub async fn database_pods(
+    client: &Client,
+    project: &str,
+) -> Result<(Vec<Dumpable>, Vec<ItemOutcome>), kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), project);
+    let mut dumpable = Vec::new();
+    let mut failed = Vec::new();
+    let mut listed = pods.list(&ListParams::default()).await?.items;
+    listed.sort_by_key(|p| p.name_any());
+    for pod in listed {
+        let name = pod.name_any();
+        let target = match database_target(&name, pod.annotations()) {
+            Ok(Some(target)) => target,
+            Ok(None) => continue,
+            Err(err) => {
+                failed.push(failure(project, &name, err.to_string()));
+                continue;
+            }
+        };
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase != "Running" {
+            failed.push(failure(project, &name, format!("the pod is {phase}, not Running: nothing to dump from; take a new backup once it runs")));
+            continue;
+        }
+        let workload = workload_of(&name, controller_owner(&pod));
+        dumpable.push(Dumpable { target, workload });
+    }
+    Ok((dumpable, failed))
 }
 
 /// Dumps every database pod of a project, one after another; a failure affects only its pod.
@@ -114,40 +171,23 @@ pub async fn dump_project(
     timeout: Duration,
 ) -> Result<DatabaseResults, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), project);
-    let mut results = DatabaseResults::default();
-    let mut listed = pods.list(&ListParams::default()).await?.items;
-    listed.sort_by_key(|p| p.name_any());
-    for pod in listed {
-        let name = pod.name_any();
-        let target = match database_target(&name, pod.annotations()) {
-            Ok(Some(target)) => target,
-            Ok(None) => continue,
-            Err(err) => {
-                results
-                    .failed
-                    .push(failure(project, &name, err.to_string()));
-                continue;
-            }
-        };
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if phase != "Running" {
-            results.failed.push(failure(project, &name, format!("the pod is {phase}, not Running: nothing to dump from; take a new backup once it runs")));
-            continue;
-        }
-        let workload = workload_of(&name, controller_owner(&pod));
+    let (dumpable, failed) = database_pods(client, project).await?;
+    let mut results = DatabaseResults {
+        failed,
+        ..DatabaseResults::default()
+    };
+    for Dumpable { target, workload } in dumpable {
         match dump_one(&pods, sink, project, &target, &workload, timeout).await {
             Ok((record, stored)) => {
                 results.logical_bytes += record.bytes;
                 results.stored_bytes += stored;
                 results.records.push(record);
             }
-            Err(err) => results
-                .failed
-                .push(failure(project, &name, format!("dump failed: {err}"))),
+            Err(err) => {
+                results
+                    .failed
+                    .push(failure(project, &target.pod, format!("dump failed: {err}")))
+            }
         }
     }
     Ok(results)

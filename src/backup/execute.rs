@@ -42,7 +42,8 @@ pub struct CopySettings<'a> {
     pub classes: &'a [crate::snapshot::ClassInfo],
     /// Step time limits.
     pub timeouts: crate::context::StepTimeouts,
-    /// Mover pods that copy volumes into the repository, or why there are none.
+    /// Mover pods that copy volumes into the repository and database workers that dump into
+    /// it, or why there are none (then dumps stream through the operator).
     pub movers: &'a crate::mover::Movers,
     /// What is left of the operation timeout when the copy starts.
     pub time_left: std::time::Duration,
@@ -109,13 +110,32 @@ pub async fn copy_account(
             outcome.failed.extend(volumes.failed);
             outcome.excluded.extend(volumes.excluded);
             if backup.spec.databases.enabled {
-                let databases = databases::dump_project(
-                    client,
-                    sink.as_mut(),
-                    &project.name,
-                    settings.timeouts.dump,
-                )
-                .await?;
+                let databases = match settings.movers {
+                    // Workers on the nodes move the dumps; the operator moves no byte of them.
+                    crate::mover::Movers::On {
+                        settings: movers, ..
+                    } => {
+                        let left = settings.time_left.saturating_sub(started.elapsed());
+                        super::workers::dump_project(
+                            client,
+                            movers,
+                            backup,
+                            &project.name,
+                            settings.timeouts.dump,
+                            left,
+                        )
+                        .await?
+                    }
+                    crate::mover::Movers::Off(_) => {
+                        databases::dump_project(
+                            client,
+                            sink.as_mut(),
+                            &project.name,
+                            settings.timeouts.dump,
+                        )
+                        .await?
+                    }
+                };
                 summary.databases = databases.records.len() as u64;
                 summary.failed += databases.failed.len() as u64;
                 summary.bytes += databases.logical_bytes;

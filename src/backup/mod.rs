@@ -1,6 +1,7 @@
 //! The AccountBackup controller: `controller` wires observe (reads) → decide (pure) → apply
 //! (writes) and reports; `error` says what went wrong. The copy itself is `execute`, with its
-//! parts: `hooks`, `volumes`, `databases`, `progress`, and `resume` for a copy found half done;
+//! parts: `hooks`, `volumes`, `databases` (in process, or by `workers` pods), `movers`,
+//! `progress`, and `resume` for a copy found half done;
 //! `sync` rebuilds lost AccountBackups from the repository.
 //!
 //! A backup's phase lives in its status, so every step re-runs safely after a restart: a
@@ -20,5 +21,6 @@ pub mod progress;
 pub mod resume;
 pub mod sync;
 pub mod volumes;
+pub mod workers;
 
 pub use controller::run;

@@ -1,6 +1,7 @@
 //! Command-line surface of the `rewind` binary: one module per subcommand.
 
 pub mod crd;
+pub mod database;
 pub mod plugin;
 pub mod repo;
 pub mod volume;

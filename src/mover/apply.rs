@@ -3,6 +3,7 @@
 //! VolumeSnapshotContents, which are cluster-scoped).
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
@@ -20,6 +21,16 @@ use crate::snapshot::{volume_snapshot_contents, volume_snapshots};
 fn api_of(client: &Client, object: &Value) -> Api<DynamicObject> {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
     match object["kind"].as_str().unwrap_or_default() {
+        "Role" => Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &kube::api::ApiResource::erase::<Role>(&()),
+        ),
+        "RoleBinding" => Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &kube::api::ApiResource::erase::<RoleBinding>(&()),
+        ),
         "VolumeSnapshotContent" => Api::all_with(client.clone(), &volume_snapshot_contents()),
         "VolumeSnapshot" => Api::namespaced_with(client.clone(), namespace, &volume_snapshots()),
         "PersistentVolumeClaim" => Api::namespaced_with(
@@ -115,13 +126,64 @@ pub async fn remove(client: &Client, namespace: &str, name: &str) -> Result<(), 
     Ok(())
 }
 
-/// Removes every mover object of one operation, found by its labels: after the operation ends,
-/// whatever attempt made them (a restarted operator's included).
+/// Removes one database worker: its pod in the operator's namespace, its RoleBinding and Role
+/// in the database's namespace (each absent one is fine).
+pub async fn remove_worker(
+    client: &Client,
+    namespace: &str,
+    database_namespace: &str,
+    name: &str,
+) -> Result<(), kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), database_namespace);
+    let roles: Api<Role> = Api::namespaced(client.clone(), database_namespace);
+    delete_quietly(&pods, name).await?;
+    delete_quietly(&bindings, name).await?;
+    delete_quietly(&roles, name).await?;
+    Ok(())
+}
+
+/// Removes the Roles and RoleBindings of an operation's database workers, in whatever
+/// namespace they are. Found by label, but removed only when the operation is their controller
+/// owner: those namespaces are tenants', and a tenant can put our labels on its own objects.
+async fn remove_worker_access(client: &Client, operation_uid: &str) -> Result<usize, kube::Error> {
+    let params = ListParams::default().labels(&selector(operation_uid));
+    let ours = |meta: &kube::api::ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.controller == Some(true) && owner.uid == operation_uid)
+    };
+    let mut removed = 0;
+    let bindings: Api<RoleBinding> = Api::all(client.clone());
+    for binding in bindings.list_metadata(&params).await?.items {
+        if ours(&binding.metadata) {
+            let namespace = binding.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
+            delete_quietly(&api, &binding.name_any()).await?;
+            removed += 1;
+        }
+    }
+    let roles: Api<Role> = Api::all(client.clone());
+    for role in roles.list_metadata(&params).await?.items {
+        if ours(&role.metadata) {
+            let namespace = role.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Role> = Api::namespaced(client.clone(), &namespace);
+            delete_quietly(&api, &role.name_any()).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every mover and worker object of one operation, found by its labels: after the
+/// operation ends, whatever attempt made them (a restarted operator's included).
 pub async fn remove_all(
     client: &Client,
     namespace: &str,
     operation_uid: &str,
 ) -> Result<usize, kube::Error> {
+    let access = remove_worker_access(client, operation_uid).await?;
     let params = ListParams::default().labels(&selector(operation_uid));
     let mut names = std::collections::BTreeSet::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -163,7 +225,7 @@ pub async fn remove_all(
     for name in &names {
         remove(client, namespace, name).await?;
     }
-    Ok(names.len())
+    Ok(names.len() + access)
 }
 
 /// How often a running mover's pod is looked at.
@@ -218,4 +280,33 @@ fn created_ago(pod: &Value) -> Duration {
         .and_then(|t| t.parse::<Timestamp>().ok())
         .map(|created| Timestamp::now().duration_since(created).unsigned_abs())
         .unwrap_or_default()
+}
+
+/// Runs one database worker to its end and removes it, whatever happened: its Role and
+/// RoleBinding first (the pod's token must find its access in place), then its pod. Returns the
+/// worker's summary, or why it failed in the words of the item.
+pub async fn run_worker(
+    client: &Client,
+    namespace: &str,
+    worker: &super::worker::Worker,
+    time_left: Duration,
+) -> Result<String, String> {
+    let started = async {
+        for object in [&worker.role, &worker.binding, &worker.pod] {
+            create_if_absent(client, object)
+                .await
+                .map_err(|err| format!("the Kubernetes API refused the database worker: {err}"))?;
+        }
+        tracing::info!(worker = %worker.name, namespace = %worker.database_namespace, "database worker started");
+        wait_for_pod(client, namespace, &worker.name, &worker.pod, time_left)
+            .await
+            .map_err(|reason| super::worker::worker_failure(&reason))
+    }
+    .await;
+    if let Err(err) =
+        remove_worker(client, namespace, &worker.database_namespace, &worker.name).await
+    {
+        tracing::warn!(worker = %worker.name, error = %err, "removing a database worker failed; it is removed when the operation ends");
+    }
+    started
 }

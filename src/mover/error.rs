@@ -13,6 +13,16 @@ pub enum MoverError {
         /// The volume's PVC.
         pvc: String,
     },
+    /// The operation has no time left for a database worker.
+    #[error(
+        "the operation's deadline has passed before the database pod {namespace}/{pod} was reached: raise --operation-timeout (REWIND_OPERATION_TIMEOUT)"
+    )]
+    NoTimeLeftForDatabase {
+        /// The database pod's namespace.
+        namespace: String,
+        /// The database pod.
+        pod: String,
+    },
     /// The backup records no handle of the volume's snapshot, so no PVC can be made from it.
     #[error(
         "the backup records no snapshot handle for {project}/{pvc}: its snapshot never became ready, so there is nothing to copy"
@@ -29,7 +39,7 @@ impl MoverError {
     /// A static label for metrics and event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::NoTimeLeft { .. } => "DeadlineExceeded",
+            Self::NoTimeLeft { .. } | Self::NoTimeLeftForDatabase { .. } => "DeadlineExceeded",
             Self::NoSnapshotHandle { .. } => "NoSnapshotHandle",
         }
     }
@@ -37,7 +47,9 @@ impl MoverError {
     /// Both are permanent: retrying builds the same refusal.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::NoTimeLeft { .. } | Self::NoSnapshotHandle { .. } => true,
+            Self::NoTimeLeft { .. }
+            | Self::NoTimeLeftForDatabase { .. }
+            | Self::NoSnapshotHandle { .. } => true,
         }
     }
 }

@@ -13,6 +13,10 @@ pub enum MoverRole {
     Backup,
     /// Fills an empty volume from the repository.
     Restore,
+    /// A worker that dumps a database pod into the repository.
+    Dump,
+    /// A worker that loads a dump from the repository into a database pod.
+    Load,
 }
 
 impl MoverRole {
@@ -21,6 +25,8 @@ impl MoverRole {
         match self {
             Self::Backup => "backup",
             Self::Restore => "restore",
+            Self::Dump => "dump",
+            Self::Load => "load",
         }
     }
 
@@ -28,6 +34,8 @@ impl MoverRole {
         match self {
             Self::Backup => "rewind-copy",
             Self::Restore => "rewind-fill",
+            Self::Dump => "rewind-dump",
+            Self::Load => "rewind-load",
         }
     }
 }
@@ -49,9 +57,13 @@ pub fn mover_name(role: MoverRole, operation_uid: &str, project: &str, pvc: &str
 /// The labels of a mover's objects (pure). Project names are namespace names, so they fit a
 /// label value; a PVC name may not, it goes in [`annotations`].
 pub fn labels(role: MoverRole, operation_uid: &str, project: &str) -> Value {
+    let component = match role {
+        MoverRole::Backup | MoverRole::Restore => "mover",
+        MoverRole::Dump | MoverRole::Load => "database-worker",
+    };
     json!({
         "app.kubernetes.io/managed-by": "rewind",
-        "app.kubernetes.io/component": "mover",
+        "app.kubernetes.io/component": component,
         MOVER_LABEL: role.label(),
         OPERATION_UID_LABEL: operation_uid,
         PROJECT_LABEL: project,

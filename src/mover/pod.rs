@@ -219,6 +219,8 @@ pub(crate) mod tests {
                 json!({"key": "rewind.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}),
             ],
             access,
+            worker_service_account: "rewind-worker".into(),
+            worker_api_address: None,
         }
     }
 

@@ -32,6 +32,22 @@ pub struct MoverSettings {
     pub tolerations: Vec<Value>,
     /// How much a mover may read and write of files that are not its own.
     pub access: MoverAccess,
+    /// The ServiceAccount (in `namespace`) database worker pods run as: the subject of the
+    /// Role each worker gets in its database's namespace, and nothing else.
+    pub worker_service_account: String,
+    /// How worker pods reach the API server when the `kubernetes` Service does not route from
+    /// pods (clusters without kube-proxy, such as the test bed); None on ordinary clusters.
+    pub worker_api_address: Option<ApiAddress>,
+}
+
+/// The API server as worker pods reach it: an address on the nodes' network whose certificate
+/// names `kubernetes.default.svc` (a `hostAliases` entry maps that name to `ip`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiAddress {
+    /// An IP address pods can reach.
+    pub ip: String,
+    /// The API server's port there.
+    pub port: u16,
 }
 
 /// Whether this operator copies volumes into the repository, and with what.
@@ -93,6 +109,9 @@ pub enum SettingsError {
         "--mover-access {0:?}: use any-owner or single-user:UID:GID (e.g. single-user:1000:1000)"
     )]
     Access(String),
+    /// `--worker-api-address` is not `IP:PORT`.
+    #[error("--worker-api-address {0:?}: write IP:PORT (e.g. 10.88.0.1:6443)")]
+    ApiAddress(String),
     /// Movers cannot reach a file:// repository.
     #[error(
         "--mover-repository {0:?}: mover pods cannot reach a file:// repository; use an object store (s3://, gs://, az://)"
@@ -107,6 +126,7 @@ impl SettingsError {
             Self::NotKeyValue { .. } => "NotKeyValue",
             Self::Access(_) => "Access",
             Self::FileRepository(_) => "FileRepository",
+            Self::ApiAddress(_) => "ApiAddress",
         }
     }
 }
@@ -150,6 +170,18 @@ pub fn access(text: &str) -> Result<MoverAccess, SettingsError> {
             Ok(MoverAccess::SingleUser { uid, gid })
         }
     }
+}
+
+/// `IP:PORT` of the API server as worker pods reach it (pure).
+pub fn api_address(text: &str) -> Result<ApiAddress, SettingsError> {
+    let refused = || SettingsError::ApiAddress(text.to_string());
+    let (ip, port) = text.trim().rsplit_once(':').ok_or_else(refused)?;
+    let ip: std::net::IpAddr = ip.trim_matches(['[', ']']).parse().map_err(|_| refused())?;
+    let port: u16 = port.parse().map_err(|_| refused())?;
+    Ok(ApiAddress {
+        ip: ip.to_string(),
+        port,
+    })
 }
 
 /// Tolerations of every taint with one of these keys (pure).
@@ -203,6 +235,21 @@ mod tests {
             "",
         ] {
             assert!(access(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_worker_api_address_is_an_ip_and_a_port() {
+        assert_eq!(
+            api_address("10.88.3.1:6443"),
+            Ok(ApiAddress {
+                ip: "10.88.3.1".into(),
+                port: 6443
+            })
+        );
+        for bad in ["10.88.3.1", "apiserver:6443", "10.88.3.1:http", ""] {
+            let err = api_address(bad).expect_err(bad);
+            assert_eq!(err.category(), "ApiAddress");
         }
     }
 

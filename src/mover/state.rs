@@ -41,6 +41,11 @@ pub fn mover_state(pod: &Value, pending_for: Duration) -> MoverState {
         .unwrap_or(Value::Null);
     let terminated = &container["state"]["terminated"];
     let message = terminated["message"].as_str().unwrap_or("").trim();
+    // Deleted by someone else (a drain, an admin) before it finished: its end says nothing
+    // about the move. Wait until it is gone; the caller then starts it again.
+    if pod["metadata"]["deletionTimestamp"].is_string() && phase != "Succeeded" {
+        return MoverState::Working;
+    }
     match phase {
         "Succeeded" => MoverState::Succeeded(message.to_string()),
         "Failed" => {
@@ -180,6 +185,25 @@ mod tests {
         let deadline = json!({"status": {"phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than the specified deadline"}});
         assert!(
             matches!(mover_state(&deadline, Duration::ZERO), MoverState::Failed(m) if m.contains("DeadlineExceeded"))
+        );
+    }
+
+    #[test]
+    fn a_mover_deleted_while_it_works_is_waited_out_not_failed_but_a_finished_one_counts() {
+        let mut killed = pod(
+            "Failed",
+            json!({"terminated": {"exitCode": 143, "reason": "Error"}}),
+        );
+        killed["metadata"]["deletionTimestamp"] = json!("2026-12-01T02:00:00Z");
+        assert_eq!(mover_state(&killed, Duration::ZERO), MoverState::Working);
+        let mut done = pod(
+            "Succeeded",
+            json!({"terminated": {"exitCode": 0, "message": "{}"}}),
+        );
+        done["metadata"]["deletionTimestamp"] = json!("2026-12-01T02:00:00Z");
+        assert_eq!(
+            mover_state(&done, Duration::ZERO),
+            MoverState::Succeeded("{}".into())
         );
     }
 

@@ -111,6 +111,20 @@ pub struct MoverArgs {
     /// Volumes copied at the same time by one backup.
     #[arg(long, env = "REWIND_MOVER_PARALLEL", default_value_t = 4)]
     pub mover_parallel: u16,
+    /// ServiceAccount in the operator's namespace that database worker pods run as (with the
+    /// mover settings above). Each worker gets a Role allowing exec into its one database pod,
+    /// bound to this account, for as long as it runs.
+    #[arg(
+        long,
+        env = "REWIND_WORKER_SERVICE_ACCOUNT",
+        default_value = "rewind-worker"
+    )]
+    pub worker_service_account: String,
+    /// `IP:PORT` of the API server as worker pods must reach it, for clusters whose pods cannot
+    /// use the `kubernetes` Service (no kube-proxy); its certificate must name
+    /// `kubernetes.default.svc`. Unset on ordinary clusters.
+    #[arg(long, env = "REWIND_WORKER_API_ADDRESS")]
+    pub worker_api_address: Option<String>,
 }
 
 /// How log lines are written.
@@ -128,7 +142,8 @@ pub fn movers(
     args: &RunArgs,
 ) -> Result<crate::mover::settings::Movers, crate::mover::settings::SettingsError> {
     use crate::mover::settings::{
-        MoverResources, MoverSettings, Movers, access, key_values, reachable_by_movers, tolerations,
+        MoverResources, MoverSettings, Movers, access, api_address, key_values,
+        reachable_by_movers, tolerations,
     };
     let flags = &args.movers;
     let Some(image) = flags.mover_image.clone() else {
@@ -164,6 +179,12 @@ pub fn movers(
             node_selector: key_values("--mover-node-selector", &flags.mover_node_selector)?,
             tolerations: tolerations(&flags.mover_tolerations),
             access: access(&flags.mover_access)?,
+            worker_service_account: flags.worker_service_account.clone(),
+            worker_api_address: flags
+                .worker_api_address
+                .as_deref()
+                .map(api_address)
+                .transpose()?,
         }),
         parallel: usize::from(flags.mover_parallel.max(1)),
     })

@@ -418,6 +418,15 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Gives the snapshot up: nothing is committed and the writer lock is released at once
+    /// (instead of going stale); chunks already stored stay until a prune finds them unused.
+    pub async fn abandon(mut self) -> Result<(), RepoError> {
+        if let Some(lock) = self.lock.take() {
+            lock.release(&self.repo).await?;
+        }
+        Ok(())
+    }
+
     /// Writes everything still buffered, then the manifest; returns the snapshot's manifest.
     pub async fn commit(mut self) -> Result<Manifest, RepoError> {
         if self.current.is_some() {

@@ -152,6 +152,14 @@ impl From<String> for LoadFailure {
     }
 }
 
+/// The dump a restore loads: its size and checksum as the backup recorded them.
+pub struct ExpectedDump<'a> {
+    /// Bytes of the dump.
+    pub bytes: u64,
+    /// SHA-256 of the dump, hex.
+    pub sha256: &'a str,
+}
+
 /// Streams one dump into its restored pod; checks exit code, byte count and checksum.
 pub async fn load_dump(
     client: &Client,
@@ -165,14 +173,43 @@ pub async fn load_dump(
         .clone()
         .unwrap_or_else(|| format!("Pod/{}", record.pod));
     let (pod, container, command) = wait_for_pod(client, namespace, &workload, timeout).await?;
-    // Read exactly the dump's size: some exec paths never pass the end of stdin on to the command.
-    let command = exact_length_command(&command, record.bytes);
-    let (counting, seen) = CountingReader::new(dump);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let ran = crate::exec::run(
+    let expected = ExpectedDump {
+        bytes: record.bytes,
+        sha256: &record.sha256,
+    };
+    load_into(
         &pods,
         &pod,
         container.as_deref(),
+        &command,
+        &expected,
+        dump,
+        timeout,
+    )
+    .await?;
+    Ok(pod)
+}
+
+/// Feeds `dump` to `command` (the pod's restore command) in `pod`, reading exactly the expected
+/// bytes, and checks the exit code, the byte count and the checksum. What a worker pod runs too
+/// (`rewind database load`).
+pub async fn load_into(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: Option<&str>,
+    command: &[String],
+    expected: &ExpectedDump<'_>,
+    dump: Box<dyn AsyncRead + Send + Unpin>,
+    timeout: Duration,
+) -> Result<(), LoadFailure> {
+    // Read exactly the dump's size: some exec paths never pass the end of stdin on to the command.
+    let command = exact_length_command(command, expected.bytes);
+    let (counting, seen) = CountingReader::new(dump);
+    let ran = crate::exec::run(
+        pods,
+        pod,
+        container,
         &command,
         Some(Box::new(counting)),
         timeout,
@@ -199,16 +236,16 @@ pub async fn load_dump(
             repository_failed,
         });
     }
-    if bytes != record.bytes || digest != record.sha256 {
+    if bytes != expected.bytes || digest != expected.sha256 {
         return Err(LoadFailure {
             repository_failed,
             reason: format!(
                 "the dump read back does not match the backup ({bytes} bytes, sha256 {digest}; expected {} bytes, sha256 {}): run `rewind repo check`",
-                record.bytes, record.sha256
+                expected.bytes, expected.sha256
             ),
         });
     }
-    Ok(pod)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -269,12 +269,36 @@ pub fn dump_load_retry(attempt: u32, repository_failed: bool, permanent: bool) -
         .then(|| Duration::from_secs(2u64 << attempt.saturating_sub(1).min(4)))
 }
 
+/// The repository snapshot a dump is read from (pure): its own when a worker wrote it, else
+/// the backup's (every record made without workers, older ones included).
+pub fn dump_snapshot<'a>(
+    record: &'a crate::api::DatabaseDumpRecord,
+    backup_snapshot: &'a str,
+) -> &'a str {
+    record.snapshot.as_deref().unwrap_or(backup_snapshot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::{
         AccountBackupSpec, AccountBackupStatus, BackupPhase, ProjectRestoreSpec, ProjectSummary,
     };
+
+    #[test]
+    fn a_dump_is_read_from_its_own_snapshot_and_an_older_record_from_the_backups() {
+        let old: crate::api::DatabaseDumpRecord = serde_json::from_value(serde_json::json!({
+            "project": "shop", "pod": "db-0", "engine": "postgres",
+            "stream": "projects/shop/databases/db-0.dump", "bytes": 42, "sha256": "ff",
+        }))
+        .expect("a record written before workers");
+        assert_eq!(dump_snapshot(&old, "backup-snap"), "backup-snap");
+        let by_worker = crate::api::DatabaseDumpRecord {
+            snapshot: Some("dump-snap".into()),
+            ..old
+        };
+        assert_eq!(dump_snapshot(&by_worker, "backup-snap"), "dump-snap");
+    }
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).expect("valid time")

@@ -75,7 +75,8 @@ pub struct RestoreJob<'a> {
     pub targets: &'a BTreeMap<String, String>,
     /// Step time limits.
     pub timeouts: StepTimeouts,
-    /// Mover pods that fill volumes from the repository, or why there are none.
+    /// Mover pods that fill volumes from the repository and database workers that load dumps
+    /// from it, or why there are none (then dumps stream through the operator).
     pub movers: &'a crate::mover::Movers,
     /// When the restore's operation timeout ends.
     pub deadline: tokio::time::Instant,
@@ -490,11 +491,44 @@ impl ProjectStep<'_> {
             .iter()
             .filter(|d| d.project == self.project);
         for record in dumps {
+            if let crate::mover::Movers::On { settings, .. } = self.job.movers {
+                // A worker on a node moves the dump; the operator moves no byte of it.
+                let time_left = self
+                    .job
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                let load = super::workers::Load {
+                    restore: self.job.restore,
+                    target_namespace: self.target,
+                    record,
+                    backup_snapshot: self.snapshot,
+                };
+                match super::workers::load_dump(
+                    self.client,
+                    settings,
+                    &load,
+                    self.job.timeouts.dump,
+                    time_left,
+                )
+                .await
+                {
+                    Ok(_) => outcome.restored.databases += 1,
+                    Err(reason) => {
+                        outcome
+                            .failed
+                            .push(self.failure("Database", &record.pod, reason))
+                    }
+                }
+                progress.add(1, record.bytes).await;
+                continue;
+            }
+            // A dump a worker wrote lives in a snapshot of its own.
+            let snapshot = super::decide::dump_snapshot(record, self.snapshot);
             let mut attempt = 0;
             let failure = loop {
                 attempt += 1;
                 let (reason, repository_failed, permanent) =
-                    match self.store.read_stream(self.snapshot, &record.stream).await {
+                    match self.store.read_stream(snapshot, &record.stream).await {
                         Err(err) => (
                             format!("reading the dump failed: {}", err.message),
                             true,

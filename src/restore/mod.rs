@@ -2,7 +2,7 @@
 //! `controller` wires observe (reads) → decide (pure, with the status builders in
 //! `decide::status`) → apply (writes) and reports; `error` says what went wrong. The restore's
 //! own work is `execute`, with its parts: `namespace`, `rewrite`, `tokens`, `volumes`,
-//! `databases`.
+//! `movers`, `databases` (in process, or by `workers` pods).
 
 pub mod apply;
 pub mod controller;
@@ -18,5 +18,6 @@ pub mod progress;
 pub mod rewrite;
 pub mod tokens;
 pub mod volumes;
+pub mod workers;
 
 pub use controller::run;

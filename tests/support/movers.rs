@@ -1,5 +1,5 @@
-//! Volume copies as the suites drive them: an operator with an S3 repository and mover pods on
-//! the real node, a volume's files written from the host, waits for an operation to end, and the
+//! Volume copies as the suites drive them: an operator with an S3 repository, mover pods and
+//! database workers on the real node, a volume's files written from the host, waits for an operation to end, and the
 //! mover objects an operation may have left behind.
 
 use std::os::unix::fs::{PermissionsExt, chown};
@@ -81,6 +81,27 @@ pub fn leftovers(bed: &Bed, namespace: &str) -> String {
         ])
         .unwrap_or_default();
     found.trim().to_string()
+}
+
+/// The API server as the real node's pods reach it (the bed has no kube-proxy, and its
+/// certificate names `kubernetes.default.svc`, not the bridge address: docs/testbed.md): the
+/// node's InternalIP (the host's address on the pods' bridge) and the API server's port.
+pub fn bed_api_address(bed: &Bed, node: &RealNode) -> String {
+    let ip = bed
+        .jsonpath(
+            &["node", &node.name],
+            r#"{.status.addresses[?(@.type=="InternalIP")].address}"#,
+        )
+        .expect("the real node's InternalIP");
+    let server = bed.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let port = server.rsplit(':').next().unwrap_or_default().trim();
+    format!("{ip}:{port}")
 }
 
 /// What the volume-copy suites need of the bed; on a cluster without it the test is skipped,
@@ -188,7 +209,13 @@ impl<'b> MoverOperator<'b> {
                 aws("AWS_SECRET_ACCESS_KEY")
             ),
         ]);
+        // The database workers' account (the chart's `<release>-operator-worker`); it holds no
+        // permission: each worker gets a Role for its one database pod.
+        bed.kubectl_ok(&["-n", &op, "create", "serviceaccount", "rewind-worker"]);
+        let api_address = bed_api_address(bed, node);
         let extra: Vec<String> = [
+            "--worker-api-address",
+            api_address.as_str(),
             "--mover-image",
             image.as_str(),
             "--mover-image-pull-policy",

@@ -298,6 +298,24 @@ impl Operator {
             .unwrap_or(f64::NAN)
     }
 
+    /// CPU time the operator process has used so far (user + system), seconds; NaN if unknown.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces), from its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |at: usize| fields.get(at).and_then(|t| t.parse::<f64>().ok());
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => (user + system) / 100.0,
+            _ => f64::NAN,
+        }
+    }
+
     /// The operator's repository, opened with its key.
     pub async fn repository(&self) -> Repository {
         let key = MasterKey::from_text(&self.key_hex).expect("key");
