@@ -57,6 +57,26 @@ impl Default for ChunkerParams {
     }
 }
 
+/// Which sizes a stream is cut with. Not recorded: a stream is the list of its chunks, so a
+/// reader never needs them; chunks dedup only against chunks cut the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunking {
+    /// The config's sizes (format version 1: 64 KiB / 256 KiB / 1 MiB): dumps and raw streams.
+    #[default]
+    Standard,
+    /// [`LARGE_CHUNKS`]: tree streams, whose writer cuts around every file of 16 KiB or more
+    /// anyway, so only the contents of larger files see these sizes.
+    Large,
+}
+
+/// The sizes of [`Chunking::Large`]: fewer, larger chunks compress better (zstd sees more of a
+/// file at once) and cost less per byte (ids, seals, index entries, lookups).
+pub const LARGE_CHUNKS: ChunkerParams = ChunkerParams {
+    min: 256 * 1024,
+    avg: 1024 * 1024,
+    max: 4 * 1024 * 1024,
+};
+
 /// Where one blob is inside a pack.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {

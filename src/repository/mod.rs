@@ -27,7 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 pub use crypto::MasterKey;
 pub use error::RepoError;
-pub use format::{ChunkerParams, Compression, Manifest, StreamEntry};
+pub use format::{ChunkerParams, Chunking, Compression, Manifest, StreamEntry};
 pub use maintenance::{CheckProblem, CheckReport, PruneReport, SnapshotStats, Stats};
 pub use reader::{ChunkStream, Verify};
 pub use writer::{SnapshotWriter, StreamSummary};

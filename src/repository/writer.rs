@@ -15,11 +15,12 @@ use tokio::task::JoinSet;
 use super::Repository;
 use super::error::RepoError;
 use super::format::{
-    self, ChunkId, Compression, IndexEntry, Manifest, PackIndex, StreamEntry, VERSION, names,
+    self, ChunkId, ChunkerParams, Chunking, Compression, IndexEntry, Manifest, PackIndex,
+    StreamEntry, VERSION, names,
 };
 use super::locks::{self, HeldLock};
 
-/// Input gathered before chunking.
+/// Input gathered before chunking (more for larger chunks: see [`batch_size`]).
 const BATCH: usize = 2 * 1024 * 1024;
 /// A pack is uploaded once it holds this much (~8 MiB: few objects, flat memory).
 const PACK_TARGET: usize = 8 * 1024 * 1024;
@@ -50,6 +51,9 @@ struct OpenStream {
     /// Offsets in `buffer` where a chunk must end (see [`SnapshotWriter::cut`]), ascending.
     cuts: Vec<usize>,
     compression: Compression,
+    /// The sizes it is cut with, and the input gathered before chunking.
+    chunker: ChunkerParams,
+    batch: usize,
     checksum: Checksum,
     size: u64,
     stored: u64,
@@ -120,6 +124,15 @@ struct Batch {
     input: Arc<Vec<u8>>,
 }
 
+/// Input gathered before a stream cut with `chunker` is chunked: more than its largest chunk, so
+/// a batch (at least this long) always ends in at least two chunks, and the last one (which
+/// may end at the batch's edge rather than where the content says) is kept for the next batch.
+/// Not more: every batch buffer in flight is this large (a million-file tree's peak RSS grew
+/// by 26 MiB with twice the largest chunk).
+fn batch_size(chunker: ChunkerParams) -> usize {
+    BATCH.max(chunker.max as usize + chunker.avg as usize)
+}
+
 /// Runs `work` over `items` on every core, keeping order.
 fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
@@ -172,11 +185,14 @@ impl SnapshotWriter {
         if self.streams.iter().any(|s| s.name == name) {
             return Err(RepoError::DuplicateStream(name.to_string()));
         }
+        let chunker = self.repo.chunker();
         self.current = Some(OpenStream {
             name: name.to_string(),
             buffer: Vec::with_capacity(BATCH + CHUNK_MAX),
             cuts: Vec::new(),
             compression: Compression::default(),
+            chunker,
+            batch: batch_size(chunker),
             checksum: Checksum::start(),
             size: 0,
             stored: 0,
@@ -192,7 +208,7 @@ impl SnapshotWriter {
         })?;
         stream.size += data.len() as u64;
         stream.buffer.extend_from_slice(data);
-        if stream.buffer.len() >= BATCH {
+        if stream.buffer.len() >= stream.batch {
             self.process(false).await?;
         }
         Ok(())
@@ -202,6 +218,17 @@ impl SnapshotWriter {
     pub fn set_compression(&mut self, compression: Compression) {
         if let Some(stream) = self.current.as_mut() {
             stream.compression = compression;
+        }
+    }
+
+    /// Which sizes the open stream is cut with from here on (tree streams: [`Chunking::Large`]).
+    pub fn set_chunking(&mut self, chunking: Chunking) {
+        if let Some(stream) = self.current.as_mut() {
+            stream.chunker = match chunking {
+                Chunking::Standard => self.repo.chunker(),
+                Chunking::Large => format::LARGE_CHUNKS,
+            };
+            stream.batch = batch_size(stream.chunker);
         }
     }
 
@@ -253,7 +280,6 @@ impl SnapshotWriter {
     /// Up to [`BATCHES_IN_FLIGHT`] batches seal at once while the next one is read and cut;
     /// they are collected in order, so streams list their chunks in order.
     async fn process(&mut self, last: bool) -> Result<(), RepoError> {
-        let params = self.repo.chunker();
         let mut next_buffer = self
             .spare_buffers
             .pop()
@@ -261,6 +287,7 @@ impl SnapshotWriter {
         next_buffer.clear();
         let batch = match self.current.as_mut() {
             Some(stream) if !stream.buffer.is_empty() => {
+                let params = stream.chunker;
                 // Each run between forced cuts is chunked on its own, by content.
                 let mut cuts: Vec<(usize, usize)> = Vec::new();
                 let mut start = 0;
@@ -473,7 +500,7 @@ impl SnapshotWriter {
 mod tests {
     use futures::StreamExt;
 
-    use crate::repository::{MasterKey, Repository, Verify};
+    use crate::repository::{Chunking, MasterKey, Repository, Verify};
 
     #[tokio::test]
     async fn a_cut_ends_a_chunk_exactly_there_and_the_stream_reads_back_whole() {
@@ -519,5 +546,72 @@ mod tests {
         for cut in cuts {
             assert!(ends.contains(&cut), "a chunk ends at {cut}: {ends:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn large_chunking_cuts_large_chunks_reads_back_whole_and_dedups_among_its_streams() {
+        use crate::repository::format::LARGE_CHUNKS;
+        let key = MasterKey::from_text(&"cd".repeat(32)).expect("key");
+        let repo = Repository::init("memory://", &key).await.expect("init");
+        let mut state = 11u64;
+        let data: Vec<u8> = (0..20_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let mut writer = repo
+            .start_snapshot(Default::default())
+            .await
+            .expect("start");
+        let mut stored = Vec::new();
+        for (name, chunking) in [
+            ("large", Chunking::Large),
+            ("standard", Chunking::Standard),
+            ("large again", Chunking::Large),
+        ] {
+            writer.start_stream(name).await.expect("stream");
+            writer.set_chunking(chunking);
+            // Written in uneven pieces, as a tree's blocks arrive.
+            for piece in data.chunks(700_001) {
+                writer.write(piece).await.expect("write");
+            }
+            stored.push(writer.finish_stream().await.expect("finish").stored_bytes);
+        }
+        let manifest = writer.commit().await.expect("commit");
+        assert_eq!(
+            stored[2], 0,
+            "the same bytes cut the same way store nothing"
+        );
+        let mut lengths = Vec::new();
+        for name in ["large", "standard"] {
+            let mut chunks = repo
+                .read_stream_chunks(&manifest.id, name, Verify::Checksum)
+                .await
+                .expect("read");
+            let (mut read, mut sizes) = (Vec::new(), Vec::new());
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.expect("chunk");
+                read.extend_from_slice(&chunk);
+                sizes.push(chunk.len());
+            }
+            assert!(read == data, "{name} reads back whole");
+            lengths.push(sizes);
+        }
+        let (large, standard) = (&lengths[0], &lengths[1]);
+        let body = &large[..large.len() - 1]; // the last chunk ends where the data does
+        assert!(
+            body.iter()
+                .all(|l| *l >= LARGE_CHUNKS.min as usize && *l <= LARGE_CHUNKS.max as usize),
+            "{large:?}"
+        );
+        assert!(
+            large.len() * 2 < standard.len(),
+            "{} large chunks, {} standard ones",
+            large.len(),
+            standard.len()
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::repository::{Compression, RepoError, Repository, Verify};
+use crate::repository::{Chunking, Compression, RepoError, Repository, Verify};
 
 pub use extract::{ExtractCounts, ExtractError, ExtractOptions};
 pub use walk::{TreeCounts, WalkError, WalkOptions};
@@ -86,6 +86,7 @@ pub async fn backup(
     let mut writer = repo.start_snapshot(metadata).await?;
     writer.start_stream(stream).await?;
     writer.set_compression(Compression::Better);
+    writer.set_chunking(Chunking::Large);
     let (blocks_tx, mut blocks) = tokio::sync::mpsc::channel::<walk::Block>(4);
     let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
     let source: PathBuf = source.to_path_buf();
