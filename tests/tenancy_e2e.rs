@@ -58,6 +58,19 @@
 //!   object no tenant role may write. A restore fills a volume only from the repository copy its
 //!   own (account-checked) backup records, and hands it to the claim in its own target —
 //!   `volume_copy_e2e::a_backup_copies_its_volume_into_the_repository_and_a_restore_fills_it_from_there_once_the_snapshot_is_gone`.
+//! - a database pod's name and its `rewind.dev/database`/`…-command` annotations, read by a
+//!   database worker (issue 15): the project's owner, in the project's namespace. They choose
+//!   only which pod of that namespace the worker execs into and the command run there: the
+//!   worker's Role lives in that namespace and names that one pod (unit
+//!   `mover::worker::tests::the_workers_role_allows_exec_into_its_one_database_pod_only`), the
+//!   worker account holds nothing of its own (`chart_e2e::chart_installs_with_least_privilege_rbac_and_the_account_ownership_policy`),
+//!   and the worker's pod, key and summary stay in the operator's namespace. A tenant who puts
+//!   our labels on its own Roles, or pre-creates one under a worker's name, touches only its own
+//!   namespace: the operator removes labelled Roles/RoleBindings only when the operation is their
+//!   controller owner (`mover::apply::remove_worker_access`), and a Role can grant the worker no
+//!   more than its author holds there. Which repository snapshot a dump is loaded from comes
+//!   from the backup's own outcome record (operator-written, encrypted), never from a field a
+//!   tenant writes — `volume_copy_e2e::a_database_is_dumped_and_loaded_by_worker_pods_that_leave_no_pod_or_access_behind`.
 //! - `make run`'s sample account and the chaos suite's account: written by the person running
 //!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 

@@ -502,19 +502,24 @@ mod tests {
 
     use crate::repository::{Chunking, MasterKey, Repository, Verify};
 
-    #[tokio::test]
-    async fn a_cut_ends_a_chunk_exactly_there_and_the_stream_reads_back_whole() {
-        let key = MasterKey::from_text(&"ab".repeat(32)).expect("key");
-        let repo = Repository::init("memory://", &key).await.expect("init");
-        let mut state = 7u64;
-        let data: Vec<u8> = (0..3_000_000)
+    /// `len` bytes of xorshift noise from `seed`: data that neither compresses nor repeats.
+    fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        (0..len)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 (state >> 24) as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_cut_ends_a_chunk_exactly_there_and_the_stream_reads_back_whole() {
+        let key = MasterKey::from_text(&"ab".repeat(32)).expect("key");
+        let repo = Repository::init("memory://", &key).await.expect("init");
+        let data = pseudo_random(7, 3_000_000);
         let cuts = [1_000, 70_000, 70_001, 2_500_000];
         let mut writer = repo
             .start_snapshot(Default::default())
@@ -553,15 +558,7 @@ mod tests {
         use crate::repository::format::LARGE_CHUNKS;
         let key = MasterKey::from_text(&"cd".repeat(32)).expect("key");
         let repo = Repository::init("memory://", &key).await.expect("init");
-        let mut state = 11u64;
-        let data: Vec<u8> = (0..20_000_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let data = pseudo_random(11, 20_000_000);
         let mut writer = repo
             .start_snapshot(Default::default())
             .await
