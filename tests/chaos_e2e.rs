@@ -267,8 +267,14 @@ fn leaks(
             .is_err()
         {
             found.push(format!(
-                "VolumeSnapshotContent {} (its VolumeSnapshot {namespace}/{snapshot} is gone)",
-                content["metadata"]["name"].as_str().unwrap_or_default()
+                "VolumeSnapshotContent {} (its VolumeSnapshot {namespace}/{snapshot} uid {} is gone; created {}, deletionPolicy {}, labels {}, finalizers {}, handle {})",
+                content["metadata"]["name"].as_str().unwrap_or_default(),
+                reference["uid"].as_str().unwrap_or_default(),
+                content["metadata"]["creationTimestamp"].as_str().unwrap_or_default(),
+                content["spec"]["deletionPolicy"].as_str().unwrap_or_default(),
+                content["metadata"]["labels"],
+                content["metadata"]["finalizers"],
+                content["status"]["snapshotHandle"].as_str().unwrap_or_default(),
             ));
         }
     }
@@ -501,7 +507,11 @@ fn backups_and_restores_end_leak_nothing_and_restore_the_same_data_under_kills_s
             .filter(|m| m.contains("did not finish") || m.contains("retry") || m.contains("resum"))
             .map(str::to_string)
             .collect();
-        eprintln!("chaos: cycle {cycle}: backup {phase}; {faults_seen:?}");
+        eprintln!(
+            "chaos: cycle {cycle}: backup {phase} (uid {}); {faults_seen:?}",
+            bed.jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+                .unwrap_or_default()
+        );
         *outcomes.entry(format!("backup {phase}")).or_default() += 1;
         if phase != "Completed" {
             let failed = status["failed"].as_array().cloned().unwrap_or_default();
@@ -650,6 +660,15 @@ fn backups_and_restores_end_leak_nothing_and_restore_the_same_data_under_kills_s
     eprintln!("seed {seed}");
     if !problems.is_empty() {
         eprintln!("{}", deployment.log_tails());
+        // The whole logs, for a failure the tails do not explain.
+        if let Ok(dir) = std::env::var("REWIND_CHAOS_LOG_DIR") {
+            let _ = std::fs::create_dir_all(&dir);
+            for (name, _) in &deployment.replicas {
+                let log = deployment.state.path().join(format!("{name}.log"));
+                let _ = std::fs::copy(&log, std::path::Path::new(&dir).join(format!("{name}.log")));
+            }
+            eprintln!("the replicas' whole logs are in {dir}");
+        }
     }
     drop((shop_guard, blog_guard));
     assert!(

@@ -576,3 +576,166 @@ fn a_failing_pre_backup_hook_skips_its_projects_snapshots_unless_told_to_continu
     }
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
 }
+
+/// A snapshot of `pvc` in `namespace` taken as a backup takes it (a VolumeSnapshot, ready, its
+/// content made Retain and labelled pending for backup `uid`); returns (content, handle).
+fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String, String) {
+    let class = bed
+        .var("SNAPSHOT_CLASS")
+        .unwrap_or("rewind-hostpath-snapshots");
+    apply_in(
+        bed,
+        namespace,
+        &format!(
+            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {{name: {pvc}}}\nspec: {{volumeSnapshotClassName: {class}, source: {{persistentVolumeClaimName: {pvc}}}}}\n"
+        ),
+    );
+    let content = bed.wait_until(
+        &format!("VolumeSnapshot {namespace}/{pvc} to be ready"),
+        Duration::from_secs(60),
+        || {
+            let ready = bed.jsonpath(
+                &["-n", namespace, "volumesnapshot", pvc],
+                "{.status.readyToUse}",
+            );
+            let content = bed.jsonpath(
+                &["-n", namespace, "volumesnapshot", pvc],
+                "{.status.boundVolumeSnapshotContentName}",
+            );
+            (ready.as_deref() == Some("true"))
+                .then_some(content)
+                .flatten()
+        },
+        || bed.describe(namespace),
+    );
+    let pending = format!(
+        r#"{{"metadata":{{"labels":{{"rewind.dev/pending-for-backup":"{uid}"}}}},"spec":{{"deletionPolicy":"Retain"}}}}"#
+    );
+    bed.kubectl_ok(&[
+        "patch",
+        "volumesnapshotcontent",
+        &content,
+        "--type",
+        "merge",
+        "-p",
+        &pending,
+    ]);
+    let handle = bed
+        .jsonpath(
+            &["volumesnapshotcontent", &content],
+            "{.status.snapshotHandle}",
+        )
+        .expect("a ready snapshot's handle");
+    (content, handle)
+}
+
+#[test]
+fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound() {
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "the CSI driver's snapshots") else {
+        return;
+    };
+    let project = bed.namespace("settle");
+    let ns = project.name.as_str();
+    apply_in(
+        &bed,
+        ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: stuck}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: bound}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n",
+    );
+    for pvc in ["stuck", "bound"] {
+        bed.wait_for_phase(
+            ns,
+            "persistentvolumeclaim",
+            pvc,
+            "Bound",
+            Duration::from_secs(60),
+        );
+    }
+    let uid = unique("backup-uid");
+    let (stuck, stuck_handle) = pending_snapshot(&bed, ns, "stuck", &uid);
+    let (bound, bound_handle) = pending_snapshot(&bed, ns, "bound", &uid);
+
+    // 1. What an API server restart left in the chaos suite: the VolumeSnapshot gone without
+    // the snapshot controller's mark on the content, and the content deleted by an earlier
+    // settle, held forever by the sidecar's finalizer. The VolumeSnapshot is removed without
+    // its finalizers, and the controller's mark (if it was quicker) taken off again.
+    bed.kubectl_ok(&[
+        "-n",
+        ns,
+        "patch",
+        "volumesnapshot",
+        "stuck",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    bed.kubectl_ok(&["-n", ns, "delete", "volumesnapshot", "stuck", "--wait=true"]);
+    bed.kubectl_ok(&[
+        "patch",
+        "volumesnapshotcontent",
+        &stuck,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":null}}}"#,
+    ]);
+    bed.kubectl_ok(&["delete", "volumesnapshotcontent", &stuck, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        bed.jsonpath(
+            &["volumesnapshotcontent", &stuck],
+            "{.metadata.deletionTimestamp}"
+        )
+        .is_some(),
+        "the precondition: without the mark, a deleted content whose VolumeSnapshot is gone stays"
+    );
+    // 2. An attempt stopped between labelling the content and deleting its VolumeSnapshot:
+    // `bound` keeps its VolumeSnapshot.
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let deleted = runtime
+        .block_on(async {
+            let client = bed.client().await;
+            rewind::snapshot::pending::settle(
+                &client,
+                &uid,
+                &Default::default(),
+                ns,
+                Duration::from_secs(60),
+            )
+            .await
+        })
+        .expect("settle");
+    assert_eq!(deleted, 2, "both physical snapshots were unrecorded");
+
+    bed.wait_until(
+        "both contents and the bound VolumeSnapshot to be gone",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<String> = [
+                bed.kubectl(&["get", "volumesnapshotcontent", &stuck]).ok(),
+                bed.kubectl(&["get", "volumesnapshotcontent", &bound]).ok(),
+                bed.kubectl(&["-n", ns, "get", "volumesnapshot", "bound"])
+                    .ok(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            left.is_empty().then_some(())
+        },
+        || {
+            bed.kubectl(&["get", "volumesnapshotcontents", "-o", "yaml"])
+                .unwrap_or_else(|e| e)
+        },
+    );
+    for handle in [&stuck_handle, &bound_handle] {
+        let tarball = std::path::Path::new(&csi_state)
+            .join("snapshots")
+            .join(format!("{handle}.tgz"));
+        assert!(
+            !tarball.exists(),
+            "the physical snapshot {handle} was deleted"
+        );
+    }
+}

@@ -146,17 +146,19 @@ pub async fn remove_helpers(
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
-    for (api, label) in [(&snapshots, "snapshot"), (&contents, "content")] {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => {
-                tracing::warn!(helper = label, error = %err, "removing a restore helper failed");
-                return Err(err);
-            }
-        }
+    let removed = match snapshots.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    };
+    let removed = match removed {
+        Ok(()) => crate::snapshot::delete_content(&contents, name).await,
+        failed => failed,
+    };
+    if let Err(err) = &removed {
+        tracing::warn!(error = %err, "removing a restore's helper snapshot failed");
     }
-    Ok(())
+    removed
 }
 
 #[cfg(test)]

@@ -157,6 +157,33 @@ pub(crate) async fn delete_if_present(
     }
 }
 
+/// The annotation the CSI snapshotter's sidecar waits for before it removes its finalizer from a
+/// deleted VolumeSnapshotContent that a VolumeSnapshot was bound to. The snapshot controller sets
+/// it when the VolumeSnapshot is deleted; if that write is lost (the API server unreachable at
+/// that moment) and the VolumeSnapshot goes anyway, nothing sets it again and the content stays
+/// forever with its finalizer (seen in the chaos suite under an API server restart).
+const BEING_DELETED: &str = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted";
+
+/// Deletes one of Rewind's VolumeSnapshotContents whose VolumeSnapshot is gone or going, so
+/// that it really goes: marked as the snapshot controller would mark it, then deleted.
+/// What happens to the physical snapshot is the content's deletionPolicy's (Retain: it stays).
+/// Idempotent, and it frees a content already stuck with a deletionTimestamp.
+pub(crate) async fn delete_content(
+    contents: &Api<DynamicObject>,
+    name: &str,
+) -> Result<(), kube::Error> {
+    let mark = json!({"metadata": {"annotations": {BEING_DELETED: "yes"}}});
+    match contents
+        .patch(name, &PatchParams::default(), &Patch::Merge(&mark))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(err) => return Err(err),
+    }
+    delete_if_present(contents, name).await
+}
+
 /// One PVC to snapshot for one backup.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotRequest<'a> {
@@ -278,7 +305,7 @@ pub async fn take_detached(
     }
     delete_if_present(&snapshots, name).await?;
     wait_gone(&snapshots, name, timeout).await?;
-    debug!(pvc, handle = %taken.handle, content = %content_name, "snapshot detached from its namespace, pending until the backup commits");
+    debug!(pvc, snapshot = name, handle = %taken.handle, content = %content_name, "snapshot detached from its namespace, pending until the backup commits");
     Ok(taken)
 }
 

@@ -10,10 +10,12 @@ use crate::api::PENDING_LABEL;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kube::api::{DynamicObject, ListParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
-use super::{SnapshotError, delete_if_present, delete_physical, volume_snapshot_contents};
+use super::{
+    SnapshotError, delete_content, delete_physical, volume_snapshot_contents, volume_snapshots,
+};
 
 /// One pending content as listed: object name, CSI driver, snapshot handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct Pending {
     pub driver: String,
     /// The physical snapshot's handle (empty if the sidecar never reported one).
     pub handle: String,
+    /// The VolumeSnapshot it was taken for: namespace, name and UID.
+    pub bound_to: Option<(String, String, String)>,
 }
 
 /// Which pending snapshots to delete physically (pure): all but those `recorded` names.
@@ -36,10 +40,40 @@ pub fn to_delete<'a>(pending: &'a [Pending], recorded: &BTreeSet<String>) -> Vec
 
 fn pending_of(object: &DynamicObject) -> Pending {
     let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let reference = &object.data["spec"]["volumeSnapshotRef"];
+    let bound_to = [
+        text(&reference["namespace"]),
+        text(&reference["name"]),
+        text(&reference["uid"]),
+    ];
     Pending {
         content: object.name_any(),
         driver: text(&object.data["spec"]["driver"]),
         handle: text(&object.data["status"]["snapshotHandle"]),
+        bound_to: (!bound_to.iter().any(String::is_empty)).then(|| bound_to.into()),
+    }
+}
+
+/// Deletes the VolumeSnapshot a pending content was taken for, if that very object (same UID)
+/// is still there; a namesake created since is left alone.
+async fn delete_bound_snapshot(
+    client: &Client,
+    (namespace, name, uid): &(String, String, String),
+) -> Result<(), kube::Error> {
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
+    let only_that_one = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match snapshots.delete(name, &only_that_one).await {
+        Ok(_) => Ok(()),
+        // Gone already, or a different object under that name now.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(err) => Err(err),
     }
 }
 
@@ -72,7 +106,13 @@ pub async fn settle(
         .await?;
     }
     for snapshot in &pending {
-        delete_if_present(&contents, &snapshot.content).await?;
+        // A VolumeSnapshot still bound to it (an attempt stopped between labelling the content
+        // and deleting the VolumeSnapshot) goes first: a later attempt must take a new
+        // snapshot, not find this one, whose physical snapshot may just have been deleted.
+        if let Some(bound) = &snapshot.bound_to {
+            delete_bound_snapshot(client, bound).await?;
+        }
+        delete_content(&contents, &snapshot.content).await?;
     }
     Ok(doomed.len())
 }
@@ -86,6 +126,7 @@ mod tests {
             content: content.into(),
             driver: "hostpath.csi.rewind.dev".into(),
             handle: handle.into(),
+            bound_to: None,
         }
     }
 
