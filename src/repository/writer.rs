@@ -133,23 +133,43 @@ fn batch_size(chunker: ChunkerParams) -> usize {
     BATCH.max(chunker.max as usize + chunker.avg as usize)
 }
 
-/// Runs `work` over `items` on every core, keeping order.
+/// Runs `work` over `items` on every core, keeping order. Each thread takes the next item
+/// when it is free, so a batch whose chunks cost very different amounts (text compressed, random
+/// bytes stored raw) still keeps every core busy to its end; the calling thread is one of them.
 fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(items.len().max(1));
-    let per_thread = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per_thread)
-            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(at) else {
+                return done;
+            };
+            done.push((at, work(item)));
+        }
+    };
+    let mut indexed: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(take)).collect();
+        let mut all = take();
+        for helper in helpers {
+            // A panic in `work` is a bug; passed on rather than returning fewer results.
+            all.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        all
+    });
+    indexed.sort_unstable_by_key(|(at, _)| *at);
+    indexed.into_iter().map(|(_, result)| result).collect()
 }
 
 impl SnapshotWriter {
@@ -513,6 +533,21 @@ mod tests {
                 (state >> 24) as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order_of_items_whose_work_takes_very_different_times() {
+        let items: Vec<u64> = (0..37).collect();
+        let squares = super::parallel_map(&items, |n| {
+            // Every third item is slow, so threads finish out of order.
+            if n % 3 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            n * n
+        });
+        assert_eq!(squares, items.iter().map(|n| n * n).collect::<Vec<_>>());
+        assert!(super::parallel_map(&[] as &[u64], |n| *n).is_empty());
+        assert_eq!(super::parallel_map(&[4u64], |n| n + 1), [5]);
     }
 
     #[tokio::test]
