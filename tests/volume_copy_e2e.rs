@@ -818,3 +818,84 @@ fn a_worker_pod_that_vanishes_mid_dump_is_started_again_and_the_dump_recorded_on
     assert_no_worker_left(&bed, op, &[&ns], "after the retried dump");
     bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
 }
+
+#[test]
+fn an_operator_killed_while_a_worker_dumps_finishes_the_backup_once_and_leaves_no_worker_or_access_behind()
+ {
+    let bed = Bed::get();
+    let Some(CopyBed {
+        node,
+        endpoint,
+        bucket,
+        ..
+    }) = CopyBed::of(&bed)
+    else {
+        return;
+    };
+    let _turn = turn();
+    let setup = MoverOperator::start(&bed, &node, &endpoint, &bucket);
+    let mut operator = setup.spawn(&bed);
+    let op = setup.op_ns.name.clone();
+    let account = unique("dbkill");
+    let project = bed.project("dbkill-src", &account);
+    let ns = project.name.clone();
+    // A dump slow enough to kill the operator while its worker runs.
+    apply_in(
+        &bed,
+        &ns,
+        &node.annotated_shell_pod(
+            "slow",
+            "    rewind.dev/database: custom\n    rewind.dev/backup-command: \"sleep 15; echo rows\"\n    rewind.dev/restore-command: \"cat >/dev/null\"",
+        ),
+    );
+    wait_ready(&bed, &ns, "slow");
+    let backup = unique("dbkillbackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
+    bed.wait_until(
+        "the dump worker to run",
+        WAIT,
+        || {
+            let names = bed
+                .kubectl(&[
+                    "-n",
+                    &op,
+                    "get",
+                    "pods",
+                    "-l",
+                    "rewind.dev/mover=dump",
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "name",
+                ])
+                .unwrap_or_default();
+            let name = names.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        },
+        || format!("{}\n{}", bed.describe(&op), operator.log_tail()),
+    );
+    operator.kill_hard();
+    let operator = setup.spawn(&bed);
+
+    let status = wait_phase(&bed, &operator, "accountbackup", &backup);
+    assert_eq!(
+        status["phase"],
+        "Completed",
+        "the restarted operator finished the backup: {status}\n{}",
+        operator.log_tail()
+    );
+    assert_eq!(status["databaseDumps"][0]["bytes"], 5, "{status}");
+    let uid = bed
+        .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
+        .expect("uid");
+    let dumps = setup
+        .repo_ls(&bed)
+        .lines()
+        .filter(|line| line.contains(&format!("dump-of-backup-uid={uid}")))
+        .count();
+    assert_eq!(
+        dumps, 1,
+        "one dump snapshot of the backup stays, the one its status records"
+    );
+    assert_no_worker_left(&bed, &op, &[&ns], "after the operator's restart");
+    bed.kubectl_ok(&["delete", "accountbackup", &backup, "--timeout=120s"]);
+}
