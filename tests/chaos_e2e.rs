@@ -474,6 +474,7 @@ fn backups_and_restores_end_leak_nothing_and_restore_the_same_data_under_kills_s
     let mut leaked = 0usize;
     let mut check_errors = 0usize;
     let mut api_restarts = 0u32;
+    let mut restored_into: Vec<String> = Vec::new();
 
     for cycle in 1..=cycles {
         let kills_now = |rng: &mut Seeded| -> Vec<(u64, usize)> {
@@ -535,6 +536,7 @@ fn backups_and_restores_end_leak_nothing_and_restore_the_same_data_under_kills_s
         // Restore both projects when the backup holds them whole.
         if phase == "Completed" {
             let (to_shop, to_blog) = (unique("chaos-shop-back"), unique("chaos-blog-back"));
+            restored_into.extend([to_shop.clone(), to_blog.clone()]);
             let restore = format!("chaos-{cycle}-{}", unique("r"));
             bed.apply(&format!(
                 "apiVersion: rewind.dev/v1alpha1\nkind: ProjectRestore\nmetadata: {{name: {restore}}}\nspec:\n  account: {account}\n  backup: {backup}\n  targetNamespaces: {{{shop}: {to_shop}, {blog}: {to_blog}}}\n"
@@ -613,7 +615,10 @@ fn backups_and_restores_end_leak_nothing_and_restore_the_same_data_under_kills_s
         // Cleanup that is under way (a temporary content, a physical snapshot) gets a minute.
         let settle = Instant::now() + Duration::from_secs(60);
         let found = loop {
-            let found = leaks(&bed, &deployment, &[&shop, &blog], &csi_state, &handles);
+            // The restores' helper contents point into their (deleted) target namespaces.
+            let mut ours: Vec<&str> = vec![&shop, &blog];
+            ours.extend(restored_into.iter().map(String::as_str));
+            let found = leaks(&bed, &deployment, &ours, &csi_state, &handles);
             if found.is_empty() || Instant::now() > settle {
                 break found;
             }

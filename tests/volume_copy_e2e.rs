@@ -845,7 +845,7 @@ fn an_operator_killed_while_a_worker_dumps_finishes_the_backup_once_and_leaves_n
         &ns,
         &node.annotated_shell_pod(
             "slow",
-            "    rewind.dev/database: custom\n    rewind.dev/backup-command: \"sleep 15; echo rows\"\n    rewind.dev/restore-command: \"cat >/dev/null\"",
+            "    rewind.dev/database: custom\n    rewind.dev/backup-command: \"echo run >> /tmp/dump-runs; sleep 15; echo rows\"\n    rewind.dev/restore-command: \"cat >/dev/null\"",
         ),
     );
     wait_ready(&bed, &ns, "slow");
@@ -884,6 +884,14 @@ fn an_operator_killed_while_a_worker_dumps_finishes_the_backup_once_and_leaves_n
         operator.log_tail()
     );
     assert_eq!(status["databaseDumps"][0]["bytes"], 5, "{status}");
+    let runs = bed
+        .kubectl(&["-n", &ns, "exec", "slow", "--", "cat", "/tmp/dump-runs"])
+        .unwrap_or_default();
+    assert_eq!(
+        runs.lines().count(),
+        1,
+        "the dump ran once: the restarted operator waited for the worker it had started"
+    );
     let uid = bed
         .jsonpath(&["accountbackup", &backup], "{.metadata.uid}")
         .expect("uid");

@@ -637,12 +637,16 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
     };
     let project = bed.namespace("settle");
     let ns = project.name.as_str();
-    apply_in(
-        &bed,
-        ns,
-        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: stuck}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: bound}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n",
-    );
-    for pvc in ["stuck", "bound"] {
+    for pvc in ["stuck", "bound", "kept"] {
+        apply_in(
+            &bed,
+            ns,
+            &format!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {pvc}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Mi}}}}}}\n"
+            ),
+        );
+    }
+    for pvc in ["stuck", "bound", "kept"] {
         bed.wait_for_phase(
             ns,
             "persistentvolumeclaim",
@@ -654,32 +658,44 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
     let uid = unique("backup-uid");
     let (stuck, stuck_handle) = pending_snapshot(&bed, ns, "stuck", &uid);
     let (bound, bound_handle) = pending_snapshot(&bed, ns, "bound", &uid);
+    let (kept, kept_handle) = pending_snapshot(&bed, ns, "kept", &uid);
 
     // 1. What an API server restart left in the chaos suite: the VolumeSnapshot gone without
     // the snapshot controller's mark on the content, and the content deleted by an earlier
     // settle, held forever by the sidecar's finalizer. The VolumeSnapshot is removed without
     // its finalizers, and the controller's mark (if it was quicker) taken off again.
-    bed.kubectl_ok(&[
-        "-n",
-        ns,
-        "patch",
-        "volumesnapshot",
-        "stuck",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
-    bed.kubectl_ok(&["-n", ns, "delete", "volumesnapshot", "stuck", "--wait=true"]);
-    bed.kubectl_ok(&[
-        "patch",
-        "volumesnapshotcontent",
-        &stuck,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"metadata":{"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":null}}}"#,
-    ]);
+    // `kept` is left the same way (its VolumeSnapshot gone, no mark) but not deleted: the
+    // backup records it.
+    for (snapshot, content) in [("stuck", &stuck), ("kept", &kept)] {
+        bed.kubectl_ok(&[
+            "-n",
+            ns,
+            "patch",
+            "volumesnapshot",
+            snapshot,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        bed.kubectl_ok(&[
+            "-n",
+            ns,
+            "delete",
+            "volumesnapshot",
+            snapshot,
+            "--wait=true",
+        ]);
+        bed.kubectl_ok(&[
+            "patch",
+            "volumesnapshotcontent",
+            content,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":null}}}"#,
+        ]);
+    }
     bed.kubectl_ok(&["delete", "volumesnapshotcontent", &stuck, "--wait=false"]);
     std::thread::sleep(Duration::from_secs(5));
     assert!(
@@ -693,29 +709,28 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
     // 2. An attempt stopped between labelling the content and deleting its VolumeSnapshot:
     // `bound` keeps its VolumeSnapshot.
 
+    let driver = bed
+        .jsonpath(&["volumesnapshotcontent", &kept], "{.spec.driver}")
+        .expect("the content's driver");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let recorded = std::collections::BTreeSet::from([kept_handle.clone()]);
     let deleted = runtime
         .block_on(async {
             let client = bed.client().await;
-            rewind::snapshot::pending::settle(
-                &client,
-                &uid,
-                &Default::default(),
-                ns,
-                Duration::from_secs(60),
-            )
-            .await
+            rewind::snapshot::pending::settle(&client, &uid, &recorded, ns, Duration::from_secs(60))
+                .await
         })
         .expect("settle");
-    assert_eq!(deleted, 2, "both physical snapshots were unrecorded");
+    assert_eq!(deleted, 2, "the two unrecorded physical snapshots");
 
     bed.wait_until(
-        "both contents and the bound VolumeSnapshot to be gone",
+        "the three contents and the bound VolumeSnapshot to be gone",
         Duration::from_secs(60),
         || {
             let left: Vec<String> = [
                 bed.kubectl(&["get", "volumesnapshotcontent", &stuck]).ok(),
                 bed.kubectl(&["get", "volumesnapshotcontent", &bound]).ok(),
+                bed.kubectl(&["get", "volumesnapshotcontent", &kept]).ok(),
                 bed.kubectl(&["-n", ns, "get", "volumesnapshot", "bound"])
                     .ok(),
             ]
@@ -729,13 +744,34 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
                 .unwrap_or_else(|e| e)
         },
     );
-    for handle in [&stuck_handle, &bound_handle] {
-        let tarball = std::path::Path::new(&csi_state)
+    let tarball = |handle: &str| {
+        std::path::Path::new(&csi_state)
             .join("snapshots")
-            .join(format!("{handle}.tgz"));
+            .join(format!("{handle}.tgz"))
+    };
+    for handle in [&stuck_handle, &bound_handle] {
         assert!(
-            !tarball.exists(),
+            !tarball(handle).exists(),
             "the physical snapshot {handle} was deleted"
         );
     }
+    // The recorded one's object went (marked, Retain), its physical snapshot stays the backup's.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        tarball(&kept_handle).exists(),
+        "the recorded physical snapshot {kept_handle} is kept"
+    );
+    runtime
+        .block_on(async {
+            let client = bed.client().await;
+            rewind::snapshot::delete_physical(
+                &client,
+                &driver,
+                &kept_handle,
+                ns,
+                Duration::from_secs(60),
+            )
+            .await
+        })
+        .expect("the test's own cleanup of the kept snapshot");
 }

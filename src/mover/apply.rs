@@ -122,7 +122,7 @@ pub async fn remove(client: &Client, namespace: &str, name: &str) -> Result<(), 
     delete_quietly(&pods, name).await?;
     delete_quietly(&claims, name).await?;
     delete_quietly(&snapshots, name).await?;
-    crate::snapshot::delete_content(&contents, name).await?;
+    crate::snapshot::delete_content(client, &contents, name).await?;
     Ok(())
 }
 

@@ -152,7 +152,7 @@ pub async fn remove_helpers(
         Err(err) => Err(err),
     };
     let removed = match removed {
-        Ok(()) => crate::snapshot::delete_content(&contents, name).await,
+        Ok(()) => crate::snapshot::delete_content(client, &contents, name).await,
         failed => failed,
     };
     if let Err(err) = &removed {

@@ -164,22 +164,47 @@ pub(crate) async fn delete_if_present(
 /// forever with its finalizer (seen in the chaos suite under an API server restart).
 const BEING_DELETED: &str = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted";
 
-/// Deletes one of Rewind's VolumeSnapshotContents whose VolumeSnapshot is gone or going, so
-/// that it really goes: marked as the snapshot controller would mark it, then deleted.
-/// What happens to the physical snapshot is the content's deletionPolicy's (Retain: it stays).
-/// Idempotent, and it frees a content already stuck with a deletionTimestamp.
+/// Deletes one of Rewind's VolumeSnapshotContents (all of them Retain: the physical snapshot
+/// stays, whoever deletes it does so through [`delete_physical`]) so that it really goes. Once
+/// its VolumeSnapshot is confirmed gone (absent, or a different object under that name) it is
+/// marked as the snapshot controller would have marked it, and pinned to Retain in the same
+/// write; while its VolumeSnapshot is still there (a PVC may still be provisioned from it) the
+/// controller's own rule applies, and a later call marks it. Idempotent, and it frees a content
+/// already stuck with a deletionTimestamp.
 pub(crate) async fn delete_content(
+    client: &Client,
     contents: &Api<DynamicObject>,
     name: &str,
 ) -> Result<(), kube::Error> {
-    let mark = json!({"metadata": {"annotations": {BEING_DELETED: "yes"}}});
-    match contents
-        .patch(name, &PatchParams::default(), &Patch::Merge(&mark))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(err) => return Err(err),
+    let Some(content) = contents.get_opt(name).await? else {
+        return Ok(());
+    };
+    let reference = &content.data["spec"]["volumeSnapshotRef"];
+    let text = |key: &str| reference[key].as_str().unwrap_or_default().to_string();
+    let (namespace, snapshot, uid) = (text("namespace"), text("name"), text("uid"));
+    let snapshot_gone = if namespace.is_empty() || snapshot.is_empty() {
+        true
+    } else {
+        let snapshots: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &volume_snapshots());
+        match snapshots.get_opt(&snapshot).await? {
+            None => true,
+            Some(found) => !uid.is_empty() && found.metadata.uid.as_deref() != Some(uid.as_str()),
+        }
+    };
+    if snapshot_gone {
+        let mark = json!({
+            "metadata": {"annotations": {BEING_DELETED: "yes"}},
+            "spec": {"deletionPolicy": "Retain"},
+        });
+        match contents
+            .patch(name, &PatchParams::default(), &Patch::Merge(&mark))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => return Err(err),
+        }
     }
     delete_if_present(contents, name).await
 }
@@ -241,6 +266,19 @@ pub async fn take_detached(
     let mut retried_error: Option<String> = None;
     let content_name = loop {
         let current = snapshots.get(name).await?;
+        if current.metadata.deletion_timestamp.is_some() {
+            // Left by a stopped attempt and being deleted (its physical snapshot may be gone
+            // already): wait for it to go, then take a new one under the same name.
+            wait_gone(&snapshots, name, timeout).await?;
+            create_if_absent(&snapshots, &object).await?;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SnapshotError::Timeout {
+                    pvc: pvc.into(),
+                    after: timeout,
+                });
+            }
+            continue;
+        }
         let status = &current.data["status"];
         if let Some(message) = status["error"]["message"].as_str() {
             if !decide::driver_error_is_retried(message) {
@@ -284,6 +322,14 @@ pub async fn take_detached(
             &Patch::Merge(&retain),
         )
         .await?;
+    if content.metadata.deletion_timestamp.is_some() {
+        return Err(SnapshotError::Driver {
+            pvc: pvc.into(),
+            message: format!(
+                "the snapshot's VolumeSnapshotContent {content_name} is being deleted; the backup takes the volume's snapshot again on its next attempt"
+            ),
+        });
+    }
     let taken = TakenSnapshot {
         driver: content.data["spec"]["driver"]
             .as_str()
@@ -304,21 +350,33 @@ pub async fn take_detached(
         });
     }
     delete_if_present(&snapshots, name).await?;
-    wait_gone(&snapshots, name, timeout).await?;
+    if !wait_gone(&snapshots, name, timeout).await? {
+        tracing::warn!(
+            pvc,
+            snapshot = name,
+            "the VolumeSnapshot was not gone within the snapshot timeout (a finalizer of someone else's, or a PVC being provisioned from it); its content stays pending for the backup"
+        );
+    }
     debug!(pvc, snapshot = name, handle = %taken.handle, content = %content_name, "snapshot detached from its namespace, pending until the backup commits");
     Ok(taken)
 }
 
-async fn wait_gone(
+/// Waits up to `timeout` for object `name` to be gone; whether it is.
+pub(crate) async fn wait_gone(
     api: &Api<DynamicObject>,
     name: &str,
     timeout: Duration,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
-    while api.get_opt(name).await?.is_some() && tokio::time::Instant::now() < deadline {
+    loop {
+        if api.get_opt(name).await?.is_none() {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    Ok(())
 }
 
 /// Deletes a physical snapshot through a temporary VolumeSnapshotContent with deletionPolicy Delete.

@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::{
     SnapshotError, delete_content, delete_physical, volume_snapshot_contents, volume_snapshots,
+    wait_gone,
 };
 
 /// One pending content as listed: object name, CSI driver, snapshot handle.
@@ -59,6 +60,7 @@ fn pending_of(object: &DynamicObject) -> Pending {
 async fn delete_bound_snapshot(
     client: &Client,
     (namespace, name, uid): &(String, String, String),
+    timeout: Duration,
 ) -> Result<(), kube::Error> {
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
@@ -70,11 +72,21 @@ async fn delete_bound_snapshot(
         ..DeleteParams::default()
     };
     match snapshots.delete(name, &only_that_one).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {}
         // Gone already, or a different object under that name now.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(err) => Err(err),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+            return Ok(());
+        }
+        Err(err) => return Err(err),
     }
+    if !wait_gone(&snapshots, name, timeout).await? {
+        tracing::warn!(
+            namespace,
+            snapshot = name,
+            "a stopped attempt's VolumeSnapshot was not gone within the snapshot timeout; the backup's next attempt waits for it"
+        );
+    }
+    Ok(())
 }
 
 /// Settles backup `uid`'s pending snapshots: the `recorded` ones stay (only their object goes),
@@ -94,6 +106,14 @@ pub async fn settle(
         .list(&ListParams::default().labels(&format!("{PENDING_LABEL}={uid}")))
         .await?;
     let pending: Vec<Pending> = listed.items.iter().map(pending_of).collect();
+    // A VolumeSnapshot still bound to a pending content (an attempt stopped between labelling
+    // the content and deleting the VolumeSnapshot) goes first, and is waited for: a later
+    // attempt must take a new snapshot, never find this one after its physical snapshot went.
+    for snapshot in &pending {
+        if let Some(bound) = &snapshot.bound_to {
+            delete_bound_snapshot(client, bound, timeout).await?;
+        }
+    }
     let doomed = to_delete(&pending, recorded);
     for snapshot in &doomed {
         delete_physical(
@@ -106,13 +126,7 @@ pub async fn settle(
         .await?;
     }
     for snapshot in &pending {
-        // A VolumeSnapshot still bound to it (an attempt stopped between labelling the content
-        // and deleting the VolumeSnapshot) goes first: a later attempt must take a new
-        // snapshot, not find this one, whose physical snapshot may just have been deleted.
-        if let Some(bound) = &snapshot.bound_to {
-            delete_bound_snapshot(client, bound).await?;
-        }
-        delete_content(&contents, &snapshot.content).await?;
+        delete_content(client, &contents, &snapshot.content).await?;
     }
     Ok(doomed.len())
 }
