@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::movers::{
-    CopyBed, MoverOperator, WAIT, leftovers, owned, turn, volume_dir, wait_phase,
+    CopyBed, MoverOperator, WAIT, leftovers, owned, running_mover, turn, volume_dir, wait_phase,
 };
 use support::real_node::{apply_in, psql_in, wait_ready};
 use support::{Bed, unique};
@@ -299,28 +299,7 @@ fn an_operator_killed_while_a_mover_copies_finishes_the_backup_once_and_leaves_n
 
     let backup = unique("killbackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
-    let mover = bed.wait_until(
-        "the backup's mover pod to run",
-        WAIT,
-        || {
-            let names = bed
-                .kubectl(&[
-                    "-n",
-                    &op,
-                    "get",
-                    "pods",
-                    "-l",
-                    "rewind.dev/mover=backup",
-                    "--field-selector=status.phase=Running",
-                    "-o",
-                    "name",
-                ])
-                .unwrap_or_default();
-            let name = names.trim().to_string();
-            (!name.is_empty()).then_some(name)
-        },
-        || format!("{}\n{}", bed.describe(&op), operator.log_tail()),
-    );
+    let mover = running_mover(&bed, &operator, &op, "backup");
     operator.kill_hard();
     let operator = setup.spawn(&bed);
 
@@ -772,28 +751,7 @@ fn a_worker_pod_that_vanishes_mid_dump_is_started_again_and_the_dump_recorded_on
     wait_ready(&bed, &ns, "slow");
     let backup = unique("dbgonebackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
-    let worker = bed.wait_until(
-        "the dump worker to run",
-        WAIT,
-        || {
-            let names = bed
-                .kubectl(&[
-                    "-n",
-                    op,
-                    "get",
-                    "pods",
-                    "-l",
-                    "rewind.dev/mover=dump",
-                    "--field-selector=status.phase=Running",
-                    "-o",
-                    "name",
-                ])
-                .unwrap_or_default();
-            let name = names.trim().to_string();
-            (!name.is_empty()).then_some(name)
-        },
-        || format!("{}\n{}", bed.describe(op), operator.log_tail()),
-    );
+    let worker = running_mover(&bed, operator, op, "dump");
     bed.kubectl_ok(&["-n", op, "delete", &worker, "--wait=false"]);
     let status = wait_phase(&bed, operator, "accountbackup", &backup);
     assert_eq!(
@@ -851,28 +809,7 @@ fn an_operator_killed_while_a_worker_dumps_finishes_the_backup_once_and_leaves_n
     wait_ready(&bed, &ns, "slow");
     let backup = unique("dbkillbackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {backup}}}\nspec: {{account: {account}}}\n"));
-    bed.wait_until(
-        "the dump worker to run",
-        WAIT,
-        || {
-            let names = bed
-                .kubectl(&[
-                    "-n",
-                    &op,
-                    "get",
-                    "pods",
-                    "-l",
-                    "rewind.dev/mover=dump",
-                    "--field-selector=status.phase=Running",
-                    "-o",
-                    "name",
-                ])
-                .unwrap_or_default();
-            let name = names.trim().to_string();
-            (!name.is_empty()).then_some(name)
-        },
-        || format!("{}\n{}", bed.describe(&op), operator.log_tail()),
-    );
+    running_mover(&bed, &operator, &op, "dump");
     operator.kill_hard();
     let operator = setup.spawn(&bed);
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::api::{DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -146,15 +146,11 @@ pub async fn remove_helpers(
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
-    let removed = match snapshots.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err),
-    };
-    let removed = match removed {
-        Ok(()) => crate::snapshot::delete_content(client, &contents, name).await,
-        failed => failed,
-    };
+    let removed = async {
+        crate::snapshot::delete_if_present(&snapshots, name).await?;
+        crate::snapshot::delete_content(client, &contents, name).await
+    }
+    .await;
     if let Err(err) = &removed {
         tracing::warn!(error = %err, "removing a restore's helper snapshot failed");
     }

@@ -53,6 +53,41 @@ pub fn wait_phase(bed: &Bed, operator: &Operator, kind: &str, name: &str) -> Val
     )
 }
 
+/// Waits until a pod labelled `rewind.dev/mover=<role>` (`backup`, `restore`, `dump`, `load`)
+/// runs in the operator's namespace `namespace`; its `pod/<name>`.
+pub fn running_mover(bed: &Bed, operator: &Operator, namespace: &str, role: &str) -> String {
+    let selector = format!("rewind.dev/mover={role}");
+    bed.wait_until(
+        &format!("a {role} mover or worker pod to run"),
+        WAIT,
+        || {
+            let names = bed
+                .kubectl(&[
+                    "-n",
+                    namespace,
+                    "get",
+                    "pods",
+                    "-l",
+                    &selector,
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "name",
+                ])
+                .unwrap_or_default();
+            let name = names.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        },
+        || {
+            format!(
+                "{}
+{}",
+                bed.describe(namespace),
+                operator.log_tail()
+            )
+        },
+    )
+}
+
 /// Mover pods, PVCs and snapshots left in `namespace` and mover contents anywhere, by name.
 pub fn leftovers(bed: &Bed, namespace: &str) -> String {
     let mut found = String::new();
