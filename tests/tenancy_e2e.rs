@@ -71,6 +71,16 @@
 //!   more than its author holds there. Which repository snapshot a dump is loaded from comes
 //!   from the backup's own outcome record (operator-written, encrypted), never from a field a
 //!   tenant writes — `volume_copy_e2e::a_database_is_dumped_and_loaded_by_worker_pods_that_leave_no_pod_or_access_behind`.
+//! - what settling a backup's snapshots and removing a helper read (2026-12-01): a
+//!   VolumeSnapshotContent's labels, `volumeSnapshotRef` and annotations — cluster-scoped,
+//!   written only by the operator and the snapshot controller, never by a tenant — and whether a
+//!   VolumeSnapshot under Rewind's deterministic name exists in the project's namespace, which
+//!   the project's owner can write. The VolumeSnapshot deleted is chosen by the content's
+//!   recorded UID, so a tenant's namesake is left alone; a namesake only makes Rewind treat its
+//!   own content there as free to go, which holds just that account's snapshot (a pending one, or
+//!   a helper of that account's restore), and every content is pinned to Retain as it goes, so
+//!   its physical snapshot is never deleted on a tenant's word —
+//!   `volumes_databases_e2e::settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound_and_leaves_a_tenants_namesake_alone`.
 //! - `make run`'s sample account and the chaos suite's account: written by the person running
 //!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 

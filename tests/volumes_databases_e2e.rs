@@ -630,7 +630,8 @@ fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String
 }
 
 #[test]
-fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound() {
+fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound_and_leaves_a_tenants_namesake_alone()
+ {
     let bed = Bed::get();
     let Some(csi_state) = bed.require("CSI_STATE_DIR", "the CSI driver's snapshots") else {
         return;
@@ -697,6 +698,22 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
         ]);
     }
     bed.kubectl_ok(&["delete", "volumesnapshotcontent", &stuck, "--wait=false"]);
+    // The tenant, who writes its own namespace, creates a VolumeSnapshot under the name of
+    // Rewind's gone one: what settle deletes is chosen by the content's UID, never by a name a
+    // tenant can take, so this one stays.
+    let class = bed
+        .var("SNAPSHOT_CLASS")
+        .unwrap_or("rewind-hostpath-snapshots");
+    apply_in(
+        &bed,
+        ns,
+        &format!(
+            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {{name: kept}}\nspec: {{volumeSnapshotClassName: {class}, source: {{persistentVolumeClaimName: kept}}}}\n"
+        ),
+    );
+    let tenants = bed
+        .jsonpath(&["-n", ns, "volumesnapshot", "kept"], "{.metadata.uid}")
+        .expect("the tenant's namesake VolumeSnapshot");
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         bed.jsonpath(
@@ -743,6 +760,11 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
             bed.kubectl(&["get", "volumesnapshotcontents", "-o", "yaml"])
                 .unwrap_or_else(|e| e)
         },
+    );
+    assert_eq!(
+        bed.jsonpath(&["-n", ns, "volumesnapshot", "kept"], "{.metadata.uid}"),
+        Some(tenants),
+        "the tenant's namesake VolumeSnapshot is left alone"
     );
     let tarball = |handle: &str| {
         std::path::Path::new(&csi_state)
