@@ -81,6 +81,13 @@
 //!   a helper of that account's restore), and every content is pinned to Retain as it goes, so
 //!   its physical snapshot is never deleted on a tenant's word —
 //!   `volumes_databases_e2e::settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound_and_leaves_a_tenants_namesake_alone`.
+//!   A snapshot an attempt left before labelling its content is found through the contents'
+//!   `volumeSnapshotRef` and deleted only when its VolumeSnapshot is in one of the backup's own
+//!   projects (namespaces carry the account label by the platform's hand), has the content's
+//!   UID, and bears the name derived from the backup's UID and its source PVC: a tenant of
+//!   another account who copies that name into her project is left alone, and one of the same
+//!   account can at most have her own account's VolumeSnapshot deleted —
+//!   `volumes_databases_e2e::deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_project_and_leaves_another_accounts_namesake_alone`.
 //! - `make run`'s sample account and the chaos suite's account: written by the person running
 //!   them, in their own namespaces (`demo-*`, `chaos-*`); they read nothing of other accounts.
 
@@ -417,13 +424,19 @@ async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_
         .as_str()
         .expect("a physical snapshot")
         .to_string();
+    // Contents naming the victim's physical snapshot (a temporary one made to delete it, or a
+    // helper made to restore from it); the suite's other tests take and drop their own meanwhile.
     let physical = |bed: &Bed| {
         bed.kubectl_ok(&[
             "get",
             "volumesnapshotcontents",
             "-o",
-            "jsonpath={.items[*].status.snapshotHandle}",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.source.snapshotHandle} {.status.snapshotHandle}{\"\\n\"}{end}",
         ])
+        .lines()
+        .filter(|line| line.split(' ').skip(1).any(|h| h == handle))
+        .map(String::from)
+        .collect::<Vec<_>>()
     };
     let contents_before = physical(&bed);
 
@@ -506,7 +519,7 @@ async fn a_tenant_cannot_import_another_accounts_snapshot_nor_make_the_operator_
     assert_eq!(
         physical(&bed),
         contents_before,
-        "no snapshot content came or went"
+        "no content of the victim's snapshot came or went"
     );
 }
 

@@ -247,10 +247,20 @@ fn a_deleted_project_comes_back_with_its_own_postgresql_on_its_restored_volume_a
         || (!tarball.exists()).then_some(()),
         || operator.log_tail(),
     );
-    let leftovers = bed.kubectl_ok(&["get", "volumesnapshotcontents", "-o", "name"]);
+    // Only this backup's handle: the suite's other tests delete their own snapshots meanwhile.
+    let leftovers = bed.kubectl_ok(&[
+        "get",
+        "volumesnapshotcontents",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.source.snapshotHandle}{\"\\n\"}{end}",
+    ]);
+    let left: Vec<&str> = leftovers
+        .lines()
+        .filter(|line| line.ends_with(&format!(" {snapshot_handle}")))
+        .collect();
     assert!(
-        !leftovers.contains("rewind-delete"),
-        "the temporary content is gone: {leftovers}"
+        left.is_empty(),
+        "no content of the deleted backup's snapshot is left, the temporary one included: {left:?}"
     );
 }
 
@@ -577,9 +587,9 @@ fn a_failing_pre_backup_hook_skips_its_projects_snapshots_unless_told_to_continu
     bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
 }
 
-/// A snapshot of `pvc` in `namespace` taken as a backup takes it (a VolumeSnapshot, ready, its
-/// content made Retain and labelled pending for backup `uid`); returns (content, handle).
-fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String, String) {
+/// A VolumeSnapshot `name` of `pvc` in `namespace`, waited for until ready, as the snapshot
+/// controller leaves it (its content Delete, unlabelled); returns (content, handle).
+fn ready_snapshot(bed: &Bed, namespace: &str, name: &str, pvc: &str) -> (String, String) {
     let class = bed
         .var("SNAPSHOT_CLASS")
         .unwrap_or("rewind-hostpath-snapshots");
@@ -587,19 +597,19 @@ fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String
         bed,
         namespace,
         &format!(
-            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {{name: {pvc}}}\nspec: {{volumeSnapshotClassName: {class}, source: {{persistentVolumeClaimName: {pvc}}}}}\n"
+            "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {{name: {name}}}\nspec: {{volumeSnapshotClassName: {class}, source: {{persistentVolumeClaimName: {pvc}}}}}\n"
         ),
     );
     let content = bed.wait_until(
-        &format!("VolumeSnapshot {namespace}/{pvc} to be ready"),
+        &format!("VolumeSnapshot {namespace}/{name} to be ready"),
         Duration::from_secs(60),
         || {
             let ready = bed.jsonpath(
-                &["-n", namespace, "volumesnapshot", pvc],
+                &["-n", namespace, "volumesnapshot", name],
                 "{.status.readyToUse}",
             );
             let content = bed.jsonpath(
-                &["-n", namespace, "volumesnapshot", pvc],
+                &["-n", namespace, "volumesnapshot", name],
                 "{.status.boundVolumeSnapshotContentName}",
             );
             (ready.as_deref() == Some("true"))
@@ -608,6 +618,19 @@ fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String
         },
         || bed.describe(namespace),
     );
+    let handle = bed
+        .jsonpath(
+            &["volumesnapshotcontent", &content],
+            "{.status.snapshotHandle}",
+        )
+        .expect("a ready snapshot's handle");
+    (content, handle)
+}
+
+/// A snapshot of `pvc` in `namespace` taken as a backup takes it (a VolumeSnapshot, ready, its
+/// content made Retain and labelled pending for backup `uid`); returns (content, handle).
+fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String, String) {
+    let (content, handle) = ready_snapshot(bed, namespace, pvc, pvc);
     let pending = format!(
         r#"{{"metadata":{{"labels":{{"rewind.dev/pending-for-backup":"{uid}"}}}},"spec":{{"deletionPolicy":"Retain"}}}}"#
     );
@@ -620,13 +643,91 @@ fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String
         "-p",
         &pending,
     ]);
-    let handle = bed
-        .jsonpath(
-            &["volumesnapshotcontent", &content],
-            "{.status.snapshotHandle}",
-        )
-        .expect("a ready snapshot's handle");
     (content, handle)
+}
+
+#[test]
+fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_project_and_leaves_another_accounts_namesake_alone()
+ {
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "the CSI driver's snapshots") else {
+        return;
+    };
+    let operator = operator(&bed);
+    let account = unique("stray");
+    let project = bed.project("stray", &account);
+    let ns = project.name.clone();
+    let neighbour = bed.project("stray-next", &unique("next"));
+    for namespace in [ns.as_str(), neighbour.name.as_str()] {
+        apply_in(
+            &bed,
+            namespace,
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n",
+        );
+        bed.wait_for_phase(namespace, "persistentvolumeclaim", "data", "Bound", DONE);
+    }
+    let name = unique("straybackup");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    let status = wait_finished(&bed, operator, &name);
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let uid = bed
+        .jsonpath(&["accountbackup", &name], "{.metadata.uid}")
+        .expect("the backup's uid");
+
+    // What an attempt stopped while the snapshot was still being taken leaves: the
+    // VolumeSnapshot under the backup's deterministic name, its content Delete and never
+    // labelled pending. A tenant of another account copies the name into her own project.
+    let snapshot = rewind::snapshot::decide::snapshot_name(&uid, "data");
+    let (stray, stray_handle) = ready_snapshot(&bed, &ns, &snapshot, "data");
+    let (namesake, namesake_handle) = ready_snapshot(&bed, &neighbour.name, &snapshot, "data");
+    let namesake_uid = bed.jsonpath(
+        &["-n", &neighbour.name, "volumesnapshot", &snapshot],
+        "{.metadata.uid}",
+    );
+
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--timeout=90s"]);
+    let tarball = |handle: &str| {
+        std::path::Path::new(&csi_state)
+            .join("snapshots")
+            .join(format!("{handle}.tgz"))
+    };
+    bed.wait_until(
+        "the stray VolumeSnapshot, its content and its physical snapshot to be gone",
+        DONE,
+        || {
+            (bed.kubectl(&["-n", &ns, "get", "volumesnapshot", &snapshot])
+                .is_err()
+                && bed
+                    .kubectl(&["get", "volumesnapshotcontent", &stray])
+                    .is_err()
+                && !tarball(&stray_handle).exists())
+            .then_some(())
+        },
+        || operator.log_tail(),
+    );
+    assert_eq!(
+        bed.jsonpath(
+            &["-n", &neighbour.name, "volumesnapshot", &snapshot],
+            "{.metadata.uid}"
+        ),
+        namesake_uid,
+        "another account's VolumeSnapshot under the same name is left alone"
+    );
+    assert!(
+        bed.kubectl(&["get", "volumesnapshotcontent", &namesake])
+            .is_ok()
+            && tarball(&namesake_handle).exists(),
+        "and so are its content and physical snapshot"
+    );
+    bed.kubectl_ok(&[
+        "-n",
+        &neighbour.name,
+        "delete",
+        "volumesnapshot",
+        &snapshot,
+        "--wait=true",
+        "--timeout=60s",
+    ]);
 }
 
 #[test]
@@ -734,8 +835,15 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
     let deleted = runtime
         .block_on(async {
             let client = bed.client().await;
-            rewind::snapshot::pending::settle(&client, &uid, &recorded, ns, Duration::from_secs(60))
-                .await
+            rewind::snapshot::pending::settle(
+                &client,
+                &uid,
+                &recorded,
+                &std::collections::BTreeSet::from([ns.to_string()]),
+                ns,
+                Duration::from_secs(60),
+            )
+            .await
         })
         .expect("settle");
     assert_eq!(deleted, 2, "the two unrecorded physical snapshots");

@@ -68,10 +68,18 @@ pub async fn settle_snapshots(
                 .collect()
         })
         .unwrap_or_default();
+    // Where an attempt may have left a snapshot it never labelled: the account's projects now
+    // (namespaces carry the account label only by the platform's hand, never a tenant's).
+    let projects = super::observe::projects(&ctx.client, &backup.spec.account)
+        .await?
+        .into_iter()
+        .map(|project| project.name)
+        .collect();
     let deleted = crate::snapshot::pending::settle(
         &ctx.client,
         backup.metadata.uid.as_deref().unwrap_or_default(),
         &recorded,
+        &projects,
         &ctx.namespace,
         ctx.step_timeouts.snapshot,
     )
