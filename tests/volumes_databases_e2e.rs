@@ -905,3 +905,110 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
         })
         .expect("the test's own cleanup of the kept snapshot");
 }
+
+#[test]
+fn deleting_a_physical_snapshot_whose_temporary_content_cannot_go_fails_with_the_reason_and_finishes_when_tried_again()
+ {
+    let bed = Bed::get();
+    let Some(csi_state) = bed.require("CSI_STATE_DIR", "the CSI driver's snapshots") else {
+        return;
+    };
+    let project = bed.namespace("held");
+    let ns = project.name.as_str();
+    apply_in(
+        &bed,
+        ns,
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n",
+    );
+    bed.wait_for_phase(ns, "persistentvolumeclaim", "data", "Bound", DONE);
+    // A committed backup's snapshot: known by driver and handle only, its objects gone.
+    let uid = unique("backup-uid");
+    let (content, handle) = pending_snapshot(&bed, ns, "data", &uid);
+    let driver = bed
+        .jsonpath(&["volumesnapshotcontent", &content], "{.spec.driver}")
+        .expect("the content's driver");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime
+        .block_on(async {
+            let client = bed.client().await;
+            rewind::snapshot::pending::settle(
+                &client,
+                &uid,
+                &std::collections::BTreeSet::from([handle.clone()]),
+                &std::collections::BTreeSet::from([ns.to_string()]),
+                ns,
+                Duration::from_secs(60),
+            )
+            .await
+        })
+        .expect("settled as committed");
+    bed.wait_until(
+        "the committed snapshot's content to go",
+        DONE,
+        || {
+            bed.kubectl(&["get", "volumesnapshotcontent", &content])
+                .is_err()
+                .then_some(())
+        },
+        String::new,
+    );
+
+    // Someone else's finalizer holds the temporary content Rewind deletes the snapshot through.
+    let temporary = rewind::snapshot::decide::deletion_content_name(&driver, &handle);
+    bed.apply(&format!(
+        "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotContent\nmetadata: {{name: {temporary}, finalizers: [example.com/hold]}}\nspec: {{deletionPolicy: Delete, driver: {driver}, source: {{snapshotHandle: {handle}}}, volumeSnapshotRef: {{name: {temporary}, namespace: {ns}}}}}\n"
+    ));
+    let delete = || {
+        runtime.block_on(async {
+            let client = bed.client().await;
+            rewind::snapshot::delete_physical(
+                &client,
+                &driver,
+                &handle,
+                ns,
+                Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    let error = delete().expect_err("the content stays: deleting the snapshot has not finished");
+    let message = error.to_string();
+    assert!(
+        message.contains(&temporary) && message.contains("finalizers"),
+        "the error names the content and where to look: {message}"
+    );
+    assert_eq!(error.category(), "snapshot-delete-timeout");
+
+    let others: Vec<String> = bed
+        .jsonpath(
+            &["volumesnapshotcontent", &temporary],
+            "{.metadata.finalizers}",
+        )
+        .and_then(|list| serde_json::from_str::<Vec<String>>(&list).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|finalizer| finalizer != "example.com/hold")
+        .collect();
+    bed.kubectl_ok(&[
+        "patch",
+        "volumesnapshotcontent",
+        &temporary,
+        "--type",
+        "merge",
+        "-p",
+        &serde_json::json!({"metadata": {"finalizers": others}}).to_string(),
+    ]);
+    delete().expect("tried again once the finalizer is gone");
+    assert!(
+        bed.kubectl(&["get", "volumesnapshotcontent", &temporary])
+            .is_err(),
+        "the temporary content is gone"
+    );
+    assert!(
+        !std::path::Path::new(&csi_state)
+            .join("snapshots")
+            .join(format!("{handle}.tgz"))
+            .exists(),
+        "the physical snapshot {handle} is deleted"
+    );
+}

@@ -61,6 +61,18 @@ pub enum SnapshotError {
         /// The limit.
         after: Duration,
     },
+    /// Deleting a physical snapshot did not finish in time.
+    #[error(
+        "deleting physical snapshot {handle} through VolumeSnapshotContent {content} did not finish within {after:?}; check the content's finalizers and status.error and the CSI snapshotter's logs (it is tried again)"
+    )]
+    DeleteTimeout {
+        /// The physical snapshot's handle.
+        handle: String,
+        /// The temporary content deleting it.
+        content: String,
+        /// The limit.
+        after: Duration,
+    },
     /// An API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -74,6 +86,7 @@ impl SnapshotError {
             Self::NotCsi { .. } => "not-csi",
             Self::Driver { .. } => "snapshot-driver",
             Self::Timeout { .. } => "snapshot-timeout",
+            Self::DeleteTimeout { .. } => "snapshot-delete-timeout",
             Self::Kube(_) => "kubernetes",
         }
     }
@@ -401,7 +414,11 @@ pub async fn delete_physical(
     }));
     object.metadata.finalizers = Some(vec![DELETE_FINALIZER.to_string()]);
     create_if_absent(&contents, &object).await?;
-    let pvc = format!("(snapshot {handle})");
+    let timed_out = || SnapshotError::DeleteTimeout {
+        handle: handle.into(),
+        content: name.clone(),
+        after: timeout,
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     // 1. The sidecar has looked the snapshot up (or reported that it is gone already).
     loop {
@@ -416,10 +433,7 @@ pub async fn delete_physical(
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(SnapshotError::Timeout {
-                pvc,
-                after: timeout,
-            });
+            return Err(timed_out());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -437,10 +451,7 @@ pub async fn delete_physical(
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(SnapshotError::Timeout {
-                pvc,
-                after: timeout,
-            });
+            return Err(timed_out());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -463,6 +474,9 @@ pub async fn delete_physical(
             Err(err) => return Err(err.into()),
         }
     }
-    wait_gone(&contents, &name, timeout).await?;
+    // Gone, or tried again: a content left behind would hold the sidecar's finalizer forever.
+    if !wait_gone(&contents, &name, timeout).await? {
+        return Err(timed_out());
+    }
     Ok(())
 }
