@@ -590,9 +590,23 @@ fn a_failing_pre_backup_hook_skips_its_projects_snapshots_unless_told_to_continu
 /// A VolumeSnapshot `name` of `pvc` in `namespace`, waited for until ready, as the snapshot
 /// controller leaves it (its content Delete, unlabelled); returns (content, handle).
 fn ready_snapshot(bed: &Bed, namespace: &str, name: &str, pvc: &str) -> (String, String) {
-    let class = bed
-        .var("SNAPSHOT_CLASS")
-        .unwrap_or("rewind-hostpath-snapshots");
+    ready_snapshot_of_class(bed, namespace, name, pvc, default_class(bed))
+}
+
+/// The bed's VolumeSnapshotClass (deletionPolicy Delete).
+fn default_class(bed: &Bed) -> &str {
+    bed.var("SNAPSHOT_CLASS")
+        .unwrap_or("rewind-hostpath-snapshots")
+}
+
+/// [`ready_snapshot`] through VolumeSnapshotClass `class`.
+fn ready_snapshot_of_class(
+    bed: &Bed,
+    namespace: &str,
+    name: &str,
+    pvc: &str,
+    class: &str,
+) -> (String, String) {
     apply_in(
         bed,
         namespace,
@@ -647,7 +661,7 @@ fn pending_snapshot(bed: &Bed, namespace: &str, pvc: &str, uid: &str) -> (String
 }
 
 #[test]
-fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_project_and_leaves_another_accounts_namesake_alone()
+fn deleting_a_backup_removes_the_snapshots_an_attempt_left_unlabelled_in_its_project_whatever_their_class_and_leaves_another_accounts_namesake_alone()
  {
     let bed = Bed::get();
     let Some(csi_state) = bed.require("CSI_STATE_DIR", "the CSI driver's snapshots") else {
@@ -658,14 +672,28 @@ fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_proj
     let project = bed.project("stray", &account);
     let ns = project.name.clone();
     let neighbour = bed.project("stray-next", &unique("next"));
-    for namespace in [ns.as_str(), neighbour.name.as_str()] {
+    for (namespace, pvc) in [
+        (ns.as_str(), "data"),
+        (ns.as_str(), "logs"),
+        (neighbour.name.as_str(), "data"),
+    ] {
         apply_in(
             &bed,
             namespace,
-            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}\n",
+            &format!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {pvc}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 10Mi}}}}}}\n"
+            ),
         );
-        bed.wait_for_phase(namespace, "persistentvolumeclaim", "data", "Bound", DONE);
+        bed.wait_for_phase(namespace, "persistentvolumeclaim", pvc, "Bound", DONE);
     }
+    // A class that keeps contents and physical snapshots when their VolumeSnapshot goes.
+    let driver = bed
+        .jsonpath(&["volumesnapshotclass", default_class(&bed)], "{.driver}")
+        .expect("the bed's snapshot class names its driver");
+    let retain_class = unique("rewind-retain");
+    bed.apply(&format!(
+        "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata: {{name: {retain_class}}}\ndriver: {driver}\ndeletionPolicy: Retain\n"
+    ));
     let name = unique("straybackup");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     let status = wait_finished(&bed, operator, &name);
@@ -675,10 +703,14 @@ fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_proj
         .expect("the backup's uid");
 
     // What an attempt stopped while the snapshot was still being taken leaves: the
-    // VolumeSnapshot under the backup's deterministic name, its content Delete and never
-    // labelled pending. A tenant of another account copies the name into her own project.
+    // VolumeSnapshot under the backup's deterministic name, its content never labelled
+    // pending — Delete as the bed's class makes it, or Retain under a class that keeps it.
+    // A tenant of another account copies the name into her own project.
     let snapshot = rewind::snapshot::decide::snapshot_name(&uid, "data");
     let (stray, stray_handle) = ready_snapshot(&bed, &ns, &snapshot, "data");
+    let kept_snapshot = rewind::snapshot::decide::snapshot_name(&uid, "logs");
+    let (kept_stray, kept_handle) =
+        ready_snapshot_of_class(&bed, &ns, &kept_snapshot, "logs", &retain_class);
     let (namesake, namesake_handle) = ready_snapshot(&bed, &neighbour.name, &snapshot, "data");
     let namesake_uid = bed.jsonpath(
         &["-n", &neighbour.name, "volumesnapshot", &snapshot],
@@ -691,20 +723,27 @@ fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_proj
             .join("snapshots")
             .join(format!("{handle}.tgz"))
     };
-    bed.wait_until(
-        "the stray VolumeSnapshot, its content and its physical snapshot to be gone",
-        DONE,
-        || {
-            (bed.kubectl(&["-n", &ns, "get", "volumesnapshot", &snapshot])
-                .is_err()
-                && bed
-                    .kubectl(&["get", "volumesnapshotcontent", &stray])
+    for (snapshot, content, handle) in [
+        (&snapshot, &stray, &stray_handle),
+        (&kept_snapshot, &kept_stray, &kept_handle),
+    ] {
+        bed.wait_until(
+            &format!(
+                "stray VolumeSnapshot {snapshot}, its content and its physical snapshot to be gone"
+            ),
+            DONE,
+            || {
+                (bed.kubectl(&["-n", &ns, "get", "volumesnapshot", snapshot])
                     .is_err()
-                && !tarball(&stray_handle).exists())
-            .then_some(())
-        },
-        || operator.log_tail(),
-    );
+                    && bed
+                        .kubectl(&["get", "volumesnapshotcontent", content])
+                        .is_err()
+                    && !tarball(handle).exists())
+                .then_some(())
+            },
+            || operator.log_tail(),
+        );
+    }
     assert_eq!(
         bed.jsonpath(
             &["-n", &neighbour.name, "volumesnapshot", &snapshot],
@@ -728,6 +767,7 @@ fn deleting_a_backup_removes_the_snapshot_an_attempt_left_unlabelled_in_its_proj
         "--wait=true",
         "--timeout=60s",
     ]);
+    bed.kubectl_ok(&["delete", "volumesnapshotclass", &retain_class]);
 }
 
 #[test]
@@ -974,10 +1014,19 @@ fn deleting_a_physical_snapshot_whose_temporary_content_cannot_go_fails_with_the
     let error = delete().expect_err("the content stays: deleting the snapshot has not finished");
     let message = error.to_string();
     assert!(
-        message.contains(&temporary) && message.contains("finalizers"),
-        "the error names the content and where to look: {message}"
+        message.contains(&temporary)
+            && message.contains("the physical snapshot is deleted")
+            && message.contains("example.com/hold"),
+        "the error names the content, where it stands and the finalizer holding it: {message}"
     );
     assert_eq!(error.category(), "snapshot-delete-timeout");
+    let tarball = std::path::Path::new(&csi_state)
+        .join("snapshots")
+        .join(format!("{handle}.tgz"));
+    assert!(
+        !tarball.exists(),
+        "the physical snapshot {handle} is deleted already"
+    );
 
     let others: Vec<String> = bed
         .jsonpath(
@@ -998,17 +1047,10 @@ fn deleting_a_physical_snapshot_whose_temporary_content_cannot_go_fails_with_the
         "-p",
         &serde_json::json!({"metadata": {"finalizers": others}}).to_string(),
     ]);
-    delete().expect("tried again once the finalizer is gone");
+    delete().expect("tried again once the finalizer is gone, it finishes");
     assert!(
         bed.kubectl(&["get", "volumesnapshotcontent", &temporary])
             .is_err(),
         "the temporary content is gone"
-    );
-    assert!(
-        !std::path::Path::new(&csi_state)
-            .join("snapshots")
-            .join(format!("{handle}.tgz"))
-            .exists(),
-        "the physical snapshot {handle} is deleted"
     );
 }

@@ -45,6 +45,16 @@ pub fn snapshot_name(backup_uid: &str, pvc: &str) -> String {
     format!("rewind-{}", short_hash(&[backup_uid, pvc]))
 }
 
+/// Whether `name` has the shape of [`snapshot_name`]'s names (pure): `rewind-` and 16 hex digits.
+pub fn has_snapshot_name_shape(name: &str) -> bool {
+    name.strip_prefix("rewind-").is_some_and(|hash| {
+        hash.len() == 16
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// The temporary VolumeSnapshotContent that deletes a physical snapshot.
 pub fn deletion_content_name(driver: &str, handle: &str) -> String {
     format!("rewind-delete-{}", short_hash(&[driver, handle]))
@@ -106,6 +116,15 @@ mod tests {
             choose_class(None, "nfs", &[class("c", "hostpath", true)]),
             None
         );
+    }
+
+    #[test]
+    fn only_names_made_like_a_backups_snapshot_names_have_their_shape() {
+        assert!(has_snapshot_name_shape(&snapshot_name("uid-1", "data")));
+        assert!(!has_snapshot_name_shape("rewind-restore-0123456789abcdef"));
+        assert!(!has_snapshot_name_shape(&deletion_content_name("d", "h")));
+        assert!(!has_snapshot_name_shape("rewind-0123456789ABCDEF"));
+        assert!(!has_snapshot_name_shape("data"));
     }
 
     #[test]

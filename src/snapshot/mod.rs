@@ -63,7 +63,7 @@ pub enum SnapshotError {
     },
     /// Deleting a physical snapshot did not finish in time.
     #[error(
-        "deleting physical snapshot {handle} through VolumeSnapshotContent {content} did not finish within {after:?}; check the content's finalizers and status.error and the CSI snapshotter's logs (it is tried again)"
+        "deleting physical snapshot {handle} through VolumeSnapshotContent {content} did not finish within {after:?}: {why} (it is tried again)"
     )]
     DeleteTimeout {
         /// The physical snapshot's handle.
@@ -72,6 +72,8 @@ pub enum SnapshotError {
         content: String,
         /// The limit.
         after: Duration,
+        /// Where it stands and what to look at.
+        why: String,
     },
     /// An API call failed.
     #[error("kubernetes API: {0}")]
@@ -414,10 +416,11 @@ pub async fn delete_physical(
     }));
     object.metadata.finalizers = Some(vec![DELETE_FINALIZER.to_string()]);
     create_if_absent(&contents, &object).await?;
-    let timed_out = || SnapshotError::DeleteTimeout {
+    let timed_out = |why: String| SnapshotError::DeleteTimeout {
         handle: handle.into(),
         content: name.clone(),
         after: timeout,
+        why,
     };
     let deadline = tokio::time::Instant::now() + timeout;
     // 1. The sidecar has looked the snapshot up (or reported that it is gone already).
@@ -433,7 +436,9 @@ pub async fn delete_physical(
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(timed_out());
+            return Err(timed_out(format!(
+                "the CSI snapshotter of driver {driver} has not looked the snapshot up; check that it runs and its logs"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -451,7 +456,13 @@ pub async fn delete_physical(
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(timed_out());
+            let error = current.data["status"]["error"]["message"]
+                .as_str()
+                .map(|message| format!(" (its error: {message})"))
+                .unwrap_or_default();
+            return Err(timed_out(format!(
+                "the driver has not confirmed the deletion{error}; check the CSI snapshotter's logs"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -474,9 +485,21 @@ pub async fn delete_physical(
             Err(err) => return Err(err.into()),
         }
     }
-    // Gone, or tried again: a content left behind would hold the sidecar's finalizer forever.
-    if !wait_gone(&contents, &name, timeout).await? {
-        return Err(timed_out());
+    // Gone, or tried again: a content left behind would stay forever. What is left of the
+    // deadline, and a few seconds for the last finalizer to come off after a slow driver.
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(5));
+    if !wait_gone(&contents, &name, left).await? {
+        let held_by = contents
+            .get_opt(&name)
+            .await?
+            .and_then(|current| current.metadata.finalizers)
+            .unwrap_or_default()
+            .join(", ");
+        return Err(timed_out(format!(
+            "the physical snapshot is deleted, but the content stays, held by finalizers [{held_by}]: find who holds it, or remove them"
+        )));
     }
     Ok(())
 }

@@ -13,10 +13,12 @@ use crate::api::PENDING_LABEL;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, DynamicObject, ListParams, Preconditions};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::time::Instant;
 
-use super::decide::snapshot_name;
+use super::decide::{has_snapshot_name_shape, snapshot_name};
 use super::{
     SnapshotError, delete_content, delete_physical, volume_snapshot_contents, volume_snapshots,
     wait_gone,
@@ -59,19 +61,25 @@ fn pending_of(object: &DynamicObject) -> Pending {
     }
 }
 
-/// The VolumeSnapshots (namespace, name, UID) that contents not labelled pending were taken
-/// for in one of `projects` (pure): where an attempt stopped before labelling its snapshot.
-/// Which of them really are the backup's is for the VolumeSnapshot itself to say.
-pub fn unlabelled_in(
-    listed: &[DynamicObject],
+/// The unlabelled contents taken for a VolumeSnapshot in one of `projects` under a name of
+/// the shape Rewind gives a backup's snapshots (pure): where an attempt may have stopped before
+/// labelling its snapshot. Which of them really are the backup's is for the VolumeSnapshot
+/// itself to say.
+pub fn unlabelled_in<'a>(
+    listed: &'a [DynamicObject],
     projects: &BTreeSet<String>,
-) -> Vec<(String, String, String)> {
+) -> Vec<&'a DynamicObject> {
     listed
         .iter()
         .filter(|object| !object.labels().contains_key(PENDING_LABEL))
         .filter(|object| object.metadata.deletion_timestamp.is_none())
-        .filter_map(|object| pending_of(object).bound_to)
-        .filter(|(namespace, _, _)| projects.contains(namespace))
+        .filter(|object| {
+            pending_of(object)
+                .bound_to
+                .is_some_and(|(namespace, name, _)| {
+                    projects.contains(&namespace) && has_snapshot_name_shape(&name)
+                })
+        })
         .collect()
 }
 
@@ -82,20 +90,26 @@ pub fn taken_by_backup(uid: &str, name: &str, pvc: &str) -> bool {
     !pvc.is_empty() && snapshot_name(uid, pvc) == name
 }
 
-/// Deletes the VolumeSnapshot an attempt of backup `uid` created in a project and never
-/// labelled; its content (Delete, as taken) and physical snapshot go with it. Whether it is
-/// one is read from the object: its UID, its name derived from `uid` and its source PVC.
-async fn delete_unlabelled_snapshot(
+/// Takes over a snapshot an attempt of backup `uid` left unlabelled, when its VolumeSnapshot
+/// is that very object (the content's UID), not being deleted, and named for this backup and
+/// its source PVC: the content is labelled pending for `uid` and made Retain, so it settles as
+/// any pending one whatever the class's deletionPolicy. One the driver has not made yet (no
+/// handle) is the snapshot controller's to undo: its VolumeSnapshot is deleted.
+async fn adopt_unlabelled(
     client: &Client,
+    contents: &Api<DynamicObject>,
     uid: &str,
-    bound: &(String, String, String),
-    timeout: Duration,
-) -> Result<bool, kube::Error> {
-    let (namespace, name, snapshot_uid) = bound;
+    content: &DynamicObject,
+    deadline: Instant,
+) -> Result<Option<Pending>, kube::Error> {
+    let Some(bound) = pending_of(content).bound_to else {
+        return Ok(None);
+    };
+    let (namespace, name, snapshot_uid) = &bound;
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
     let Some(snapshot) = snapshots.get_opt(name).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let pvc = snapshot.data["spec"]["source"]["persistentVolumeClaimName"]
         .as_str()
@@ -104,18 +118,33 @@ async fn delete_unlabelled_snapshot(
         || snapshot.metadata.deletion_timestamp.is_some()
         || !taken_by_backup(uid, name, pvc)
     {
-        return Ok(false);
+        return Ok(None);
     }
-    delete_bound_snapshot(client, bound, timeout).await?;
-    Ok(true)
+    if !content.data["status"]["snapshotHandle"].is_string() {
+        delete_bound_snapshot(client, &bound, deadline).await?;
+        return Ok(None);
+    }
+    let pending = json!({
+        "metadata": {"labels": {PENDING_LABEL: uid}},
+        "spec": {"deletionPolicy": "Retain"},
+    });
+    let adopted = contents
+        .patch(
+            &content.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&pending),
+        )
+        .await?;
+    Ok(Some(pending_of(&adopted)))
 }
 
 /// Deletes the VolumeSnapshot a pending content was taken for, if that very object (same UID)
-/// is still there; a namesake created since is left alone.
+/// is still there; a namesake created since is left alone. Waits for it until `deadline`, one
+/// for the whole settle, so VolumeSnapshots held by someone's finalizer cannot add up.
 async fn delete_bound_snapshot(
     client: &Client,
     (namespace, name, uid): &(String, String, String),
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<(), kube::Error> {
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &volume_snapshots());
@@ -134,7 +163,8 @@ async fn delete_bound_snapshot(
         }
         Err(err) => return Err(err),
     }
-    if !wait_gone(&snapshots, name, timeout).await? {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !wait_gone(&snapshots, name, left).await? {
         tracing::warn!(
             namespace,
             snapshot = name,
@@ -144,9 +174,45 @@ async fn delete_bound_snapshot(
     Ok(())
 }
 
+/// Releases `pending` snapshots: their VolumeSnapshots first, then the physical snapshots not
+/// `recorded`, then the contents. Returns how many physical snapshots were deleted.
+async fn release(
+    client: &Client,
+    contents: &Api<DynamicObject>,
+    pending: &[Pending],
+    recorded: &BTreeSet<String>,
+    operator_namespace: &str,
+    (timeout, deadline): (Duration, Instant),
+) -> Result<usize, SnapshotError> {
+    // A VolumeSnapshot still bound to a pending content (an attempt stopped between labelling
+    // the content and deleting the VolumeSnapshot) goes first, and is waited for: a later
+    // attempt must take a new snapshot, never find this one after its physical snapshot went.
+    for snapshot in pending {
+        if let Some(bound) = &snapshot.bound_to {
+            delete_bound_snapshot(client, bound, deadline).await?;
+        }
+    }
+    let doomed = to_delete(pending, recorded);
+    for snapshot in &doomed {
+        delete_physical(
+            client,
+            &snapshot.driver,
+            &snapshot.handle,
+            operator_namespace,
+            timeout,
+        )
+        .await?;
+    }
+    for snapshot in pending {
+        delete_content(client, contents, &snapshot.content).await?;
+    }
+    Ok(doomed.len())
+}
+
 /// Settles backup `uid`'s pending snapshots: the `recorded` ones stay (only their object goes),
-/// every other one is deleted, as is a snapshot an attempt left unlabelled in one of the
-/// backup's `projects`. Idempotent; returns how many physical snapshots were deleted.
+/// every other one is deleted; then the snapshots an attempt left unlabelled in one of the
+/// backup's `projects` the same way. Idempotent; returns how many physical snapshots were
+/// deleted.
 pub async fn settle(
     client: &Client,
     uid: &str,
@@ -158,46 +224,39 @@ pub async fn settle(
     if uid.is_empty() {
         return Ok(0);
     }
+    let limits = (timeout, Instant::now() + timeout);
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_contents());
-    let listed = contents.list(&ListParams::default()).await?;
-    let (labelled, unlabelled): (Vec<DynamicObject>, Vec<DynamicObject>) = listed
-        .items
-        .into_iter()
-        .partition(|object| object.labels().contains_key(PENDING_LABEL));
-    let mut stray = 0;
-    for bound in unlabelled_in(&unlabelled, projects) {
-        if delete_unlabelled_snapshot(client, uid, &bound, timeout).await? {
-            stray += 1;
-        }
-    }
-    let pending: Vec<Pending> = labelled
+    let listed = contents.list(&ListParams::default()).await?.items;
+    let pending: Vec<Pending> = listed
         .iter()
         .filter(|object| object.labels().get(PENDING_LABEL).map(String::as_str) == Some(uid))
         .map(pending_of)
         .collect();
-    // A VolumeSnapshot still bound to a pending content (an attempt stopped between labelling
-    // the content and deleting the VolumeSnapshot) goes first, and is waited for: a later
-    // attempt must take a new snapshot, never find this one after its physical snapshot went.
-    for snapshot in &pending {
-        if let Some(bound) = &snapshot.bound_to {
-            delete_bound_snapshot(client, bound, timeout).await?;
+    let mut deleted = release(
+        client,
+        &contents,
+        &pending,
+        recorded,
+        operator_namespace,
+        limits,
+    )
+    .await?;
+    let mut adopted = Vec::new();
+    for content in unlabelled_in(&listed, projects) {
+        if let Some(stray) = adopt_unlabelled(client, &contents, uid, content, limits.1).await? {
+            adopted.push(stray);
         }
     }
-    let doomed = to_delete(&pending, recorded);
-    for snapshot in &doomed {
-        delete_physical(
-            client,
-            &snapshot.driver,
-            &snapshot.handle,
-            operator_namespace,
-            timeout,
-        )
-        .await?;
-    }
-    for snapshot in &pending {
-        delete_content(client, &contents, &snapshot.content).await?;
-    }
-    Ok(doomed.len() + stray)
+    deleted += release(
+        client,
+        &contents,
+        &adopted,
+        recorded,
+        operator_namespace,
+        limits,
+    )
+    .await?;
+    Ok(deleted)
 }
 
 #[cfg(test)]
@@ -239,31 +298,36 @@ mod tests {
     }
 
     #[test]
-    fn only_unlabelled_contents_taken_in_the_backups_projects_are_looked_at() {
-        let mut deleting = content("c4", &[], ("project-a", "rewind-4", "u4"));
+    fn only_unlabelled_contents_taken_under_a_backup_snapshot_name_in_the_backups_projects_are_looked_at()
+     {
+        let name = |n: &str| snapshot_name("uid", n);
+        let mut deleting = content("c4", &[], ("project-a", &name("4"), "u4"));
         deleting.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
         );
         let listed = [
-            content("c1", &[], ("project-a", "rewind-1", "u1")),
+            content("c1", &[], ("project-a", &name("1"), "u1")),
             content(
                 "c2",
                 &[(PENDING_LABEL, "uid")],
-                ("project-a", "rewind-2", "u2"),
+                ("project-a", &name("2"), "u2"),
             ),
-            content("c3", &[], ("other-account", "rewind-3", "u3")),
+            content("c3", &[], ("other-account", &name("3"), "u3")),
             deleting,
             content("c5", &[], ("project-a", "", "")),
+            content("c6", &[], ("project-a", "tenants-own", "u6")),
+            content(
+                "c7",
+                &[],
+                ("project-a", "rewind-restore-0123456789abcdef", "u7"),
+            ),
         ];
         let projects = BTreeSet::from(["project-a".to_string()]);
-        assert_eq!(
-            unlabelled_in(&listed, &projects),
-            [(
-                "project-a".to_string(),
-                "rewind-1".to_string(),
-                "u1".to_string()
-            )]
-        );
+        let looked_at: Vec<String> = unlabelled_in(&listed, &projects)
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+        assert_eq!(looked_at, ["c1"]);
     }
 
     #[test]
