@@ -82,9 +82,10 @@
 //!   its physical snapshot is never deleted on a tenant's word —
 //!   `volumes_databases_e2e::settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_still_bound_and_leaves_a_tenants_namesake_alone`.
 //!   A snapshot an attempt left before labelling its content is found through the contents'
-//!   `volumeSnapshotRef` and taken over (labelled pending, Retain) and released only when its VolumeSnapshot is in one of the backup's own
-//!   projects (namespaces carry the account label by the platform's hand), has the content's
-//!   UID, and bears the name derived from the backup's UID and its source PVC: a tenant of
+//!   `volumeSnapshotRef`, and taken over (labelled pending, Retain) and released only when its
+//!   VolumeSnapshot is in one of the backup's own projects (namespaces carry the account label
+//!   by the platform's hand), has the content's UID, and bears the name derived from the
+//!   backup's UID and its source PVC: a tenant of
 //!   another account who copies that name into her project is left alone, and one of the same
 //!   account can at most have her own account's VolumeSnapshot deleted —
 //!   `volumes_databases_e2e::deleting_a_backup_removes_the_snapshots_an_attempt_left_unlabelled_in_its_project_whatever_their_class_and_leaves_another_accounts_namesake_alone`.
