@@ -828,15 +828,32 @@ fn settling_a_backup_releases_snapshots_the_snapshot_controller_left_stuck_or_st
             snapshot,
             "--wait=true",
         ]);
-        bed.kubectl_ok(&[
-            "patch",
-            "volumesnapshotcontent",
-            content,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"metadata":{"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":null}}}"#,
-        ]);
+        // The snapshot controller may still write its mark from a view of the VolumeSnapshot
+        // older than its deletion: taken off until it stays off (the controller has seen the
+        // VolumeSnapshot go), or the content's deletion below would find it and go through.
+        bed.wait_until(
+            &format!("the being-deleted mark on {content} to stay off"),
+            Duration::from_secs(60),
+            || {
+                bed.kubectl_ok(&[
+                    "patch",
+                    "volumesnapshotcontent",
+                    content,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"metadata":{"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":null}}}"#,
+                ]);
+                std::thread::sleep(Duration::from_secs(3));
+                bed.jsonpath(
+                    &["volumesnapshotcontent", content],
+                    "{.metadata.annotations.snapshot\\.storage\\.kubernetes\\.io/volumesnapshot-being-deleted}",
+                )
+                .is_none()
+                .then_some(())
+            },
+            || bed.kubectl(&["get", "volumesnapshotcontent", content, "-o", "yaml"]).unwrap_or_else(|e| e),
+        );
     }
     bed.kubectl_ok(&["delete", "volumesnapshotcontent", &stuck, "--wait=false"]);
     // The tenant, who writes its own namespace, creates a VolumeSnapshot under the name of
