@@ -160,6 +160,21 @@ pub fn decide_lock(observed: Observed<'_>, me: &Holder, replica: &str) -> LockDe
     }
 }
 
+/// The replica still copying operation `me`, if another one renews its lock (pure): asked when
+/// the operation is being deleted, so its own state no longer says whether a copy runs — the
+/// Lease's renewals do. A copy on another replica keeps going after the deletion (its
+/// reconcile does not stop), and what it writes must not outlive the cleanup.
+pub fn copied_elsewhere(observed: Observed<'_>, me: &Holder, replica: &str) -> Option<String> {
+    let still_running = Observed {
+        holder_active: true,
+        ..observed
+    };
+    match decide_lock(still_running, me, replica) {
+        LockDecision::RunningElsewhere { replica } => Some(replica),
+        _ => None,
+    }
+}
+
 /// Result of trying to take the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockOutcome {
@@ -357,6 +372,29 @@ impl AccountLocks {
         }
     }
 
+    /// The replica still copying `me` on `account`, if another one renews its lock
+    /// ([`copied_elsewhere`]).
+    pub async fn copying_replica(
+        &self,
+        account: &str,
+        me: &Holder,
+    ) -> Result<Option<String>, kube::Error> {
+        let name = lease_name(account);
+        let current = self.api.get_opt(&name).await?;
+        let unchanged_for = self.unchanged_for(&name, current.as_ref());
+        let holder = current
+            .as_ref()
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.clone());
+        let observed = Observed {
+            holder: holder.as_deref(),
+            holder_active: true,
+            unchanged_for,
+            others_stopped: self.leader_elected,
+        };
+        Ok(copied_elsewhere(observed, me, &self.replica))
+    }
+
     /// Releases the lock if `me` holds it (idempotent).
     pub async fn release(&self, account: &str, me: &Holder) -> Result<(), kube::Error> {
         let name = lease_name(account);
@@ -440,6 +478,45 @@ mod tests {
             unchanged_for: Duration::from_secs(unchanged_for),
             others_stopped: false,
         }
+    }
+
+    #[test]
+    fn a_deleted_operation_is_still_copied_elsewhere_while_the_other_replica_renews_its_lock() {
+        let holder = Some("AccountBackup/nightly/u1@b");
+        assert_eq!(
+            copied_elsewhere(seen(holder, false, 5), &me(), "a"),
+            Some("b".to_string()),
+            "deleted (not active) but renewed: the other replica still copies"
+        );
+        assert_eq!(
+            copied_elsewhere(seen(holder, false, LOCK_DURATION.as_secs()), &me(), "a"),
+            None,
+            "not renewed for a lock's duration: that replica is gone"
+        );
+        assert_eq!(
+            copied_elsewhere(
+                seen(Some("AccountBackup/nightly/u1@a"), false, 5),
+                &me(),
+                "a"
+            ),
+            None,
+            "our own copy: this replica's reconcile is the one deleting"
+        );
+        assert_eq!(
+            copied_elsewhere(seen(Some("AccountBackup/other/u2@b"), true, 5), &me(), "a"),
+            None,
+            "another operation's lock says nothing about this one"
+        );
+        assert_eq!(copied_elsewhere(seen(None, true, 0), &me(), "a"), None);
+        let elected = Observed {
+            others_stopped: true,
+            ..seen(holder, false, 5)
+        };
+        assert_eq!(
+            copied_elsewhere(elected, &me(), "a"),
+            None,
+            "an elected leader knows every other replica stopped"
+        );
     }
 
     #[test]

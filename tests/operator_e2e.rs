@@ -296,6 +296,112 @@ fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resum
 }
 
 #[test]
+fn a_backup_deleted_while_another_replica_copies_it_is_released_only_once_that_copy_ends() {
+    let Some((_turn, bed)) = own_turn_with_host_exec("the hook") else {
+        return;
+    };
+    let deployment = OwnDeployment::new(
+        &bed,
+        "rewind-twin-delete",
+        &["--no-leader-election", "--hook-timeout", "60s"],
+    );
+    let replicas = [
+        Operator::spawn(&bed, &deployment.launch("twin-a")),
+        Operator::spawn(&bed, &deployment.launch("twin-b")),
+    ];
+    for replica in &replicas {
+        bed.wait_until(
+            "both replicas to be ready",
+            WAIT,
+            || {
+                replica
+                    .get("/readyz")
+                    .starts_with("HTTP/1.1 200")
+                    .then_some(())
+            },
+            || replica.log_tail(),
+        );
+    }
+    let logs = || {
+        replicas
+            .iter()
+            .map(Operator::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let runs = tempfile::NamedTempFile::new().expect("hook run file");
+    let account = unique("twindel");
+    let project = bed.project("twindel", &account);
+    bed.bind_exec(&project.name, &project.name);
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"echo run >> {}; sleep 20\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
+        project.name,
+        runs.path().display()
+    ));
+    bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
+    let name = unique("twindel");
+    bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
+    bed.wait_until(
+        "one replica to copy (its hook runs)",
+        WAIT,
+        || (lines_in(runs.path()) >= 1).then_some(()),
+        || format!("{}\n{}", phase(&bed, &name), logs()),
+    );
+    let uid = bed
+        .jsonpath(&["accountbackup", &name], "{.metadata.uid}")
+        .expect("the backup's uid");
+
+    // Deleted while one replica copies: the other, which may take the deletion, waits.
+    bed.kubectl_ok(&["delete", "accountbackup", &name, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        bed.jsonpath(&["accountbackup", &name], "{.metadata.deletionTimestamp}")
+            .is_some(),
+        "the deletion waits for the copy another replica runs: {}",
+        logs()
+    );
+    bed.wait_until(
+        "the backup to be gone once its copy ended",
+        WAIT,
+        || {
+            bed.kubectl(&["get", "accountbackup", &name])
+                .is_err()
+                .then_some(())
+        },
+        logs,
+    );
+    assert_eq!(lines_in(runs.path()), 1, "copied once: {}", logs());
+    // What the copy committed after the deletion began was released with the backup.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let left: Vec<String> = runtime
+        .block_on(async { replicas[0].repository().await.list_snapshots().await })
+        .expect("list the repository")
+        .into_iter()
+        .filter(|snapshot| {
+            snapshot
+                .metadata
+                .get(rewind::archive::layout::BACKUP_UID_METADATA)
+                .is_some_and(|value| *value == uid)
+        })
+        .map(|snapshot| snapshot.id)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no repository snapshot of the deleted backup is left: {left:?}\n{}",
+        logs()
+    );
+    assert_eq!(
+        account_lock_holder(&bed, &deployment.namespace, &account),
+        None,
+        "the account lock is released"
+    );
+    for mut replica in replicas {
+        replica.stop();
+    }
+    let _ = bed.kubectl(&["delete", "namespace", &deployment.namespace, "--wait=false"]);
+}
+
+#[test]
 fn a_restore_interrupted_by_a_crash_completes_after_the_restart_with_the_tokens_it_regenerated_once()
  {
     let Some((_turn, bed)) = own_turn_with_host_exec("the slow restore") else {

@@ -578,6 +578,18 @@ async fn fail(
 }
 
 async fn cleanup(backup: Arc<AccountBackup>, ctx: &Context) -> Result<Action, BackupError> {
+    // Another replica (run without leader election) still copying this backup would go on
+    // writing snapshots and repository data after its release: the deletion waits for that
+    // copy to end, or for its replica's lock to go stale. The Lease says so, not the phase in
+    // this replica's cache, which may not have seen the copy start.
+    if let Some(replica) = ctx
+        .locks
+        .copying_replica(&backup.spec.account, &Holder::backup(&backup))
+        .await?
+    {
+        // An error, not an Action: the finalizer helper removes the finalizer on any Ok.
+        return Err(BackupError::CopiedElsewhere { replica });
+    }
     let released = async {
         // A copy still running stops here; its objects go before the data they read.
         let uid = backup.metadata.uid.as_deref().unwrap_or_default();

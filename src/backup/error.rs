@@ -16,6 +16,13 @@ pub enum BackupError {
     #[error("finalizer: {0}")]
     Finalizer(String),
     /// A manifest could not be serialized (a bug: reported, not retried).
+    #[error(
+        "replica {replica} is still copying this backup: its deletion waits for that copy to end, or for that replica's lock to go stale"
+    )]
+    CopiedElsewhere {
+        /// The replica named in the account's lock.
+        replica: String,
+    },
     #[error("encoding a manifest: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -28,6 +35,7 @@ impl BackupError {
             Self::Repository(_) => "repository",
             Self::Snapshot(_) => "snapshot",
             Self::Finalizer(_) => "finalizer",
+            Self::CopiedElsewhere { .. } => "copied-elsewhere",
             Self::Encode(_) => "encode",
         }
     }
@@ -36,7 +44,11 @@ impl BackupError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Kube(kube::Error::Api(status)) => matches!(status.code, 400 | 403 | 422),
-            Self::Kube(_) | Self::Repository(_) | Self::Snapshot(_) | Self::Finalizer(_) => false,
+            Self::Kube(_)
+            | Self::Repository(_)
+            | Self::Snapshot(_)
+            | Self::Finalizer(_)
+            | Self::CopiedElsewhere { .. } => false,
             Self::Encode(_) => true,
         }
     }
