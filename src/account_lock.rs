@@ -297,12 +297,12 @@ impl AccountLocks {
             .and_then(|spec| spec.holder_identity))
     }
 
-    /// Takes the account's lock for `me`; a holder whose operation no longer runs is replaced.
-    pub async fn try_acquire(
+    /// The account's Lease as this replica sees it: its name, the object, its holder and how
+    /// long this replica has seen the same record.
+    async fn read(
         &self,
         account: &str,
-        me: &Holder,
-    ) -> Result<LockOutcome, kube::Error> {
+    ) -> Result<(String, Option<Lease>, Option<String>, Duration), kube::Error> {
         let name = lease_name(account);
         let current = self.api.get_opt(&name).await?;
         let unchanged_for = self.unchanged_for(&name, current.as_ref());
@@ -310,6 +310,16 @@ impl AccountLocks {
             .as_ref()
             .and_then(|l| l.spec.as_ref())
             .and_then(|s| s.holder_identity.clone());
+        Ok((name, current, holder, unchanged_for))
+    }
+
+    /// Takes the account's lock for `me`; a holder whose operation no longer runs is replaced.
+    pub async fn try_acquire(
+        &self,
+        account: &str,
+        me: &Holder,
+    ) -> Result<LockOutcome, kube::Error> {
+        let (name, current, holder, unchanged_for) = self.read(account).await?;
         let holder_active = match &holder {
             Some(h) => holder_is_active(self.client.clone(), h.clone()).await?,
             None => true,
@@ -379,13 +389,7 @@ impl AccountLocks {
         account: &str,
         me: &Holder,
     ) -> Result<Option<String>, kube::Error> {
-        let name = lease_name(account);
-        let current = self.api.get_opt(&name).await?;
-        let unchanged_for = self.unchanged_for(&name, current.as_ref());
-        let holder = current
-            .as_ref()
-            .and_then(|l| l.spec.as_ref())
-            .and_then(|s| s.holder_identity.clone());
+        let (_, _, holder, unchanged_for) = self.read(account).await?;
         let observed = Observed {
             holder: holder.as_deref(),
             holder_active: true,

@@ -192,20 +192,11 @@ fn lines_in(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
-#[test]
-fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resumes_it_when_the_other_dies()
- {
-    let Some((_turn, bed)) = own_turn_with_host_exec("the hook") else {
-        return;
-    };
-    let deployment = OwnDeployment::new(
-        &bed,
-        "rewind-twin",
-        &["--no-leader-election", "--hook-timeout", "60s"],
-    );
-    let mut replicas = vec![
-        Operator::spawn(&bed, &deployment.launch("twin-a")),
-        Operator::spawn(&bed, &deployment.launch("twin-b")),
+/// Two replicas of `deployment`'s operator (`twin-a`, `twin-b`), each waited for until ready.
+fn ready_twins(bed: &Bed, deployment: &OwnDeployment) -> Vec<Operator> {
+    let replicas = vec![
+        Operator::spawn(bed, &deployment.launch("twin-a")),
+        Operator::spawn(bed, &deployment.launch("twin-b")),
     ];
     for replica in &replicas {
         bed.wait_until(
@@ -220,18 +211,44 @@ fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resum
             || replica.log_tail(),
         );
     }
+    replicas
+}
 
-    // Each copy attempt runs the pre-backup hook once and notes it in a file on the bed's host.
-    let runs = tempfile::NamedTempFile::new().expect("hook run file");
-    let account = unique("twin");
-    let project = bed.project("twin", &account);
+/// A project of account `account` whose pod's pre-backup hook notes each copy attempt in
+/// `runs` (a file on the bed's host), then sleeps 20 s.
+fn project_with_slow_hook<'a>(
+    bed: &'a Bed,
+    account: &str,
+    runs: &std::path::Path,
+) -> support::TestNamespace<'a> {
+    let project = bed.project("twin", account);
     bed.bind_exec(&project.name, &project.name);
     bed.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"echo run >> {}; sleep 20\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
         project.name,
-        runs.path().display()
+        runs.display()
     ));
     bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
+    project
+}
+
+#[test]
+fn two_replicas_without_leader_election_run_a_backup_once_and_the_survivor_resumes_it_when_the_other_dies()
+ {
+    let Some((_turn, bed)) = own_turn_with_host_exec("the hook") else {
+        return;
+    };
+    let deployment = OwnDeployment::new(
+        &bed,
+        "rewind-twin",
+        &["--no-leader-election", "--hook-timeout", "60s"],
+    );
+    let mut replicas = ready_twins(&bed, &deployment);
+
+    // Each copy attempt runs the pre-backup hook once and notes it in a file on the bed's host.
+    let runs = tempfile::NamedTempFile::new().expect("hook run file");
+    let account = unique("twin");
+    let _project = project_with_slow_hook(&bed, &account, runs.path());
     let name = unique("twin");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     let logs = |replicas: &[Operator]| {
@@ -305,23 +322,7 @@ fn a_backup_deleted_while_another_replica_copies_it_is_released_only_once_that_c
         "rewind-twin-delete",
         &["--no-leader-election", "--hook-timeout", "60s"],
     );
-    let replicas = [
-        Operator::spawn(&bed, &deployment.launch("twin-a")),
-        Operator::spawn(&bed, &deployment.launch("twin-b")),
-    ];
-    for replica in &replicas {
-        bed.wait_until(
-            "both replicas to be ready",
-            WAIT,
-            || {
-                replica
-                    .get("/readyz")
-                    .starts_with("HTTP/1.1 200")
-                    .then_some(())
-            },
-            || replica.log_tail(),
-        );
-    }
+    let replicas = ready_twins(&bed, &deployment);
     let logs = || {
         replicas
             .iter()
@@ -331,14 +332,7 @@ fn a_backup_deleted_while_another_replica_copies_it_is_released_only_once_that_c
     };
     let runs = tempfile::NamedTempFile::new().expect("hook run file");
     let account = unique("twindel");
-    let project = bed.project("twindel", &account);
-    bed.bind_exec(&project.name, &project.name);
-    bed.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: {}\n  annotations: {{rewind.dev/pre-backup: \"echo run >> {}; sleep 20\"}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n",
-        project.name,
-        runs.path().display()
-    ));
-    bed.wait_for_phase(&project.name, "pod", "slow", "Running", WAIT);
+    let _project = project_with_slow_hook(&bed, &account, runs.path());
     let name = unique("twindel");
     bed.apply(&format!("apiVersion: rewind.dev/v1alpha1\nkind: AccountBackup\nmetadata: {{name: {name}}}\nspec: {{account: {account}}}\n"));
     bed.wait_until(
