@@ -392,6 +392,7 @@ impl AccountLocks {
         let (_, _, holder, unchanged_for) = self.read(account).await?;
         let observed = Observed {
             holder: holder.as_deref(),
+            // Not read: copied_elsewhere asks as if the operation still ran.
             holder_active: true,
             unchanged_for,
             others_stopped: self.leader_elected,

@@ -41,6 +41,10 @@
 //! - an account lock's holder (`<kind>/<name>/<uid>@<replica>`) and its renewals: Leases in the
 //!   operator's own namespace, which no tenant role can write; the operation named is one of the
 //!   account's own — `operator_e2e::two_replicas_without_leader_election_run_a_backup_once…`.
+//!   A deleted backup's release waits only while that Lease names this very backup (its UID)
+//!   on another replica that renews it; another account's lock is never read for it —
+//!   `operator_e2e::a_backup_deleted_while_another_replica_copies_it_is_released_only_once_that_copy_ends`,
+//!   unit `account_lock::tests::a_deleted_operation_is_still_copied_elsewhere_while_the_other_replica_renews_its_lock`.
 //! - an imported snapshot's error (the CSI driver's, on the helper content; the snapshot
 //!   controller's on the VolumeSnapshot): cluster components, on objects Rewind made for one
 //!   restore; they fail only that restore's volume — unit

@@ -15,7 +15,7 @@ pub enum BackupError {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
-    /// A manifest could not be serialized (a bug: reported, not retried).
+    /// The backup is deleted while another replica still copies it: its release waits.
     #[error(
         "replica {replica} is still copying this backup: its deletion waits for that copy to end, or for that replica's lock to go stale"
     )]
@@ -23,6 +23,7 @@ pub enum BackupError {
         /// The replica named in the account's lock.
         replica: String,
     },
+    /// A manifest could not be serialized (a bug: reported, not retried).
     #[error("encoding a manifest: {0}")]
     Encode(#[from] serde_json::Error),
 }

@@ -6,8 +6,8 @@
 //! the backup failed or was deleted — is then settled from the cluster, not from process
 //! memory: snapshots the committed outcome records are kept, every other one is deleted.
 //! An attempt stopped before it labelled a content (the snapshot still being taken) left a
-//! VolumeSnapshot under the backup's deterministic name in one of its projects: that one is
-//! deleted too, with its content and physical snapshot (deletionPolicy Delete, as taken).
+//! VolumeSnapshot under the backup's deterministic name in one of its projects: its content is
+//! labelled pending and made Retain, and it is settled the same way, whatever its class.
 
 use crate::api::PENDING_LABEL;
 use std::collections::BTreeSet;
